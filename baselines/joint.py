@@ -1,0 +1,27 @@
+"""Multi-task joint training (joint): the upper bound.
+
+One run on the union of every task's training data with the same trainable set and the same total
+step budget as sequential fine-tuning (steps per task x tasks), evaluated once on every task. Its
+accuracy matrix repeats that one row after every stage, and results flag it ``upper_bound``.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mcit_bench.methods.base import Capabilities, Method, RunContext, Stage, register_method
+from mcit_bench.data.stream import TaskStream
+
+from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
+
+
+@register_method("joint")
+class JointTraining(Method):
+    capabilities = Capabilities(upper_bound=True)
+    Options = SeqFTOptions
+
+    def stages(self, stream: TaskStream) -> list[Stage]:
+        return [Stage(1, tuple(stream.tasks))]
+
+    def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
+        return lora_or_full(model, self.options)

@@ -1,0 +1,68 @@
+"""Run configuration: frozen, typed, unknown keys refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mcit_bench.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingConfig(_Strict):
+    batch_size: int = Field(default=32, gt=0)
+    steps_per_task: int | None = Field(default=None, gt=0)  # None: the stream's budget, else one epoch
+    epochs: float = Field(default=1.0, gt=0)  # used when neither this config nor the stream sets steps
+    lr: float = Field(default=1e-3, gt=0)
+    projector_lr: float | None = Field(default=None, gt=0)  # None: same as lr
+    warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+
+
+class EvalConfig(_Strict):
+    batch_size: int = Field(default=64, gt=0)
+    max_new_tokens: int = Field(default=24, gt=0)
+
+
+class RunConfig(_Strict):
+    """Everything that determines a run's results (and nothing that does not, like output paths)."""
+
+    method: str = "seqft"
+    method_options: dict[str, Any] = {}
+    sequence: str = "synth-coin"
+    subset: str | None = None
+    model: str = "mcit-tiny"
+    seed: int = 0
+    training: TrainingConfig = TrainingConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def parse_run_config(raw: dict[str, Any], source: str) -> RunConfig:
+    """Validate a raw mapping; the first problem becomes one sentence naming the field."""
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise ConfigError(f"{source} field {field}: {first['msg']}") from None
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML ({error}); fix its syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return raw

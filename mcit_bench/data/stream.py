@@ -1,0 +1,175 @@
+"""Task sequences: versioned YAML files -> an ordered ``TaskStream`` with a content hash."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mcit_bench.data.records import TASK_TYPES
+from mcit_bench.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TaskDef(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    type: str
+    metric: str | None = None  # None: the task type's default metric
+    like: str | None = None  # the real benchmark a synthetic task mirrors, or the data set's name
+    train: str
+    test: str
+    images: str = "."  # image paths in the JSON are relative to data_root/images
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, value: str) -> str:
+        if value not in TASK_TYPES:
+            raise ValueError(f"unknown task type {value!r}; known types are {', '.join(TASK_TYPES)}")
+        return value
+
+
+class SyntheticSource(_Strict):
+    kind: Literal["synthetic"]
+    seed: int
+    train_per_task: int = Field(gt=0)
+    test_per_task: int = Field(gt=0)
+
+
+class FilesSource(_Strict):
+    kind: Literal["files"]
+
+
+class Subset(_Strict):
+    """A smaller preset of a sequence (``--subset ci``)."""
+
+    train_per_task: int | None = Field(default=None, gt=0)
+    test_per_task: int | None = Field(default=None, gt=0)
+    steps_per_task: int | None = Field(default=None, gt=0)
+    tasks: list[str] | None = None
+
+
+class SequenceDef(_Strict):
+    name: str
+    version: int = Field(ge=1)
+    description: str
+    source: SyntheticSource | FilesSource = Field(discriminator="kind")
+    steps_per_task: int | None = Field(default=None, gt=0)  # the stream's training budget; None: one epoch
+    tasks: list[TaskDef] = Field(min_length=1)
+    subsets: dict[str, Subset] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SequenceDef:
+        names = [task.name for task in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError("task names must be unique")
+        for subset_name, subset in self.subsets.items():
+            unknown = set(subset.tasks or []) - set(names)
+            if unknown:
+                raise ValueError(f"subset {subset_name!r} names unknown tasks {sorted(unknown)}")
+        return self
+
+
+@dataclass(frozen=True)
+class TaskStream:
+    """An ordered stream of tasks, resolved for one subset, with its identity."""
+
+    definition: SequenceDef
+    subset: str | None
+    tasks: tuple[TaskDef, ...]
+    steps_per_task: int | None
+    train_per_task: int | None
+    test_per_task: int | None
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def version(self) -> int:
+        return self.definition.version
+
+    @property
+    def task_names(self) -> list[str]:
+        return [task.name for task in self.tasks]
+
+    def content_hash(self) -> str:
+        """sha256 over the resolved task definitions: two runs with one hash saw the same stream."""
+        payload = {
+            "name": self.name,
+            "version": self.version,
+            "source": self.definition.source.model_dump(),
+            "subset": self.subset,
+            "tasks": [task.model_dump() for task in self.tasks],
+            "steps_per_task": self.steps_per_task,
+            "train_per_task": self.train_per_task,
+            "test_per_task": self.test_per_task,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def builtin_sequences() -> dict[str, Path]:
+    """Sequences shipped with the package, by name."""
+    folder = files("mcit_bench.task_sequences")
+    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+
+
+def sequence_path(name_or_path: str) -> Path:
+    """A built-in sequence by name, or a YAML file by path."""
+    if name_or_path.endswith((".yaml", ".yml")) or os.sep in name_or_path:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(f"sequence file {path} does not exist; pass a built-in name or an existing YAML file")
+        return path
+    known = builtin_sequences()
+    if name_or_path not in known:
+        import difflib
+
+        close = difflib.get_close_matches(name_or_path, list(known), n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"unknown sequence {name_or_path!r}: {hint}known sequences are {', '.join(sorted(known))}")
+    return known[name_or_path]
+
+
+def read_sequence(path: Path) -> SequenceDef:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"sequence file {path} is not valid YAML ({error}); fix its syntax") from None
+    try:
+        return SequenceDef.model_validate(raw)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise ConfigError(f"sequence file {path} field {field}: {first['msg']}") from None
+
+
+def load_stream(name_or_path: str, subset: str | None = None) -> TaskStream:
+    """Read a sequence and resolve it for ``subset`` (None: the full stream)."""
+    path = sequence_path(name_or_path)
+    definition = read_sequence(path)
+    tasks = list(definition.tasks)
+    steps = definition.steps_per_task
+    source = definition.source
+    train = source.train_per_task if isinstance(source, SyntheticSource) else None
+    test = source.test_per_task if isinstance(source, SyntheticSource) else None
+    if subset is not None:
+        if subset not in definition.subsets:
+            known = ", ".join(sorted(definition.subsets)) or "none"
+            raise ConfigError(f"sequence {definition.name!r} has no subset {subset!r}; its subsets are {known}")
+        chosen = definition.subsets[subset]
+        if chosen.tasks:
+            tasks = [task for task in tasks if task.name in chosen.tasks]
+        steps = chosen.steps_per_task or steps
+        train = chosen.train_per_task or train
+        test = chosen.test_per_task or test
+    return TaskStream(definition, subset, tuple(tasks), steps, train, test)

@@ -1,0 +1,13 @@
+"""Errors a user can cause. Each carries one sentence naming the file, the field and the fix."""
+
+
+class UserError(Exception):
+    """Bad input from the user: the CLI prints the message alone and exits with status 2."""
+
+
+class DataError(UserError):
+    """A data file, record or image is missing or malformed."""
+
+
+class ConfigError(UserError):
+    """A configuration value, method, sequence or model name is wrong."""

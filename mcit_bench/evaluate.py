@@ -1,0 +1,87 @@
+"""Batched greedy generation on a task's test split, and the predictions files it leaves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mcit_bench.data.records import Record
+from mcit_bench.errors import DataError
+from mcit_bench.io import atomic_write_text
+from mcit_bench.methods.base import Method, RunContext
+from mcit_bench.models.collate import InstructionCollator
+from mcit_bench.train import rows_of
+
+# Only these fields reach the model and the method's router: never the task name or the answer.
+MODEL_FIELDS = ("image", "instruction")
+
+
+@torch.no_grad()
+def generate_answers(
+    model: nn.Module,
+    collator: InstructionCollator,
+    rows: list[dict[str, Any]],
+    batch_size: int,
+    max_new_tokens: int,
+    method: Method | None = None,
+    run: RunContext | None = None,
+    device: torch.device = torch.device("cpu"),
+) -> list[str]:
+    """Greedy answers for ``rows`` in order: left padding, KV cache, stop at end of turn."""
+    model.eval()
+    tokenizer = collator.tokenizer
+    answers: list[str] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = [{name: row[name] for name in MODEL_FIELDS} for row in rows[start : start + batch_size]]
+        batch = {name: value.to(device) for name, value in collator.generation_batch(chunk).items()}
+        if method is not None:
+            method.route(batch, run)
+        output = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
+        answers.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
+    return answers
+
+
+def write_predictions(path: Path, rows: list[dict[str, Any]], predictions: list[str]) -> None:
+    """One JSON line per sample: its id, the model's output, and what scoring needs of the reference."""
+    lines = [
+        json.dumps({"question_id": row["id"], "prediction": prediction, "answers": row["answers"],
+                    "task_type": row["task_type"], "metadata": json.loads(row["metadata"])}, ensure_ascii=False)
+        for row, prediction in zip(rows, predictions)
+    ]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_predictions(path: Path) -> tuple[list[str], list[Record]]:
+    """The predictions of a file and the records (references) they answer, in file order."""
+    if not path.is_file():
+        raise DataError(f"predictions file {path} does not exist; the run did not evaluate that stage")
+    predictions: list[str] = []
+    records: list[Record] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            predictions.append(str(entry["prediction"]))
+            records.append(Record(str(entry["question_id"]), "", "", tuple(entry["answers"]), entry["task_type"],
+                                  entry["metadata"]))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise DataError(f"predictions file {path} line {number} is not a JSON object with question_id, "
+                            f"prediction, answers, task_type and metadata; re-run the stage") from None
+    return predictions, records
+
+
+def test_rows(dataset) -> list[dict[str, Any]]:
+    return rows_of(dataset, list(range(len(dataset))))

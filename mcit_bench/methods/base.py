@@ -1,0 +1,123 @@
+"""The method plug-in interface: a continual-learning method answers a few questions from the loop.
+
+The loop owns the optimiser, the backward pass, the schedule, checkpoints and evaluation. A method
+only chooses what trains, what data a stage sees, which extra loss terms apply and how to route at
+inference; it returns values and never reaches into the loop's state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from mcit_bench.registry import Registry
+
+if TYPE_CHECKING:
+    import datasets
+
+    from mcit_bench.data.stream import TaskDef, TaskStream
+
+
+class MethodOptions(BaseModel):
+    """Typed hyper-parameters of a method; unknown keys are refused when the config is read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a method needs and does, declared so the harness can check it honestly."""
+
+    task_id_at_eval: bool = False  # does evaluation need to be told the task?
+    grows_params: bool = False  # does it add parameters as tasks arrive?
+    uses_memory: bool = False  # does it keep samples of past tasks?
+    upper_bound: bool = False  # a reference point, not a continual method (joint training)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage: the tasks whose data it trains on (one task, or all for joint)."""
+
+    index: int  # 1-based: row ``index`` of the accuracy matrix is measured after it
+    tasks: tuple[TaskDef, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(task.name for task in self.tasks)
+
+
+@dataclass
+class RunContext:
+    """What hooks may read: the stream, the data of every stage seen so far, the seed."""
+
+    stream: TaskStream
+    seed: int
+    train_data: dict[str, datasets.Dataset] = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")
+
+
+class Method:
+    """Base class: sequential fine-tuning behaviour with every hook a no-op."""
+
+    name: ClassVar[str] = ""
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    Options: ClassVar[type[MethodOptions]] = MethodOptions
+
+    def __init__(self, options: MethodOptions) -> None:
+        self.options = options
+
+    def stages(self, stream: TaskStream) -> list[Stage]:
+        """One stage per task, in stream order."""
+        return [Stage(index + 1, (task,)) for index, task in enumerate(stream.tasks)]
+
+    def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
+        """Wrap the model (inject adapters) and choose the trainable parameters."""
+        return model
+
+    def before_task(self, stage: Stage, run: RunContext) -> None:
+        """Grow, freeze or snapshot before a stage trains."""
+
+    def train_data(self, stage: Stage, run: RunContext) -> datasets.Dataset:
+        """The data a stage trains on; the default is its own tasks' training data."""
+        import datasets
+
+        parts = [run.train_data[task.name] for task in stage.tasks]
+        return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+
+    def loss(self, batch: dict[str, torch.Tensor], outputs: Any, run: RunContext) -> dict[str, torch.Tensor]:
+        """Extra loss terms; the loop adds them to the language-modelling loss."""
+        return {}
+
+    def after_task(self, stage: Stage, run: RunContext) -> None:
+        """Consolidate after a stage: Fisher information, keys, buffers, freezing."""
+
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
+        """Choose a route for each sample of an evaluation batch, without its task label."""
+
+    def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Optimiser parameter groups; the default is every parameter that requires grad."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything carried between stages besides model weights (tensors and JSON values)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        """Restore :meth:`state_dict`, regrowing any structure it describes before weights load."""
+
+
+METHODS: Registry[type[Method]] = Registry("method", builtin_package="mcit_bench.baselines")
+
+
+def register_method(name: str):
+    """Class decorator: register a method under ``name``."""
+
+    def decorate(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        return METHODS.add(name, cls)
+
+    return decorate

@@ -1,0 +1,112 @@
+"""The results file of a run: what it contains, how it is rebuilt from predictions, how it prints."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mcit_bench.errors import DataError
+from mcit_bench.scoring.continual import DISPLAY_NAMES, summarize
+
+SCHEMA_VERSION = 1
+PACKAGES = ("mcit-bench", "torch", "transformers", "peft", "accelerate", "datasets", "numpy")
+
+
+def package_versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def git_state() -> dict[str, Any]:
+    """The commit of the harness checkout and whether it had local changes (None outside a checkout)."""
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True,
+                                    timeout=10, check=True).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def device_description() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def matrix_from_rows(rows: dict[int, dict[str, float]], tasks: list[str]) -> np.ndarray:
+    """The (T + 1) x T matrix from {row index: {task: score}}; every row must be present."""
+    missing = [index for index in range(len(tasks) + 1) if index not in rows]
+    if missing:
+        raise DataError(f"accuracy matrix rows {missing} are missing; the run has not finished those stages")
+    return np.array([[rows[index][task] for task in tasks] for index in range(len(tasks) + 1)], dtype=float)
+
+
+def rounded(value: float | None, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"results file {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise DataError(f"results file {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        found = data.get("schema_version") if isinstance(data, dict) else None
+        raise DataError(f"results file {path} has schema_version {found!r}; this mcit-bench reads version "
+                        f"{SCHEMA_VERSION}")
+    return data
+
+
+def matrix_table(matrix: np.ndarray, tasks: list[str], row_labels: list[str], title: str):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("after", style="bold")
+    for task in tasks:
+        table.add_column(task, justify="right")
+    for label, row in zip(row_labels, matrix):
+        cells = []
+        for j, value in enumerate(row):
+            text = f"{value:.1f}"
+            cells.append(text)
+        table.add_row(label, *cells)
+    return table
+
+
+def summary_table(summary: dict[str, float | None], title: str = "Summary"):
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for name, value in summary.items():
+        table.add_row(DISPLAY_NAMES.get(name, name), "n/a" if value is None else f"{value:.2f}")
+    return table
+
+
+def print_results(results: dict[str, Any], console) -> None:
+    tasks = results["tasks"]
+    matrix = np.array(results["matrix"], dtype=float)
+    labels = ["base"] + [f"{i} {task}" for i, task in enumerate(tasks, start=1)]
+    if results["run"].get("upper_bound"):
+        labels = ["base"] + ["joint"] * len(tasks)
+    console.print(matrix_table(matrix, tasks, labels, "Accuracy matrix R (rows: after training stage)"))
+    console.print(summary_table(summarize(matrix)))

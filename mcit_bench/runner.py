@@ -1,0 +1,345 @@
+"""A whole run: data, model, method, stages, evaluation after each stage, checkpoints, resume, results.
+
+The run directory ``<output>/<sequence>/<method>/<run_id>/`` holds ``config.json`` (the resolved
+config), ``progress.json`` (finished stages and their matrix rows, rewritten atomically after each
+stage), ``checkpoints/stage{i}/`` (trained weights and method state as safetensors),
+``predictions/stage{i}/{task}.jsonl`` and, at the end, ``results.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mcit_bench import __version__
+from mcit_bench.config import RunConfig
+from mcit_bench.data.formats import load_split
+from mcit_bench.data.stream import SyntheticSource, TaskStream, load_stream
+from mcit_bench.data.synthetic import SyntheticSpec, generate
+from mcit_bench.errors import ConfigError, DataError
+from mcit_bench.evaluate import generate_answers, test_rows, write_predictions
+from mcit_bench.io import atomic_write_json
+from mcit_bench.methods.base import METHODS, Method, RunContext, Stage
+from mcit_bench.scoring.continual import summarize
+from mcit_bench.scoring.task_metrics import DEFAULT_METRIC, score_task
+from mcit_bench.data.formats import row_to_record
+from mcit_bench.results import (SCHEMA_VERSION, device_description, git_state, matrix_from_rows, package_versions,
+                                rounded)
+
+
+def default_cache_root() -> Path:
+    return Path(os.environ.get("MCIT_BENCH_CACHE", Path.home() / ".cache" / "mcit-bench"))
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def progress(self) -> Path:
+        return self.root / "progress.json"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results.json"
+
+    def predictions(self, stage: int, task: str) -> Path:
+        return self.root / "predictions" / f"stage{stage}" / f"{task}.jsonl"
+
+    def checkpoint(self, stage: int) -> Path:
+        return self.root / "checkpoints" / f"stage{stage}"
+
+
+def run_directory(output_root: Path, config: RunConfig, run_id: str | None) -> Path:
+    stream_name = Path(config.sequence).stem
+    default_id = f"seed{config.seed}" + (f"-{config.subset}" if config.subset else "")
+    return output_root / stream_name / config.method / (run_id or default_id)
+
+
+def build_method(config: RunConfig) -> Method:
+    """The registered method with its typed options (a wrong option is named before anything runs)."""
+    from pydantic import ValidationError
+
+    method_cls = METHODS.get(config.method)
+    try:
+        options = method_cls.Options.model_validate(config.method_options)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"method {config.method!r} option {field}: {first['msg']}") from None
+    return method_cls(options)
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted names of the settings that differ between two configs."""
+    differences = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            differences.extend(config_differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            differences.append(f"{prefix}{key} ({a!r} there, {b!r} now)")
+    return differences
+
+
+def claim_run_directory(paths: RunPaths, config: RunConfig, resume: bool, overwrite: bool) -> dict[str, Any]:
+    """Check the run directory against the config; returns the saved progress (empty for a new run).
+
+    An existing directory is only ever continued (``resume``, same config) or replaced
+    (``overwrite``); anything else is refused before a single file is touched.
+    """
+    wanted = config.model_dump(mode="json")
+    if paths.config.exists():
+        saved = json.loads(paths.config.read_text(encoding="utf-8"))
+        differences = config_differences(saved, wanted)
+        if overwrite:
+            shutil.rmtree(paths.root)
+        elif differences:
+            raise ConfigError(f"run directory {paths.root} was made with a different config: "
+                              f"{'; '.join(differences)}; pass --overwrite to replace it or --run-id to keep both")
+        elif not resume:
+            state = "finished" if paths.results.exists() else "unfinished"
+            raise ConfigError(f"run directory {paths.root} already holds an {state} run with this config; pass "
+                              f"--resume to continue it or --overwrite to start again")
+        elif paths.progress.exists():
+            return json.loads(paths.progress.read_text(encoding="utf-8"))
+    elif paths.root.exists() and any(paths.root.iterdir()) and not overwrite:
+        raise ConfigError(f"run directory {paths.root} exists and is not a run; choose another --run-id or --output")
+    paths.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(paths.config, wanted)
+    return {}
+
+
+def prepare_data_root(stream: TaskStream, data_root: Path | None, cache_root: Path) -> Path:
+    """Where the stream's files are: generated once for a synthetic stream, given for a real one."""
+    source = stream.definition.source
+    if isinstance(source, SyntheticSource):
+        spec = SyntheticSpec(source.seed, stream.train_per_task or source.train_per_task,
+                             stream.test_per_task or source.test_per_task, tuple(stream.task_names))
+        return generate(spec, cache_root / "data")
+    if data_root is None:
+        raise ConfigError(f"sequence {stream.name!r} reads published data: pass --data-root with its files "
+                          f"(see docs/DATA.md and 'mcit-bench data check {stream.name}')")
+    if not data_root.is_dir():
+        raise ConfigError(f"--data-root {data_root} is not a folder")
+    return data_root
+
+
+def load_stream_data(stream: TaskStream, root: Path, cache_root: Path) -> tuple[dict, dict]:
+    """Train and test datasets of every task, through the arrow cache."""
+    arrow_cache = cache_root / "arrow"
+    train, test = {}, {}
+    for task in stream.tasks:
+        images = root / task.images
+        train[task.name] = load_split(root / task.train, images, task.type, "train", arrow_cache)
+        test_set = load_split(root / task.test, images, task.type, "test", arrow_cache)
+        if stream.test_per_task is not None and len(test_set) > stream.test_per_task:
+            test_set = test_set.select(range(stream.test_per_task))
+        if len(train[task.name]) == 0 or len(test_set) == 0:
+            raise DataError(f"task {task.name!r} has an empty {'train' if not len(train[task.name]) else 'test'} split "
+                            f"under {root}; check the files named in the sequence")
+        test[task.name] = test_set
+    return train, test
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, trained: set[str], method: Method) -> None:
+    """Trained weights and method state, written to a staging folder and renamed into place."""
+    from safetensors.torch import save_file
+
+    from mcit_bench.io import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(path.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    weights = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if name in trained}
+    save_file(weights, str(staging / "weights.safetensors"))
+    state = method.state_dict()
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
+    save_file(tensors, str(staging / "method_state.safetensors"))
+    plain = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
+    atomic_write_bytes(staging / "method_state.json", json.dumps(plain, sort_keys=True).encode())
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(staging, path)
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, method: Method) -> set[str]:
+    from safetensors.torch import load_file
+
+    state: dict[str, Any] = json.loads((path / "method_state.json").read_text(encoding="utf-8"))
+    state.update(load_file(str(path / "method_state.safetensors")))
+    method.load_state_dict(state, model)
+    weights = load_file(str(path / "weights.safetensors"))
+    missing = set(weights) - {name for name, _ in model.named_parameters()}
+    if missing:
+        raise DataError(f"checkpoint {path} holds weights the model lacks ({sorted(missing)[:3]}); "
+                        f"it was written by another method or version; use --overwrite")
+    model.load_state_dict(weights, strict=False)
+    return set(weights)
+
+
+def task_metric(task) -> str:
+    return task.metric or DEFAULT_METRIC[task.type]
+
+
+def evaluate_row(model, collator, method, run, stream, test_sets, paths, stage, config, console) -> dict[str, float]:
+    """Evaluate every task after ``stage`` (0 = base model); write predictions; return scores."""
+    scores: dict[str, float] = {}
+    for task in stream.tasks:
+        rows = test_rows(test_sets[task.name])
+        predictions = generate_answers(model, collator, rows, config.eval.batch_size, config.eval.max_new_tokens,
+                                       method, run, run.device)
+        write_predictions(paths.predictions(stage, task.name), rows, predictions)
+        scores[task.name], _ = score_task(task_metric(task), predictions, [row_to_record(row) for row in rows])
+    return scores
+
+
+def run_stream(
+    config: RunConfig,
+    output_root: Path = Path("runs"),
+    run_id: str | None = None,
+    data_root: Path | None = None,
+    cache_root: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    console=None,
+    stop_after_stage: int | None = None,
+) -> dict[str, Any]:
+    """Run ``config`` to the end (or to ``stop_after_stage``) and return its results."""
+    from accelerate import Accelerator
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from mcit_bench.models.collate import InstructionCollator
+    from mcit_bench.models.loading import load_model
+    from mcit_bench.train import stage_seed, train_stage
+
+    started = time.perf_counter()
+    cache_root = cache_root or default_cache_root()
+    stream = load_stream(config.sequence, config.subset)
+    method = build_method(config)
+    paths = RunPaths(run_directory(output_root, config, run_id))
+    progress_state = claim_run_directory(paths, config, resume, overwrite)
+    root = prepare_data_root(stream, data_root, cache_root)
+    train_sets, test_sets = load_stream_data(stream, root, cache_root)
+
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    torch.manual_seed(config.seed)
+    model, processor = load_model(config.model)
+    base_names = {name for name, _ in model.named_parameters()}
+    run = RunContext(stream=stream, seed=config.seed, train_data=train_sets, device=accelerator.device)
+    model = method.setup(model, run).to(accelerator.device)
+    collator = InstructionCollator(processor)
+    stages = method.stages(stream)
+    tasks = stream.task_names
+
+    rows: dict[int, dict[str, float]] = {int(k): v for k, v in progress_state.get("rows", {}).items()}
+    stage_log: list[dict[str, Any]] = progress_state.get("stages", [])
+    trained: set[str] = set(progress_state.get("trained", []))
+    done = len(stage_log)
+    if done:
+        trained = load_checkpoint(paths.checkpoint(done), model, method) | trained
+        if console:
+            console.print(f"resuming {paths.root} after stage {done} of {len(stages)}")
+
+    previous_wall = float(progress_state.get("wall_seconds", 0.0))
+
+    def save_progress() -> None:
+        atomic_write_json(paths.progress, {"rows": {str(k): v for k, v in rows.items()}, "stages": stage_log,
+                                           "trained": sorted(trained),
+                                           "wall_seconds": previous_wall + time.perf_counter() - started})
+
+    if 0 not in rows:
+        rows[0] = evaluate_row(model, collator, method, run, stream, test_sets, paths, 0, config, console)
+        save_progress()
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TextColumn("eta"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=console is None, transient=True) as progress:
+        for stage in stages[done:]:
+            if stop_after_stage is not None and stage.index > stop_after_stage:
+                break
+            torch.manual_seed(stage_seed(config.seed, stage.index))
+            method.before_task(stage, run)
+            trained |= {name for name, p in model.named_parameters() if p.requires_grad}
+            stats = train_stage(model, method, stage, run, collator, config.training, stream.steps_per_task,
+                                accelerator, progress)
+            method.after_task(stage, run)
+            save_checkpoint(paths.checkpoint(stage.index), model, trained, method)
+            scores = evaluate_row(model, collator, method, run, stream, test_sets, paths, stage.index, config, console)
+            first_row = 1 + sum(len(s.tasks) for s in stages[: stage.index - 1])
+            for row in range(first_row, first_row + len(stage.tasks)):
+                rows[row] = scores
+            stage_log.append({"stage": stage.index, "tasks": [t.name for t in stage.tasks], "steps": stats.steps,
+                              "train_seconds": round(stats.seconds, 2), "final_loss": round(stats.final_loss, 5),
+                              "trainable_params": stats.trainable_params})
+            save_progress()
+            if console:
+                shown = " ".join(f"{task}={scores[task]:.0f}" for task in tasks)
+                console.print(f"stage {stage.index} ({stage.name}) done in {stats.seconds:.0f} s: {shown}")
+
+    if len(stage_log) < len(stages):
+        return {"status": "stopped", "stages_done": len(stage_log)}
+    results = build_results(config, stream, method, rows, stage_log, paths, model, base_names,
+                            previous_wall + time.perf_counter() - started, test_sets)
+    atomic_write_json(paths.results, results)
+    return results
+
+
+def build_results(config, stream, method, rows, stage_log, paths, model, base_names, seconds, test_sets) -> dict:
+    """The results document; its summary is computed from the matrix, never stored separately."""
+    tasks = stream.task_names
+    matrix = matrix_from_rows(rows, tasks)
+    params = {name: p.numel() for name, p in model.named_parameters()}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": {
+            "method": config.method,
+            "method_options": method.options.model_dump(mode="json"),
+            "config": config.model_dump(mode="json"),
+            "sequence": {"name": stream.name, "version": stream.version, "subset": stream.subset,
+                         "content_hash": stream.content_hash(), "tasks": tasks},
+            "model": config.model,
+            "seed": config.seed,
+            "harness_version": __version__,
+            "git": git_state(),
+            "packages": package_versions(),
+            "device": device_description(),
+            "upper_bound": method.capabilities.upper_bound,
+            "task_id_at_eval": method.capabilities.task_id_at_eval,
+            "run_dir": str(paths.root),
+        },
+        "tasks": tasks,
+        "task_info": {task.name: {"type": task.type, "metric": task_metric(task), "like": task.like,
+                                  "test_samples": len(test_sets[task.name])} for task in stream.tasks},
+        "matrix": [[round(v, 4) for v in row] for row in matrix.tolist()],
+        "summary": {name: rounded(value) for name, value in summarize(matrix).items()},
+        "stages": stage_log,
+        "cost": {
+            "trainable_params_per_stage": [entry["trainable_params"] for entry in stage_log],
+            "added_params": sum(n for name, n in params.items() if name not in base_names),
+            "total_params": sum(params.values()),
+            "train_seconds": round(sum(entry["train_seconds"] for entry in stage_log), 2),
+            "wall_seconds": round(seconds, 2),
+            "peak_memory_mb": round(peak_memory_mb(), 1),
+        },
+    }

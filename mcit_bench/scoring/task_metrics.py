@@ -1,0 +1,97 @@
+"""Per-task metrics: the cell values of the accuracy matrix, each in 0-100.
+
+Every metric scores one prediction against one record; a task's score is the mean over its test
+split. An empty or unparseable prediction scores zero under every metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mcit_bench.data.records import Record
+from mcit_bench.registry import Registry
+from mcit_bench.scoring.answers import box_iou, normalize_answer, parse_box, parse_option_letter
+
+IOU_THRESHOLD = 0.5
+
+SampleScorer = Callable[[str, Record], float]
+
+
+@dataclass(frozen=True)
+class TaskMetric:
+    name: str
+    description: str
+    score_sample: SampleScorer
+
+
+METRICS: Registry[TaskMetric] = Registry("metric")
+
+
+def vqa_soft_accuracy(prediction: str, references: Sequence[str]) -> float:
+    """The official VQA accuracy: min(1, agreeing / 3) averaged over leave-one-out annotator subsets.
+
+    With a single reference this is normalised exact match (the leave-one-out form would always
+    give zero there).
+    """
+    answer = normalize_answer(prediction)
+    if not answer:
+        return 0.0
+    normalised = [normalize_answer(reference) for reference in references]
+    if len(normalised) == 1:
+        return float(answer == normalised[0])
+    total = 0.0
+    for left_out in range(len(normalised)):
+        agreeing = sum(1 for i, ref in enumerate(normalised) if i != left_out and ref == answer)
+        total += min(1.0, agreeing / 3.0)
+    return total / len(normalised)
+
+
+def exact_match(prediction: str, references: Sequence[str]) -> float:
+    """Normalised exact match with any reference; never a substring match."""
+    answer = normalize_answer(prediction)
+    return float(bool(answer) and any(answer == normalize_answer(ref) for ref in references))
+
+
+def option_accuracy(prediction: str, record: Record) -> float:
+    options = record.metadata.get("options")
+    chosen = parse_option_letter(prediction, options)
+    return float(chosen is not None and chosen == record.target.strip().upper())
+
+
+def grounding_accuracy(prediction: str, record: Record) -> float:
+    predicted = parse_box(prediction)
+    reference = parse_box(record.target)
+    if predicted is None or reference is None:
+        return 0.0
+    return float(box_iou(predicted, reference) >= IOU_THRESHOLD)
+
+
+METRICS.add("vqa_accuracy", TaskMetric(
+    "vqa_accuracy", "official VQA soft accuracy over the annotators' answers",
+    lambda prediction, record: vqa_soft_accuracy(prediction, record.answers)))
+METRICS.add("exact_match", TaskMetric(
+    "exact_match", "exact match after the official VQA normalisation",
+    lambda prediction, record: exact_match(prediction, record.answers)))
+METRICS.add("option_accuracy", TaskMetric(
+    "option_accuracy", "accuracy of the option letter parsed from the output", option_accuracy))
+METRICS.add("grounding_iou50", TaskMetric(
+    "grounding_iou50", f"box parsed from the output has IoU >= {IOU_THRESHOLD} with the reference",
+    grounding_accuracy))
+
+DEFAULT_METRIC: dict[str, str] = {
+    "multiple_choice": "option_accuracy",
+    "vqa": "vqa_accuracy",
+    "classification": "exact_match",
+    "short_answer": "exact_match",
+    "grounding": "grounding_iou50",
+}
+
+
+def score_task(metric_name: str, predictions: Sequence[str], records: Sequence[Record]) -> tuple[float, list[float]]:
+    """(task score in 0-100, per-sample scores in 0-1)."""
+    if len(predictions) != len(records):
+        raise ValueError(f"{len(predictions)} predictions for {len(records)} records")
+    metric = METRICS.get(metric_name)
+    per_sample = [metric.score_sample(prediction, record) for prediction, record in zip(predictions, records)]
+    return (100.0 * sum(per_sample) / len(per_sample) if per_sample else 0.0), per_sample

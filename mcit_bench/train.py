@@ -1,0 +1,140 @@
+"""The one training loop. It owns the optimiser, schedule, clipping and batching; methods add hooks."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+
+from mcit_bench.config import TrainingConfig
+from mcit_bench.methods.base import Method, RunContext, Stage
+from mcit_bench.models.collate import InstructionCollator
+from mcit_bench.models.loading import projector
+
+
+@dataclass(frozen=True)
+class StageStats:
+    steps: int
+    samples: int
+    seconds: float
+    final_loss: float
+    trainable_params: int
+
+
+def stage_seed(seed: int, stage_index: int) -> int:
+    """Each stage draws its own randomness, so a resumed run repeats it exactly."""
+    return seed * 1_000_003 + stage_index
+
+
+def stage_steps(config: TrainingConfig, stream_steps: int | None, stage: Stage, n_samples: int) -> int:
+    """Steps for a stage: a per-task budget times the tasks it covers, or epochs over its data."""
+    per_task = config.steps_per_task or stream_steps
+    if per_task is not None:
+        return per_task * len(stage.tasks)
+    return max(1, math.ceil(config.epochs * n_samples / config.batch_size))
+
+
+def batch_indices(n_samples: int, batch_size: int, steps: int, generator: torch.Generator) -> Iterator[list[int]]:
+    """``steps`` batches of shuffled indices, reshuffling at each epoch boundary."""
+    order: list[int] = []
+    for _ in range(steps):
+        while len(order) < batch_size:
+            order.extend(torch.randperm(n_samples, generator=generator).tolist())
+        yield order[:batch_size]
+        order = order[batch_size:]
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "linear":
+        return 1.0 - progress
+    return 1.0
+
+
+def optimizer_groups(method: Method, model: nn.Module, config: TrainingConfig) -> list[dict]:
+    """The method's parameter groups, with the projector at its own learning rate if one is set."""
+    groups = method.param_groups(model)
+    if config.projector_lr is None:
+        return groups
+    projector_ids = {id(p) for p in projector(model).parameters()}
+    split: list[dict] = []
+    for group in groups:
+        params = group["params"]
+        rest = [p for p in params if id(p) not in projector_ids]
+        proj = [p for p in params if id(p) in projector_ids]
+        if rest:
+            split.append({**group, "params": rest})
+        if proj:
+            split.append({**group, "params": proj, "lr": config.projector_lr})
+    return split
+
+
+def rows_of(dataset, indices: list[int]) -> list[dict]:
+    """Rows of a ``datasets.Dataset`` (or a list of rows) by index, read column-wise in one go."""
+    if isinstance(dataset, list):
+        return [dataset[i] for i in indices]
+    columns = dataset[indices]
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]
+
+
+def train_stage(
+    model: nn.Module,
+    method: Method,
+    stage: Stage,
+    run: RunContext,
+    collator: InstructionCollator,
+    config: TrainingConfig,
+    stream_steps: int | None,
+    accelerator: Accelerator,
+    progress=None,
+) -> StageStats:
+    """Train one stage: the method's data, the method's extra losses, AdamW with warm-up and clipping."""
+    data = method.train_data(stage, run)
+    steps = stage_steps(config, stream_steps, stage, len(data))
+    generator = torch.Generator().manual_seed(stage_seed(run.seed, stage.index))
+    groups = optimizer_groups(method, model, config)
+    trainable = [p for group in groups for p in group["params"]]
+    n_trainable = sum(p.numel() for p in trainable)
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = group["lr"]
+    prepared_model, optimizer = accelerator.prepare(model, optimizer)
+    prepared_model.train()
+    warmup = int(config.warmup_ratio * steps)
+    world, rank = accelerator.num_processes, accelerator.process_index
+    task = progress.add_task(f"stage {stage.index} {stage.name}", total=steps, loss=float("nan")) if progress else None
+    started = time.perf_counter()
+    recent: list[float] = []
+    for step, indices in enumerate(batch_indices(len(data), config.batch_size, steps, generator)):
+        factor = lr_factor(step, steps, warmup, config.schedule)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+        # every process takes its share of the same global batch: results do not depend on the count
+        batch = collator.train_batch(rows_of(data, indices[rank::world]))
+        batch = {name: value.to(accelerator.device) for name, value in batch.items()}
+        outputs = prepared_model(**batch)
+        terms = {"nll": outputs.loss, **method.loss(batch, outputs, run)}
+        total = sum(terms.values())
+        accelerator.backward(total)
+        accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        recent = (recent + [float(total.detach())])[-20:]
+        if progress is not None:
+            progress.update(task, advance=1, loss=sum(recent) / len(recent))
+    accelerator.wait_for_everyone()
+    accelerator.free_memory()
+    model.eval()
+    if progress is not None:
+        progress.remove_task(task)
+    return StageStats(steps, steps * config.batch_size, time.perf_counter() - started,
+                      sum(recent) / max(1, len(recent)), n_trainable)

@@ -1,0 +1,56 @@
+"""Per-task metrics on hand-computed cases; garbage never scores."""
+
+import pytest
+
+from mcit_bench.data.records import Record
+from mcit_bench.scoring.task_metrics import METRICS, score_task, vqa_soft_accuracy
+
+
+def test_vqa_soft_accuracy_leave_one_out():
+    assert vqa_soft_accuracy("yes", ["yes"] * 4 + ["no"] * 6) == pytest.approx(1.0)
+    # 2 of 10 agree: 2 subsets see 1 match (1/3), 8 subsets see 2 (2/3)
+    assert vqa_soft_accuracy("red", ["red"] * 2 + ["blue"] * 8) == pytest.approx((2 / 3 + 8 * 2 / 3) / 10)
+    # normalisation applies to both sides: "2" matches "two"
+    assert vqa_soft_accuracy("2", ["two"] * 3 + ["three"] * 7) == pytest.approx((3 * 2 / 3 + 7) / 10)
+    assert vqa_soft_accuracy("cat", ["cat"] + ["dog"] * 9) == pytest.approx(0.3)
+    assert vqa_soft_accuracy("Dog.", ["dog"]) == 1.0  # a single reference is exact match
+
+
+def test_exact_match_is_never_a_substring_match():
+    record = Record("1", "", "", ("golden retriever",), "classification")
+    score = METRICS.get("exact_match").score_sample
+    assert score("golden retriever", record) == 1.0
+    assert score("retriever", record) == 0.0
+    assert score("a golden retriever dog", record) == 0.0
+
+
+GARBAGE = ["", " ", "a", "the", "I cannot see", "[", "unknown garbage text ###"]
+RECORDS = {
+    "vqa_accuracy": Record("1", "", "", ("yes",) * 10, "vqa"),
+    "exact_match": Record("2", "", "", ("circle",), "classification"),
+    "option_accuracy": Record("3", "", "", ("A",), "multiple_choice", {"options": ["cat", "dog"]}),
+    "grounding_iou50": Record("4", "", "", ("[0.00, 0.00, 1.00, 1.00]",), "grounding", {"size": [64, 64]}),
+}
+
+
+@pytest.mark.parametrize("metric", sorted(RECORDS))
+@pytest.mark.parametrize("garbage", GARBAGE)
+def test_garbage_never_scores(metric, garbage):
+    assert METRICS.get(metric).score_sample(garbage, RECORDS[metric]) == 0.0
+
+
+def test_every_registered_metric_is_covered_by_the_garbage_test():
+    assert sorted(RECORDS) == METRICS.names()
+
+
+def test_grounding_threshold_is_inclusive():
+    record = Record("g", "", "", ("[0.00, 0.00, 1.00, 1.00]",), "grounding")
+    assert score_task("grounding_iou50", ["[0.00, 0.00, 0.50, 1.00]"], [record])[0] == 100.0  # IoU exactly 0.5
+    assert score_task("grounding_iou50", ["[0.00, 0.00, 0.49, 1.00]"], [record])[0] == 0.0
+
+
+def test_task_score_is_a_percentage_of_samples():
+    records = [Record(str(i), "", "", ("B",), "multiple_choice") for i in range(4)]
+    score, per_sample = score_task("option_accuracy", ["B", "(B)", "C", ""], records)
+    assert per_sample == [1.0, 1.0, 0.0, 0.0]
+    assert score == 50.0

@@ -16,7 +16,7 @@ from mcit_bench.errors import ConfigError, UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark multimodal continual instruction tuning: run methods on task streams, score them.")
 console = Console(stderr=False)
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # one sentence per error, never broken inside a path
 
 
 def _fail(error: UserError) -> None:
@@ -142,7 +142,7 @@ def list_registered(what: Annotated[Listing, typer.Argument(help="what to list")
 @app.command(name="pretrain-tiny")
 def pretrain_tiny(
     out: Annotated[Path, typer.Option(help="folder to write the model to")],
-    steps: Annotated[int, typer.Option(help="pre-training steps")] = 3000,
+    steps: Annotated[int, typer.Option(help="pre-training steps")] = 2500,
     seed: Annotated[int, typer.Option(help="seed for initialisation and data")] = 0,
 ) -> None:
     """Pre-train mcit-tiny from scratch on the description mix (how the packaged weights were made)."""

@@ -63,10 +63,9 @@ class RunPaths:
         return self.root / "checkpoints" / f"stage{stage}"
 
 
-def run_directory(output_root: Path, config: RunConfig, run_id: str | None) -> Path:
-    stream_name = Path(config.sequence).stem
+def run_directory(output_root: Path, stream: TaskStream, config: RunConfig, run_id: str | None) -> Path:
     default_id = f"seed{config.seed}" + (f"-{config.subset}" if config.subset else "")
-    return output_root / stream_name / config.method / (run_id or default_id)
+    return output_root / stream.name / config.method / (run_id or default_id)
 
 
 def build_method(config: RunConfig) -> Method:
@@ -112,10 +111,12 @@ def claim_run_directory(paths: RunPaths, config: RunConfig, resume: bool, overwr
                               f"{'; '.join(differences)}; pass --overwrite to replace it or --run-id to keep both")
         elif not resume:
             state = "finished" if paths.results.exists() else "unfinished"
-            raise ConfigError(f"run directory {paths.root} already holds an {state} run with this config; pass "
+            raise ConfigError(f"run directory {paths.root} already holds a run with this config ({state}); pass "
                               f"--resume to continue it or --overwrite to start again")
         elif paths.progress.exists():
             return json.loads(paths.progress.read_text(encoding="utf-8"))
+    elif resume:
+        raise ConfigError(f"run directory {paths.root} holds no run to resume; drop --resume to start one")
     elif paths.root.exists() and any(paths.root.iterdir()) and not overwrite:
         raise ConfigError(f"run directory {paths.root} exists and is not a run; choose another --run-id or --output")
     paths.root.mkdir(parents=True, exist_ok=True)
@@ -148,11 +149,22 @@ def load_stream_data(stream: TaskStream, root: Path, cache_root: Path) -> tuple[
         test_set = load_split(root / task.test, images, task.type, "test", arrow_cache)
         if stream.test_per_task is not None and len(test_set) > stream.test_per_task:
             test_set = test_set.select(range(stream.test_per_task))
+        for split, dataset in (("train", train[task.name]), ("test", test_set)):
+            require_images(dataset, root / (task.train if split == "train" else task.test))
         if len(train[task.name]) == 0 or len(test_set) == 0:
             raise DataError(f"task {task.name!r} has an empty {'train' if not len(train[task.name]) else 'test'} split "
                             f"under {root}; check the files named in the sequence")
         test[task.name] = test_set
     return train, test
+
+
+def require_images(dataset, source: Path) -> None:
+    """Every image a split names must exist; the first few missing ones are named."""
+    missing = sorted({path for path in dataset["image"] if not os.path.isfile(path)})
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(f"{source}: {len(missing)} image files are missing ({shown}); check --data-root or the "
+                        f"'image' fields")
 
 
 def peak_memory_mb() -> float:
@@ -236,10 +248,10 @@ def run_stream(
     cache_root = cache_root or default_cache_root()
     stream = load_stream(config.sequence, config.subset)
     method = build_method(config)
-    paths = RunPaths(run_directory(output_root, config, run_id))
-    progress_state = claim_run_directory(paths, config, resume, overwrite)
+    paths = RunPaths(run_directory(output_root, stream, config, run_id))
     root = prepare_data_root(stream, data_root, cache_root)
     train_sets, test_sets = load_stream_data(stream, root, cache_root)
+    progress_state = claim_run_directory(paths, config, resume, overwrite)
 
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(config.seed)

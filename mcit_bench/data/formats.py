@@ -126,6 +126,7 @@ def to_dataset(records: list[Record], cache_dir: Path | None = None, key: str | 
     """Records as a ``datasets.Dataset``; with a cache folder, saved as arrow and reloaded by ``key``."""
     import datasets
 
+    datasets.disable_progress_bars()
     if cache_dir is None or key is None:
         return datasets.Dataset.from_list([record.to_row() for record in records])
     target = cache_dir / key

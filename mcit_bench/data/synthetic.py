@@ -199,7 +199,7 @@ def gen_vqav2(rng: np.random.Generator) -> Sample:
                 target = objects[int(rng.integers(len(objects)))]
                 colour, shape = target.colour, target.shape
             present = any(o.colour == colour and o.shape == shape for o in objects)
-            question = f"Is there a {colour} {shape}?"
+            question = f"Is there {w.article(colour)} {colour} {shape}?"
             correct = "yes" if present else "no"
             answers = ten_annotators(rng, correct, ["no" if present else "yes"], least=6)
         else:
@@ -291,10 +291,59 @@ def describe_sample(rng: np.random.Generator) -> tuple[Image.Image, str]:
     return w.degrade(rng, image, "mild"), f"a photo of {w.article(colour)} {colour} {shape}."
 
 
+TEXT_PROMPT = "Write a line of text."
+
+
+def _listing(rng: np.random.Generator, items: list[str], least: int = 2) -> str:
+    most = min(len(items), 6)
+    chosen = [items[i] for i in rng.permutation(len(items))[: int(rng.integers(least, most + 1))]]
+    return chosen[0] if len(chosen) == 1 else ", ".join(chosen[:-1]) + " and " + chosen[-1]
+
+
+_QUESTIONS: list[str] = []
+
+
+def text_fact(rng: np.random.Generator) -> str:
+    """A line of plain text: the language prior every real language model brings to the stream.
+
+    It teaches the words (letters, numbers, genres, yes/no, questions) as text, never an answer to a
+    question about an image.
+    """
+    if not _QUESTIONS:
+        question_rng = np.random.default_rng(12345)
+        _QUESTIONS.extend(task.generate(question_rng).instruction for task in TASKS.values() for _ in range(50))
+    kind = w.pick(rng, ("letters", "numbers", "box", "counts", "genres", "answers", "question", "words"))
+    if kind == "letters":
+        return f"the letters {_listing(rng, list(LETTERS))}."
+    if kind == "numbers":
+        return f"the numbers {_listing(rng, [f'{v:.2f}' for v in rng.integers(0, 101, size=4) / 100])}."
+    if kind == "box":
+        values = np.sort(rng.integers(0, 101, size=4)) / 100
+        return "a list of four numbers: [" + ", ".join(f"{v:.2f}" for v in rng.permutation(values)) + "]."
+    if kind == "counts":
+        return f"the counts {_listing(rng, [str(n) for n in range(1, 6)])}."
+    if kind == "genres":
+        return f"kinds of books: {_listing(rng, list(w.GENRES.values()))}."
+    if kind == "answers":
+        return f"some answers are {_listing(rng, ['yes', 'no', 'unanswerable'])}."
+    if kind == "question":
+        return _QUESTIONS[int(rng.integers(len(_QUESTIONS)))]
+    pool = list(w.SIGN_WORDS + w.AUTHORS + w.ICONS + w.SHAPES) + list(w.COLOURS)
+    return f"the words {_listing(rng, pool)}."
+
+
+def pretraining_sample(rng: np.random.Generator) -> tuple[Image.Image, str, str]:
+    """(image, prompt, target) of the pre-training mix: 75% image descriptions, 25% plain text."""
+    if rng.random() < 0.25:
+        return Image.new("RGB", (w.IMAGE_SIZE, w.IMAGE_SIZE), (128, 128, 128)), TEXT_PROMPT, text_fact(rng)
+    image, description = describe_sample(rng)
+    return image, DESCRIBE_PROMPTS[int(rng.integers(len(DESCRIBE_PROMPTS)))], description
+
+
 def vocabulary_corpus() -> list[str]:
     """Every text the world can produce, for building the embedded tokenizer's vocabulary."""
     rng = np.random.default_rng(0)
-    texts = list(DESCRIBE_PROMPTS)
+    texts = list(DESCRIBE_PROMPTS) + [TEXT_PROMPT]
     for task in TASKS.values():
         for _ in range(400):
             sample = task.generate(rng)
@@ -302,6 +351,7 @@ def vocabulary_corpus() -> list[str]:
             texts.extend(sample.answers)
     for _ in range(2000):
         texts.append(describe_sample(rng)[1])
+        texts.append(text_fact(rng))
     return texts
 
 

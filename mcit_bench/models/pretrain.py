@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mcit_bench.data.synthetic import DESCRIBE_PROMPTS, describe_sample
+from mcit_bench.data.synthetic import pretraining_sample
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.tiny import TinyShape, build_tiny
 
@@ -27,7 +27,7 @@ from mcit_bench.models.tiny import TinyShape, build_tiny
 @dataclass(frozen=True)
 class PretrainConfig:
     seed: int = 0
-    steps: int = 3000
+    steps: int = 2500
     batch_size: int = 64
     lr: float = 5e-4
     warmup_steps: int = 100
@@ -35,12 +35,11 @@ class PretrainConfig:
     max_grad_norm: float = 1.0
 
 
-def description_rows(rng: np.random.Generator, count: int) -> list[dict]:
+def pretraining_rows(rng: np.random.Generator, count: int) -> list[dict]:
     rows = []
     for _ in range(count):
-        image, text = describe_sample(rng)
-        prompt = DESCRIBE_PROMPTS[int(rng.integers(len(DESCRIBE_PROMPTS)))]
-        rows.append({"image": image, "instruction": prompt, "target": text})
+        image, prompt, target = pretraining_sample(rng)
+        rows.append({"image": image, "instruction": prompt, "target": target})
     return rows
 
 
@@ -65,7 +64,7 @@ def pretrain(config: PretrainConfig, out_dir: Path, log_every: int = 100) -> dic
     for step in range(config.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config)
-        batch = collator.train_batch(description_rows(rng, config.batch_size))
+        batch = collator.train_batch(pretraining_rows(rng, config.batch_size))
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)

@@ -1,0 +1,94 @@
+"""The command line: listings, bad input (one sentence, exit 2, nothing written), a run on real-format files."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mcit_bench.cli import app
+from tests.conftest import FIXTURES
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_ls_lists_registered_things():
+    assert "seqft" in invoke("ls", "methods").output and "joint" in invoke("ls", "methods").output
+    assert "synth-coin@1" in invoke("ls", "sequences").output
+    metrics = invoke("ls", "metrics").output
+    assert "vqa_accuracy" in metrics and "forgetting" in metrics
+    assert "mcit-tiny" in invoke("ls", "models").output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "seqtf"], "unknown method 'seqtf': did you mean 'seqft'?"),
+    (["--sequence", "synth-con"], "unknown sequence 'synth-con': did you mean 'synth-coin'?"),
+    (["--subset", "tiny"], "sequence 'synth-coin' has no subset 'tiny'; its subsets are ci"),
+    (["--option", "lora_rank=0"], "method 'seqft' option lora_rank: Input should be greater than 0"),
+    (["--option", "rank"], "--option 'rank' must look like name=value"),
+    (["--option", "colour=red"], "method 'seqft' option colour: Extra inputs are not permitted"),
+    (["--lr", "-1"], "command line field training.lr: Input should be greater than 0"),
+])
+def test_bad_arguments_get_one_sentence_and_exit_2(tmp_path, args, message):
+    result = invoke("run", *args, "--output", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()  # refused before anything was written
+
+
+def test_bad_sequence_file_names_the_field(tmp_path):
+    sequence = tmp_path / "bad.yaml"
+    sequence.write_text((FIXTURES / "two_task.yaml").read_text().replace("steps_per_task: 30", "step_per_task: 30"))
+    result = invoke("run", "--sequence", str(sequence), "--output", str(tmp_path / "runs"))
+    assert result.exit_code == 2
+    assert f"sequence file {sequence} field step_per_task: Extra inputs are not permitted" in " ".join(result.output.split())
+
+
+def files_sequence(tmp_path: Path) -> tuple[Path, Path]:
+    """A one-task sequence over the hand-made fixture files, and a copy of them as data root."""
+    root = tmp_path / "data"
+    shutil.copytree(FIXTURES / "formats", root)
+    sequence = tmp_path / "files.yaml"
+    sequence.write_text(
+        "name: fixture-files\nversion: 1\ndescription: hand-made files in the real formats\n"
+        "source: {kind: files}\nsteps_per_task: 2\n"
+        "tasks:\n  - {name: colours, type: vqa, train: train.json, test: test.json}\n")
+    return sequence, root
+
+
+@pytest.mark.slow
+def test_run_on_real_format_files_prints_the_tables(tmp_path):
+    sequence, root = files_sequence(tmp_path)
+    result = invoke("run", "--sequence", str(sequence), "--data-root", str(root), "--output", str(tmp_path / "runs"),
+                    "--cache-dir", str(tmp_path / "cache"), "--batch-size", "2")
+    assert result.exit_code == 0, result.output
+    assert "Accuracy matrix R" in result.output and "BWT" in result.output
+    results = json.loads((tmp_path / "runs" / "fixture-files" / "seqft" / "seed0" / "results.json").read_text())
+    assert results["task_info"]["colours"]["test_samples"] == 2
+    rescored = invoke("score", str(tmp_path / "runs" / "fixture-files" / "seqft" / "seed0"))
+    assert rescored.exit_code == 0 and "Accuracy matrix R" in rescored.output
+
+
+def test_missing_images_are_listed_before_training(tmp_path):
+    sequence, root = files_sequence(tmp_path)
+    (root / "images" / "red.png").unlink()
+    result = invoke("run", "--sequence", str(sequence), "--data-root", str(root), "--output", str(tmp_path / "runs"),
+                    "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code == 2
+    assert "1 image files are missing" in result.output and "red.png" in result.output
+
+
+def test_real_sequence_without_data_root_says_what_to_pass(tmp_path):
+    sequence, _ = files_sequence(tmp_path)
+    result = invoke("run", "--sequence", str(sequence), "--output", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and "pass --data-root" in result.output
+
+
+def test_score_of_a_missing_run_is_one_sentence(tmp_path):
+    result = invoke("score", str(tmp_path / "nothing"))
+    assert result.exit_code == 2 and "does not exist" in result.output

@@ -1,0 +1,110 @@
+"""End to end on mcit-tiny: a two-task stream, its golden matrix, resume, refusals, re-scoring."""
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcit_bench.config import RunConfig
+from mcit_bench.errors import ConfigError
+from mcit_bench.runner import run_stream
+from mcit_bench.scoring.continual import summarize
+from mcit_bench.scoring.rescore import rescore_run
+from tests.conftest import FIXTURES, GOLDEN
+
+SEQUENCE = str(FIXTURES / "two_task.yaml")
+GOLDEN_FILE = GOLDEN / "two_task_seqft.json"
+TEST_SAMPLES = 16
+
+# LoRA r=16 on the 7 linear layers of each of 4 Llama layers (hidden 128, MLP 384):
+# q, k, v, o: 16 * (128 + 128) each; gate, up, down: 16 * (128 + 384) each.
+LORA_PARAMS = 4 * (4 * 16 * (128 + 128) + 3 * 16 * (128 + 384))
+# LLaVA projector: two 128 x 128 linear layers with biases.
+PROJECTOR_PARAMS = 2 * (128 * 128 + 128)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache_root):
+    output = tmp_path_factory.mktemp("runs")
+    results = run_stream(RunConfig(method="seqft", sequence=SEQUENCE, seed=0), output, cache_root=cache_root)
+    return output / "two-task" / "seqft" / "seed0", results
+
+
+def test_matrix_matches_golden(finished):
+    _, results = finished
+    matrix = np.array(results["matrix"])
+    if os.environ.get("MCIT_BENCH_UPDATE_GOLDEN"):
+        GOLDEN_FILE.write_text(json.dumps({"matrix": results["matrix"]}, indent=2) + "\n")
+    golden = np.array(json.loads(GOLDEN_FILE.read_text())["matrix"])
+    # one test sample flipping is within tolerance; anything more is a regression
+    np.testing.assert_allclose(matrix, golden, atol=100 / TEST_SAMPLES + 1e-9)
+    assert matrix.shape == (3, 2) and matrix[0].max() == 0.0  # the base model knows neither task
+
+
+def test_results_are_complete_and_consistent(finished):
+    run_dir, results = finished
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved == results
+    assert results["summary"] == {k: (None if v is None else round(v, 4))
+                                  for k, v in summarize(np.array(results["matrix"])).items()}
+    assert results["run"]["sequence"]["tasks"] == ["imagenet", "textvqa"]
+    assert results["task_info"]["textvqa"] == {"type": "vqa", "metric": "vqa_accuracy", "like": "TextVQA",
+                                               "test_samples": TEST_SAMPLES}
+    assert results["cost"]["trainable_params_per_stage"] == [LORA_PARAMS + PROJECTOR_PARAMS] * 2
+    assert results["cost"]["added_params"] == LORA_PARAMS
+    assert [stage["steps"] for stage in results["stages"]] == [30, 30]
+    for stage in range(3):
+        for task in ("imagenet", "textvqa"):
+            lines = (run_dir / "predictions" / f"stage{stage}" / f"{task}.jsonl").read_text().splitlines()
+            assert len(lines) == TEST_SAMPLES
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["stage1", "stage2"]
+
+
+def test_resume_equals_uninterrupted(finished, tmp_path, cache_root):
+    _, uninterrupted = finished
+    config = RunConfig(method="seqft", sequence=SEQUENCE, seed=0)
+    stopped = run_stream(config, tmp_path, cache_root=cache_root, stop_after_stage=1)
+    assert stopped == {"status": "stopped", "stages_done": 1}
+    resumed = run_stream(config, tmp_path, cache_root=cache_root, resume=True)
+    assert resumed["matrix"] == uninterrupted["matrix"]
+    assert resumed["cost"]["trainable_params_per_stage"] == uninterrupted["cost"]["trainable_params_per_stage"]
+
+
+def test_existing_run_directory_is_refused_untouched(finished, cache_root):
+    run_dir, _ = finished
+    output = run_dir.parents[2]
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    with pytest.raises(ConfigError, match=r"already holds a run with this config \(finished\); pass --resume"):
+        run_stream(RunConfig(method="seqft", sequence=SEQUENCE, seed=0), output, cache_root=cache_root)
+    with pytest.raises(ConfigError, match=r"different config: training\.lr"):
+        run_stream(RunConfig(method="seqft", sequence=SEQUENCE, seed=0, training={"lr": 0.5}), output,
+                   run_id="seed0", cache_root=cache_root)
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_rescoring_recomputes_from_predictions(finished, tmp_path):
+    run_dir, results = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    assert rescore_run(copy)["matrix"] == results["matrix"]
+    predictions = copy / "predictions" / "stage2" / "textvqa.jsonl"
+    lines = [json.loads(line) for line in predictions.read_text().splitlines()]
+    for line in lines:
+        line["prediction"] = ""  # an empty answer never scores
+    predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    rescored = rescore_run(copy)
+    assert rescored["matrix"][2][1] == 0.0
+    assert rescored["summary"]["final_acc"] == pytest.approx(results["matrix"][2][0] / 2, abs=1e-4)
+
+
+def test_joint_is_one_row_repeated_and_flagged(tmp_path, cache_root):
+    results = run_stream(RunConfig(method="joint", sequence=SEQUENCE, seed=0), tmp_path, cache_root=cache_root)
+    assert results["matrix"][1] == results["matrix"][2]
+    assert results["run"]["upper_bound"] is True
+    assert results["summary"]["bwt"] == 0.0
+    assert [stage["steps"] for stage in results["stages"]] == [60]  # the same total budget as seqft

@@ -1,0 +1,86 @@
+"""The readers of the real formats, on small fixture files, and their errors on bad input."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mcit_bench.data.formats import load_split, read_coin_test, read_llava_conversations, row_to_record
+from mcit_bench.errors import DataError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
+
+
+def test_llava_conversations_become_one_record_per_turn():
+    records = read_llava_conversations(FIXTURES / "train.json", FIXTURES, "short_answer")
+    assert [r.id for r in records] == ["t1", "t2", "t2#1", "3"]
+    assert records[0].instruction == "What color is the square?"
+    assert records[0].answers == ("red",)
+    assert records[1].instruction == "Is this wide?"  # the tag may close the turn too
+    assert records[2].instruction == "What color is it?" and records[2].target == "blue"
+    assert records[0].image == str(FIXTURES / "images" / "red.png")
+
+
+def test_coin_test_json_keeps_annotators_and_options():
+    vqa, choice = read_coin_test(FIXTURES / "test.json", FIXTURES, "vqa")
+    assert len(vqa.answers) == 10 and vqa.target == "red"
+    assert choice.id == "7" and choice.metadata["options"] == ["grey", "red"] and choice.target == "A"
+    assert choice.instruction.startswith("Which color?")  # a leading image tag is dropped
+
+
+def test_coin_grounding_keeps_box_and_image_size():
+    (grounding,) = read_coin_test(FIXTURES / "grounding_test.json", FIXTURES, "grounding")
+    assert grounding.target == "[0.00, 0.25, 1.00, 0.75]" and grounding.metadata["size"] == [12, 6]
+
+
+def test_split_round_trips_through_the_arrow_cache(tmp_path):
+    first = load_split(FIXTURES / "train.json", FIXTURES, "short_answer", "train", tmp_path)
+    cached = list(tmp_path.iterdir())
+    second = load_split(FIXTURES / "train.json", FIXTURES, "short_answer", "train", tmp_path)
+    assert len(cached) == 1 and (cached[0] / "dataset_info.json").exists()
+    assert first[:] == second[:]
+    assert row_to_record(second[3]).target == "a grey square."
+
+
+def write(tmp_path: Path, payload) -> Path:
+    path = tmp_path / "data.json"
+    path.write_text(payload if isinstance(payload, str) else json.dumps(payload))
+    return path
+
+
+GOOD_TURNS = [{"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A"}]
+
+
+@pytest.mark.parametrize("payload,fragment", [
+    ("[{\"id\": 1,", "not valid JSON (line 1"),
+    ({"id": 1}, "must hold a JSON list"),
+    ([{"image": "x.png", "conversations": GOOD_TURNS}], "record 0 (id 0) has no field 'id'"),
+    ([{"id": "a", "conversations": GOOD_TURNS}], "record 0 (id 'a') has no field 'image'"),
+    ([{"id": "a", "image": "x.png", "conversations": [GOOD_TURNS[0]]}], "must alternate human and gpt turns"),
+    ([{"id": "a", "image": "x.png", "conversations": [{"from": "human", "value": "Q?"}, GOOD_TURNS[1]]}],
+     "has 0 '<image>' tags in the first human turn"),
+    ([{"id": "a", "image": "x.png", "conversations": [{"from": "human", "value": "<image><image>Q"}, GOOD_TURNS[1]]}],
+     "has 2 '<image>' tags"),
+    ([{"id": "a", "image": 5, "conversations": GOOD_TURNS}], "field 'image' must be str, found int"),
+])
+def test_bad_training_files_name_file_record_and_field(tmp_path, payload, fragment):
+    path = write(tmp_path, payload)
+    with pytest.raises(DataError) as error:
+        read_llava_conversations(path, tmp_path, "vqa")
+    assert fragment in str(error.value) and str(path) in str(error.value)
+
+
+@pytest.mark.parametrize("payload,kind,fragment", [
+    ([{"question_id": 1, "image": "x.png", "text": "Q"}], "vqa", "has no field 'answer'"),
+    ([{"question_id": 1, "image": "x.png", "text": "Q", "answer": "[0.1, 0.1, 0.2, 0.2]"}], "grounding",
+     "has no field 'answer_bbox'"),
+    ([{"question_id": 1, "image": "x.png", "text": "Q", "answers": []}], "vqa", "non-empty list of strings"),
+])
+def test_bad_test_files_name_the_field(tmp_path, payload, kind, fragment):
+    with pytest.raises(DataError, match=fragment):
+        read_coin_test(write(tmp_path, payload), tmp_path, kind)
+
+
+def test_missing_file_says_what_to_do(tmp_path):
+    with pytest.raises(DataError, match="does not exist; check --data-root"):
+        load_split(tmp_path / "nope.json", tmp_path, "vqa", "test", None)

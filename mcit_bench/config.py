@@ -19,7 +19,9 @@ class TrainingConfig(_Strict):
     steps_per_task: int | None = Field(default=None, gt=0)  # None: the stream's budget, else one epoch
     epochs: float = Field(default=1.0, gt=0)  # used when neither this config nor the stream sets steps
     lr: float = Field(default=1e-3, gt=0)
-    projector_lr: float | None = Field(default=None, gt=0)  # None: same as lr
+    # the projector moves ten times slower than LoRA, CoIN's ratio (2e-5 vs 2e-4): at the LoRA rate
+    # it overwrites the pre-trained visual features within a task
+    projector_lr: float | None = Field(default=1e-4, gt=0)  # None: same as lr
     warmup_ratio: float = Field(default=0.03, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)

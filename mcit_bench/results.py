@@ -78,16 +78,12 @@ def read_results(path: Path) -> dict[str, Any]:
 def matrix_table(matrix: np.ndarray, tasks: list[str], row_labels: list[str], title: str):
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left")
-    table.add_column("after", style="bold")
+    table = Table(title=title, title_justify="left", padding=(0, 1))
+    table.add_column("after", style="bold", no_wrap=True)
     for task in tasks:
-        table.add_column(task, justify="right")
+        table.add_column(task, justify="right", no_wrap=True)
     for label, row in zip(row_labels, matrix):
-        cells = []
-        for j, value in enumerate(row):
-            text = f"{value:.1f}"
-            cells.append(text)
-        table.add_row(label, *cells)
+        table.add_row(label, *(f"{value:.1f}" for value in row))
     return table
 
 

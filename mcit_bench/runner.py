@@ -256,7 +256,7 @@ def run_stream(
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     torch.manual_seed(config.seed)
     model, processor = load_model(config.model)
-    base_names = {name for name, _ in model.named_parameters()}
+    base_ids = {id(p) for p in model.parameters()}  # adapters may rename base weights, never replace them
     run = RunContext(stream=stream, seed=config.seed, train_data=train_sets, device=accelerator.device)
     model = method.setup(model, run).to(accelerator.device)
     collator = InstructionCollator(processor)
@@ -311,17 +311,18 @@ def run_stream(
 
     if len(stage_log) < len(stages):
         return {"status": "stopped", "stages_done": len(stage_log)}
-    results = build_results(config, stream, method, rows, stage_log, paths, model, base_names,
+    results = build_results(config, stream, method, rows, stage_log, paths, model, base_ids,
                             previous_wall + time.perf_counter() - started, test_sets)
     atomic_write_json(paths.results, results)
     return results
 
 
-def build_results(config, stream, method, rows, stage_log, paths, model, base_names, seconds, test_sets) -> dict:
+def build_results(config, stream, method, rows, stage_log, paths, model, base_ids, seconds, test_sets) -> dict:
     """The results document; its summary is computed from the matrix, never stored separately."""
     tasks = stream.task_names
     matrix = matrix_from_rows(rows, tasks)
-    params = {name: p.numel() for name, p in model.named_parameters()}
+    total = sum(p.numel() for p in model.parameters())
+    added = sum(p.numel() for p in model.parameters() if id(p) not in base_ids)
     return {
         "schema_version": SCHEMA_VERSION,
         "run": {
@@ -348,8 +349,8 @@ def build_results(config, stream, method, rows, stage_log, paths, model, base_na
         "stages": stage_log,
         "cost": {
             "trainable_params_per_stage": [entry["trainable_params"] for entry in stage_log],
-            "added_params": sum(n for name, n in params.items() if name not in base_names),
-            "total_params": sum(params.values()),
+            "added_params": added,
+            "total_params": total,
             "train_seconds": round(sum(entry["train_seconds"] for entry in stage_log), 2),
             "wall_seconds": round(seconds, 2),
             "peak_memory_mb": round(peak_memory_mb(), 1),

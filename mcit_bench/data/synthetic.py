@@ -259,7 +259,8 @@ def describe_sample(rng: np.random.Generator) -> tuple[Image.Image, str]:
 
     The mix covers every kind of image the stream uses (shapes, scenes, objects, signs, book
     covers, degraded photos) but only ever as a description: none of the eight question formats,
-    answer conventions, option letters, boxes, genres or 'unanswerable' appears in it.
+    answer conventions, genres or 'unanswerable' appears in it. Scenes are described region by
+    region with boxes, as LLaVA-1.5's own training data does.
     """
     kind = w.pick(rng, ("shape", "scene", "icon", "sign", "book", "photo"))
     colour = w.pick(rng, list(w.COLOURS))
@@ -270,9 +271,10 @@ def describe_sample(rng: np.random.Generator) -> tuple[Image.Image, str]:
         where = w.region_name((box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2)
         return image, f"{w.article(size)} {size} {colour} {shape} at the {where}."
     if kind == "scene":
+        # region descriptions with boxes, as in the region-level data LLaVA-1.5 is trained on
         objects = w.sample_scene(rng, int(rng.integers(1, 5)))
         objects.sort(key=lambda o: (o.box.y0 // w.CELL, o.box.x0 // w.CELL))
-        parts = [f"{w.article(o.colour)} {o.name} at the {w.region_name(*o.centre)}" for o in objects]
+        parts = [f"{w.article(o.colour)} {o.name} at {box_answer(o.box)}" for o in objects]
         return w.render_scene(rng, objects), ", ".join(parts) + "."
     if kind == "icon":
         icon = w.pick(rng, w.ICONS)
@@ -312,7 +314,7 @@ def text_fact(rng: np.random.Generator) -> str:
     if not _QUESTIONS:
         question_rng = np.random.default_rng(12345)
         _QUESTIONS.extend(task.generate(question_rng).instruction for task in TASKS.values() for _ in range(50))
-    kind = w.pick(rng, ("letters", "numbers", "box", "counts", "genres", "answers", "question", "words"))
+    kind = w.pick(rng, ("letters", "numbers", "box", "counts", "genres", "answers", "question", "words", "quiz", "quiz"))
     if kind == "letters":
         return f"the letters {_listing(rng, list(LETTERS))}."
     if kind == "numbers":
@@ -328,8 +330,32 @@ def text_fact(rng: np.random.Generator) -> str:
         return f"some answers are {_listing(rng, ['yes', 'no', 'unanswerable'])}."
     if kind == "question":
         return _QUESTIONS[int(rng.integers(len(_QUESTIONS)))]
+    if kind == "quiz":
+        return word_quiz(rng)
     pool = list(w.SIGN_WORDS + w.AUTHORS + w.ICONS + w.SHAPES) + list(w.COLOURS)
     return f"the words {_listing(rng, pool)}."
+
+
+_CATEGORIES: dict[str, tuple[str, ...]] = {
+    "color": tuple(w.COLOURS),
+    "shape": w.SHAPES,
+    "object": w.ICONS,
+    "name": w.AUTHORS,
+    "kind of book": tuple(w.GENRES.values()),
+}
+
+
+def word_quiz(rng: np.random.Generator) -> str:
+    """A text-only quiz answered with a letter, like the exam questions in any language corpus."""
+    category = w.pick(rng, list(_CATEGORIES))
+    correct = w.pick(rng, _CATEGORIES[category])
+    pool = [word for name, words in _CATEGORIES.items() if name != category for word in words]
+    n_options = int(rng.integers(2, 5))
+    options = [correct] + list(rng.choice(pool, size=n_options - 1, replace=False))
+    options = [options[i] for i in rng.permutation(n_options)]
+    lines = [f"Question: which word is {w.article(category)} {category}?"]
+    lines += [f"{LETTERS[i]}. {option}" for i, option in enumerate(options)]
+    return "\n".join(lines) + f"\nAnswer: {LETTERS[options.index(correct)]}."
 
 
 def pretraining_sample(rng: np.random.Generator) -> tuple[Image.Image, str, str]:

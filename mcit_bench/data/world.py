@@ -214,10 +214,6 @@ def draw_icon(draw: ImageDraw.ImageDraw, icon: str, box: Box, main: tuple[int, i
         raise ValueError(f"unknown icon {icon!r}")
 
 
-def text_width(text: str, scale: int) -> int:
-    return len(text) * (GLYPH_W + 1) * scale - scale
-
-
 def draw_text(image: Image.Image, text: str, x: int, y: int, scale: int, fill: tuple[int, int, int]) -> None:
     """Render upper-case ``text`` with the bitmap font, top-left at (x, y)."""
     draw = ImageDraw.Draw(image)
@@ -278,55 +274,63 @@ def render_scene(rng: np.random.Generator, objects: list[SceneObject]) -> Image.
     return image
 
 
-def random_free_box(rng: np.random.Generator, low: int, high: int) -> Box:
-    """A square box of side in [low, high) anywhere inside the image."""
-    side = int(rng.integers(low, high))
-    x0 = int(rng.integers(0, IMAGE_SIZE - side + 1))
-    y0 = int(rng.integers(0, IMAGE_SIZE - side + 1))
-    return Box(x0, y0, x0 + side, y0 + side)
+def aligned_box(rng: np.random.Generator, span: int) -> Box:
+    """A box of ``span`` x ``span`` cells at a random cell position (with the usual small margin)."""
+    col, row = int(rng.integers(GRID - span + 1)), int(rng.integers(GRID - span + 1))
+    return random_box_in_cells(rng, col, row, span)
 
 
 def render_single_shape(rng: np.random.Generator, colour: str, shape: str) -> tuple[Image.Image, Box]:
+    """One shape, one to three cells wide, on the grid."""
     image = blank(rng)
-    box = random_free_box(rng, 20, 44)
+    box = aligned_box(rng, int(rng.integers(1, 4)))
     draw_shape(ImageDraw.Draw(image), shape, box, COLOURS[colour])
     return image, box
 
 
 def render_icon(rng: np.random.Generator, icon: str, colour: str) -> tuple[Image.Image, Box]:
+    """One object, two to four cells wide, on the grid."""
     image = blank(rng)
-    box = random_free_box(rng, 30, 56)
+    box = aligned_box(rng, int(rng.integers(2, 5)))
     draw_icon(ImageDraw.Draw(image), icon, box, COLOURS[colour])
     return image, box
 
 
+def draw_word_in_cells(image: Image.Image, word: str, col: int, row: int, ink: tuple[int, int, int]) -> None:
+    """One letter per grid cell, each centred in its cell: a patch sees exactly one glyph."""
+    for index, char in enumerate(word):
+        x = (col + index) * CELL + (CELL - GLYPH_W * 2) // 2
+        y = row * CELL + (CELL - GLYPH_H * 2) // 2
+        draw_text(image, char, x, y, 2, ink)
+
+
+def ink_on(colour: str) -> tuple[int, int, int]:
+    return _BLACK if colour in ("yellow", "orange") else _WHITE
+
+
 def render_sign(rng: np.random.Generator, word: str, colour: str) -> Image.Image:
-    """A coloured sign carrying ``word``, somewhere in the image, sometimes beside a shape."""
+    """A coloured sign carrying ``word`` on one row of the grid, on a post when there is room."""
     image = blank(rng)
     draw = ImageDraw.Draw(image)
-    scale = 2
-    width, height = text_width(word, scale) + 6, GLYPH_H * scale + 6
-    x0 = int(rng.integers(0, IMAGE_SIZE - width + 1))
-    y0 = int(rng.integers(0, IMAGE_SIZE - height + 1))
-    draw.rectangle((x0, y0, x0 + width - 1, y0 + height - 1), fill=COLOURS[colour])
-    ink = _BLACK if colour in ("yellow", "orange") else _WHITE
-    draw_text(image, word, x0 + 3, y0 + 3, scale, ink)
-    # a post under the sign when there is room: signs look like signs
-    if y0 + height + 6 < IMAGE_SIZE:
-        draw.rectangle((x0 + width // 2 - 1, y0 + height, x0 + width // 2 + 1, IMAGE_SIZE - 1), fill=_BROWN)
+    col = int(rng.integers(GRID - len(word) + 1))
+    row = int(rng.integers(GRID))
+    x0, y0 = col * CELL, row * CELL
+    draw.rectangle((x0, y0, x0 + len(word) * CELL - 1, y0 + CELL - 1), fill=COLOURS[colour])
+    draw_word_in_cells(image, word, col, row, ink_on(colour))
+    if row < GRID - 1:
+        middle = x0 + len(word) * CELL // 2
+        draw.rectangle((middle - 1, y0 + CELL, middle + 1, IMAGE_SIZE - 1), fill=_BROWN)
     return image
 
 
 def render_book(rng: np.random.Generator, title: str, author: str, colour: str) -> Image.Image:
-    """A book cover filling the frame: title on top, author below, genre by cover colour."""
+    """A book cover filling the frame: title in the top half, author on the bottom row, genre by colour."""
     image = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), COLOURS[colour])
     draw = ImageDraw.Draw(image)
-    draw.rectangle((0, 0, 3, IMAGE_SIZE - 1), fill=tuple(int(v * 0.6) for v in COLOURS[colour]))
-    ink = _BLACK if colour in ("yellow", "orange") else _WHITE
-    jitter_y = int(rng.integers(0, 5))
-    draw_text(image, title, 6 + int(rng.integers(0, IMAGE_SIZE - 6 - text_width(title, 2) + 1 - 1)), 4 + jitter_y, 2, ink)
-    draw.rectangle((8, 27, IMAGE_SIZE - 8, 28), fill=ink)
-    draw_text(image, author, 6 + int(rng.integers(0, IMAGE_SIZE - 6 - text_width(author, 2) + 1 - 1)), 40 + jitter_y, 2, ink)
+    ink = ink_on(colour)
+    draw_word_in_cells(image, title, int(rng.integers(GRID - len(title) + 1)), int(rng.integers(2)), ink)
+    draw.rectangle((4, 2 * CELL + 7, IMAGE_SIZE - 5, 2 * CELL + 8), fill=ink)
+    draw_word_in_cells(image, author, int(rng.integers(GRID - len(author) + 1)), GRID - 1, ink)
     return image
 
 

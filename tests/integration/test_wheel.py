@@ -1,0 +1,48 @@
+"""A wheel built from the repository runs the harness outside the checkout, in a fresh venv."""
+
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+def test_wheel_installs_and_runs_the_ci_subset(tmp_path, cache_root):
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(wheels), str(REPO)],
+                   check=True, cwd=tmp_path)
+    (wheel,) = wheels.glob("mcit_bench-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "mcit_bench/baselines/seqft.py" in names and "mcit_bench/task_sequences/synth-coin.yaml" in names
+    assert "mcit_bench/models/mcit_tiny/model.safetensors" in names
+    assert not [name for name in names if name.split("/")[0] in ("baselines", "task_sequences", "tests")]
+
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    # the heavy dependencies come from this environment's site-packages, read-only; the package
+    # itself comes only from the wheel (a .pth entry adds a path but runs none of that folder's hooks)
+    target = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                                 check=True, capture_output=True, text=True).stdout.strip())
+    (target / "host_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", str(wheel)], check=True)
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {**os.environ, "MCIT_BENCH_CACHE": str(cache_root), "PYTHONPATH": ""}
+    where = subprocess.run([str(python), "-c", "import mcit_bench; print(mcit_bench.__file__)"], cwd=outside, env=env,
+                           check=True, capture_output=True, text=True).stdout
+    assert str(env_dir) in where  # the installed copy, not the checkout
+    result = subprocess.run([str(env_dir / "bin" / "mcit-bench"), "run", "--subset", "ci", "--method", "seqft"],
+                            cwd=outside, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Accuracy matrix R" in result.stdout and "BWT" in result.stdout
+    assert (outside / "runs" / "synth-coin" / "seqft" / "seed0-ci" / "results.json").is_file()

@@ -1,0 +1,88 @@
+"""The packaged mcit-tiny: a real LLaVA loaded with from_pretrained, its tokenizer and template."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mcit_bench.data.synthetic import TASKS, pretraining_sample
+from mcit_bench.models.collate import IGNORE_INDEX, InstructionCollator
+from mcit_bench.models.loading import load_model
+from mcit_bench.models.tiny import TinyShape, packaged_path
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("mcit-tiny")
+
+
+def test_it_is_a_transformers_llava_with_the_documented_shape(tiny):
+    from transformers import LlavaForConditionalGeneration
+
+    model, processor = tiny
+    assert isinstance(model, LlavaForConditionalGeneration)
+    shape = TinyShape()
+    vision, text = model.config.vision_config, model.config.text_config
+    assert (vision.hidden_size, vision.num_hidden_layers, vision.patch_size) == (shape.vision_hidden, 4, 16)
+    assert (text.hidden_size, text.num_hidden_layers, text.intermediate_size) == (128, 4, 384)
+    vocab = len(processor.tokenizer)
+    vision_params = (3 * 16 * 16 * 128 + 128 + 17 * 128  # patch embedding, class embedding, positions
+                     + 2 * 2 * 128  # pre- and post-layer norms
+                     + 4 * (4 * (128 * 128 + 128) + 2 * 2 * 128 + 128 * 256 + 256 + 256 * 128 + 128))
+    projector = 2 * (128 * 128 + 128)
+    llama = vocab * 128 + 4 * (4 * 128 * 128 + 3 * 128 * 384 + 2 * 128) + 128 + vocab * 128
+    assert sum(p.numel() for p in model.parameters()) == vision_params + projector + llama
+
+
+def test_every_text_of_the_world_is_in_the_vocabulary(tiny):
+    _, processor = tiny
+    tokenizer = processor.tokenizer
+    rng = np.random.default_rng(11)
+    texts = []
+    for task in TASKS.values():
+        for _ in range(30):
+            sample = task.generate(rng)
+            texts += [sample.instruction, " " + " ".join(sample.answers)]
+    texts += [pretraining_sample(rng)[2] for _ in range(200)]
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert tokenizer.unk_token_id not in ids, text
+        assert tokenizer.decode(ids) == text  # decoding is exact, spaces and all
+
+
+def test_chat_template_and_labels_cover_only_the_answer(tiny):
+    _, processor = tiny
+    collator = InstructionCollator(processor)
+    assert collator.prompt("Q?") == "USER: <image>\nQ? ASSISTANT:"
+    rng = np.random.default_rng(0)
+    sample = TASKS["grounding"].generate(rng)
+    batch = collator.train_batch([{"image": sample.image, "instruction": sample.instruction,
+                                   "target": sample.answers[0]}])
+    labels = batch["labels"][0]
+    answer = processor.tokenizer.decode(labels[labels != IGNORE_INDEX])
+    assert answer == " " + sample.answers[0] + "</s>"
+    image_token = model_image_token(processor)
+    assert int((batch["input_ids"][0] == image_token).sum()) == 16  # 64 px / 16 px patches, squared
+
+
+def model_image_token(processor) -> int:
+    return processor.tokenizer.convert_tokens_to_ids("<image>")
+
+
+def test_base_model_describes_instead_of_answering(tiny):
+    model, processor = tiny
+    collator = InstructionCollator(processor)
+    rng = np.random.default_rng(1)
+    sample = TASKS["gqa"].generate(rng)
+    batch = collator.generation_batch([{"image": sample.image, "instruction": sample.instruction}])
+    with torch.no_grad():
+        output = model.generate(**batch, max_new_tokens=24, do_sample=False)
+    text = processor.tokenizer.decode(output[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert text.strip().startswith(("a ", "an ")) and text.strip().endswith(".")
+
+
+def test_pretraining_command_is_recorded_beside_the_weights():
+    record = json.loads((packaged_path() / "pretraining.json").read_text())
+    assert record["command"].startswith("mcit-bench pretrain-tiny --seed 0 --steps ")
+    assert record["shape"] == TinyShape().__dict__

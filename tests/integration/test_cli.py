@@ -92,3 +92,15 @@ def test_real_sequence_without_data_root_says_what_to_pass(tmp_path):
 def test_score_of_a_missing_run_is_one_sentence(tmp_path):
     result = invoke("score", str(tmp_path / "nothing"))
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+@pytest.mark.slow
+def test_corrupt_image_is_named_and_nothing_is_half_written(tmp_path):
+    sequence, root = files_sequence(tmp_path)
+    (root / "images" / "grey.png").write_bytes(b"this is not a png")
+    result = invoke("run", "--sequence", str(sequence), "--data-root", str(root), "--output", str(tmp_path / "runs"),
+                    "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code == 2
+    assert "grey.png cannot be read" in result.output and "replace or remove that record" in result.output
+    run_dir = tmp_path / "runs" / "fixture-files" / "seqft" / "seed0"
+    assert not (run_dir / "results.json").exists() and not list(run_dir.rglob("*.tmp"))

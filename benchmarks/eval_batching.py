@@ -41,7 +41,7 @@ def main() -> None:
     outputs: dict[int, list[str]] = {}
     for size in (int(s) for s in args.batch_sizes.split(",")):
         started = time.perf_counter()
-        outputs[size] = generate_answers(model, collator, rows, size, max_new)
+        outputs[size] = generate_answers(model, collator, rows, size, max_new)[0]
         speeds[size] = len(rows) / (time.perf_counter() - started)
     same = all(outputs[size] == outputs[1] for size in outputs)
     print(f"task {args.task}, {len(rows)} samples, max_new_tokens {max_new}, {torch.get_num_threads()} threads")

@@ -142,7 +142,7 @@ def list_registered(what: Annotated[Listing, typer.Argument(help="what to list")
 @app.command(name="pretrain-tiny")
 def pretrain_tiny(
     out: Annotated[Path, typer.Option(help="folder to write the model to")],
-    steps: Annotated[int, typer.Option(help="pre-training steps")] = 2500,
+    steps: Annotated[int, typer.Option(help="pre-training steps")] = 3000,
     seed: Annotated[int, typer.Option(help="seed for initialisation and data")] = 0,
 ) -> None:
     """Pre-train mcit-tiny from scratch on the description mix (how the packaged weights were made)."""

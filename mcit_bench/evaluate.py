@@ -30,16 +30,21 @@ def generate_answers(
     method: Method | None = None,
     run: RunContext | None = None,
     device: torch.device = torch.device("cpu"),
-) -> list[str]:
-    """Greedy answers for ``rows`` in order: left padding, KV cache, stop at end of turn."""
+) -> tuple[list[str], list[int] | None]:
+    """Greedy answers for ``rows`` in order (left padding, KV cache, stop at end of turn), and the
+    task the method's selector chose for each row (None when the method does not select)."""
     model.eval()
     tokenizer = collator.tokenizer
     answers: list[str] = []
+    chosen: list[int] = []
+    selects = False
     for start in range(0, len(rows), batch_size):
         chunk = [{name: row[name] for name in MODEL_FIELDS} for row in rows[start : start + batch_size]]
         batch = {name: value.to(device) for name, value in collator.generation_batch(chunk).items()}
-        if method is not None:
-            method.route(batch, run)
+        selected = method.route(batch, run) if method is not None else None
+        if selected is not None:
+            selects = True
+            chosen.extend(int(task) for task in selected.tolist())
         output = model.generate(
             **batch,
             max_new_tokens=max_new_tokens,
@@ -50,7 +55,7 @@ def generate_answers(
         )
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         answers.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    return answers
+    return answers, (chosen if selects else None)
 
 
 def write_predictions(path: Path, rows: list[dict[str, Any]], predictions: list[str]) -> None:

@@ -213,16 +213,24 @@ def task_metric(task) -> str:
     return task.metric or DEFAULT_METRIC[task.type]
 
 
-def evaluate_row(model, collator, method, run, stream, test_sets, paths, stage, config, console) -> dict[str, float]:
-    """Evaluate every task after ``stage`` (0 = base model); write predictions; return scores."""
+def evaluate_row(model, collator, method, run, stream, test_sets, paths, stage, config, console
+                 ) -> tuple[dict[str, float], dict[str, float]]:
+    """Evaluate every task after ``stage`` (0 = base model); write predictions.
+
+    Returns the scores and, for a method that selects tasks without labels, the share of each
+    already-trained task's test samples it sent to that task (task-selection accuracy, in %).
+    """
     scores: dict[str, float] = {}
-    for task in stream.tasks:
+    selection: dict[str, float] = {}
+    for position, task in enumerate(stream.tasks):
         rows = test_rows(test_sets[task.name])
-        predictions = generate_answers(model, collator, rows, config.eval.batch_size, config.eval.max_new_tokens,
-                                       method, run, run.device)
+        predictions, chosen = generate_answers(model, collator, rows, config.eval.batch_size,
+                                               config.eval.max_new_tokens, method, run, run.device)
         write_predictions(paths.predictions(stage, task.name), rows, predictions)
         scores[task.name], _ = score_task(task_metric(task), predictions, [row_to_record(row) for row in rows])
-    return scores
+        if chosen is not None and 0 < stage and position < stage:
+            selection[task.name] = round(100.0 * sum(c == position for c in chosen) / len(chosen), 2)
+    return scores, selection
 
 
 def run_stream(
@@ -257,9 +265,10 @@ def run_stream(
     torch.manual_seed(config.seed)
     model, processor = load_model(config.model)
     base_ids = {id(p) for p in model.parameters()}  # adapters may rename base weights, never replace them
-    run = RunContext(stream=stream, seed=config.seed, train_data=train_sets, device=accelerator.device)
-    model = method.setup(model, run).to(accelerator.device)
     collator = InstructionCollator(processor)
+    run = RunContext(stream=stream, seed=config.seed, train_data=train_sets, device=accelerator.device,
+                     collator=collator)
+    model = method.setup(model, run).to(accelerator.device)
     stages = method.stages(stream)
     tasks = stream.task_names
 
@@ -280,7 +289,7 @@ def run_stream(
                                            "wall_seconds": previous_wall + time.perf_counter() - started})
 
     if 0 not in rows:
-        rows[0] = evaluate_row(model, collator, method, run, stream, test_sets, paths, 0, config, console)
+        rows[0], _ = evaluate_row(model, collator, method, run, stream, test_sets, paths, 0, config, console)
         save_progress()
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -293,17 +302,19 @@ def run_stream(
             torch.manual_seed(stage_seed(config.seed, stage.index))
             method.before_task(stage, run)
             trained |= {name for name, p in model.named_parameters() if p.requires_grad}
-            stats = train_stage(model, method, stage, run, collator, config.training, stream.steps_per_task,
+            stats = train_stage(model, method, stage, run, collator, config.training, stream.task_steps(),
                                 accelerator, progress)
             method.after_task(stage, run)
             save_checkpoint(paths.checkpoint(stage.index), model, trained, method)
-            scores = evaluate_row(model, collator, method, run, stream, test_sets, paths, stage.index, config, console)
+            scores, selection = evaluate_row(model, collator, method, run, stream, test_sets, paths, stage.index,
+                                             config, console)
             first_row = 1 + sum(len(s.tasks) for s in stages[: stage.index - 1])
             for row in range(first_row, first_row + len(stage.tasks)):
                 rows[row] = scores
             stage_log.append({"stage": stage.index, "tasks": [t.name for t in stage.tasks], "steps": stats.steps,
                               "train_seconds": round(stats.seconds, 2), "final_loss": round(stats.final_loss, 5),
-                              "trainable_params": stats.trainable_params})
+                              "trainable_params": stats.trainable_params,
+                              **({"task_selection": selection} if selection else {})})
             save_progress()
             if console:
                 shown = " ".join(f"{task}={scores[task]:.0f}" for task in tasks)

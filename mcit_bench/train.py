@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -31,11 +31,11 @@ def stage_seed(seed: int, stage_index: int) -> int:
     return seed * 1_000_003 + stage_index
 
 
-def stage_steps(config: TrainingConfig, stream_steps: int | None, stage: Stage, n_samples: int) -> int:
-    """Steps for a stage: a per-task budget times the tasks it covers, or epochs over its data."""
-    per_task = config.steps_per_task or stream_steps
-    if per_task is not None:
-        return per_task * len(stage.tasks)
+def stage_steps(config: TrainingConfig, task_steps: Mapping[str, int | None], stage: Stage, n_samples: int) -> int:
+    """Steps for a stage: the sum of its tasks' budgets (``--steps-per-task`` wins), or epochs over its data."""
+    budgets = [config.steps_per_task or task_steps.get(task.name) for task in stage.tasks]
+    if all(budget is not None for budget in budgets):
+        return sum(budgets)
     return max(1, math.ceil(config.epochs * n_samples / config.batch_size))
 
 
@@ -68,6 +68,9 @@ def optimizer_groups(method: Method, model: nn.Module, config: TrainingConfig) -
     projector_ids = {id(p) for p in projector(model).parameters()}
     split: list[dict] = []
     for group in groups:
+        if "lr" in group:  # the method chose this group's rate itself
+            split.append(group)
+            continue
         params = group["params"]
         rest = [p for p in params if id(p) not in projector_ids]
         proj = [p for p in params if id(p) in projector_ids]
@@ -93,13 +96,13 @@ def train_stage(
     run: RunContext,
     collator: InstructionCollator,
     config: TrainingConfig,
-    stream_steps: int | None,
+    task_steps: Mapping[str, int | None],
     accelerator: Accelerator,
     progress=None,
 ) -> StageStats:
     """Train one stage: the method's data, the method's extra losses, AdamW with warm-up and clipping."""
     data = method.train_data(stage, run)
-    steps = stage_steps(config, stream_steps, stage, len(data))
+    steps = stage_steps(config, task_steps, stage, len(data))
     generator = torch.Generator().manual_seed(stage_seed(run.seed, stage.index))
     groups = optimizer_groups(method, model, config)
     trainable = [p for group in groups for p in group["params"]]

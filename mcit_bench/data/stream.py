@@ -29,6 +29,9 @@ class TaskDef(_Strict):
     train: str
     test: str
     images: str = "."  # image paths in the JSON are relative to data_root/images
+    # this task's training budget in steps; None: the stream's steps_per_task. Real streams differ
+    # in size per task (CoIN trains one epoch on each), so budgets may differ too.
+    steps: int | None = Field(default=None, gt=0)
 
     @field_validator("type")
     @classmethod
@@ -86,7 +89,7 @@ class TaskStream:
     definition: SequenceDef
     subset: str | None
     tasks: tuple[TaskDef, ...]
-    steps_per_task: int | None
+    steps_per_task: int | None  # a subset's uniform budget overrides the tasks' own ``steps``
     train_per_task: int | None
     test_per_task: int | None
 
@@ -102,6 +105,12 @@ class TaskStream:
     def task_names(self) -> list[str]:
         return [task.name for task in self.tasks]
 
+    def task_steps(self) -> dict[str, int | None]:
+        """Each task's training budget in steps (None: one epoch over its data)."""
+        if self.subset is not None and self.steps_per_task is not None:
+            return {task.name: self.steps_per_task for task in self.tasks}
+        return {task.name: task.steps or self.steps_per_task for task in self.tasks}
+
     def content_hash(self) -> str:
         """sha256 over the resolved task definitions: two runs with one hash saw the same stream."""
         payload = {
@@ -110,7 +119,7 @@ class TaskStream:
             "source": self.definition.source.model_dump(),
             "subset": self.subset,
             "tasks": [task.model_dump() for task in self.tasks],
-            "steps_per_task": self.steps_per_task,
+            "steps": self.task_steps(),
             "train_per_task": self.train_per_task,
             "test_per_task": self.test_per_task,
         }

@@ -22,7 +22,7 @@ from PIL import Image
 
 from mcit_bench.data import world as w
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 OPTION_LETTER = "Answer with the option's letter from the given choices directly."
 UNANSWERABLE = "When the provided information is insufficient, respond with 'Unanswerable'."
@@ -69,27 +69,32 @@ def box_answer(box: w.Box, size: int = w.IMAGE_SIZE) -> str:
 # ---------------------------------------------------------------- the eight tasks, in CoIN order
 
 
+# ScienceQA's recurring templates keep one option list in one order ("Which tense does the sentence
+# use? A. past B. present C. future"); sqa does the same. With options drawn and shuffled per question
+# a 4-layer model has to point from the image into the option list, which mcit-tiny does not learn
+# (39% after 600 steps, chance 36%; docs/DATA.md), so the task would measure nothing.
+SQA_OPTION_LISTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "Which object is shown in the picture?": (w.ICONS[:4], w.ICONS[4:]),
+    "Which shape is shown in the picture?": (w.SHAPES[:3], w.SHAPES[3:]),
+    "What is the color of the shape?": (tuple(w.COLOURS)[:3], tuple(w.COLOURS)[3:]),
+}
+
+
 def gen_sqa(rng: np.random.Generator) -> Sample:
     """ScienceQA-like: a multiple-choice question on the picture, answered with the option letter."""
-    kind = w.pick(rng, ("shape", "colour", "object"))
+    question = w.pick(rng, list(SQA_OPTION_LISTS))
     colour = w.pick(rng, list(w.COLOURS))
-    if kind == "object":
-        icon = w.pick(rng, w.ICONS)
-        image, _ = w.render_icon(rng, icon, colour)
-        question, correct, pool = "Which object is shown in the picture?", icon, w.ICONS
+    if question.startswith("Which object"):
+        correct = w.pick(rng, w.ICONS)
+        image, _ = w.render_icon(rng, correct, colour)
     else:
         shape = w.pick(rng, w.SHAPES)
         image, _ = w.render_single_shape(rng, colour, shape)
-        if kind == "shape":
-            question, correct, pool = "Which shape is shown in the picture?", shape, w.SHAPES
-        else:
-            question, correct, pool = "What is the color of the shape?", colour, tuple(w.COLOURS)
-    n_options = int(rng.integers(2, 5))
-    options = [correct] + list(rng.choice(others(pool, correct), size=n_options - 1, replace=False))
-    options = [options[i] for i in rng.permutation(n_options)]
+        correct = shape if question.startswith("Which shape") else colour
+    options = next(group for group in SQA_OPTION_LISTS[question] if correct in group)
     letter = LETTERS[options.index(correct)]
     lines = [question] + [f"{LETTERS[i]}. {option}" for i, option in enumerate(options)] + [OPTION_LETTER]
-    return Sample(image, "\n".join(lines), [letter], {"options": options})
+    return Sample(image, "\n".join(lines), [letter], {"options": list(options)})
 
 
 def gen_textvqa(rng: np.random.Generator) -> Sample:
@@ -164,14 +169,11 @@ def gen_vizwiz(rng: np.random.Generator) -> Sample:
 
 
 def gen_grounding(rng: np.random.Generator) -> Sample:
-    """RefCOCO-like: the box of the object a short expression refers to."""
-    objects = w.sample_scene(rng, int(rng.integers(2, 5)))
+    """RefCOCO-like: the box of the object a short expression (its colour and shape) refers to."""
+    objects = w.sample_scene(rng, int(rng.integers(2, 4)))
     image = w.render_scene(rng, objects)
     target = objects[int(rng.integers(len(objects)))]
-    same_shape = sum(o.shape == target.shape for o in objects)
-    expression = target.name if same_shape > 1 or rng.random() < 0.6 else target.shape
-    if rng.random() < 0.5:
-        expression = "the " + expression
+    expression = ("the " if rng.random() < 0.5 else "") + target.name
     box = target.box
     metadata = {"bbox": [box.x0, box.y0, box.width, box.height], "size": [w.IMAGE_SIZE, w.IMAGE_SIZE]}
     return Sample(image, GROUNDING.format(expression), [box_answer(box)], metadata)
@@ -262,7 +264,8 @@ def describe_sample(rng: np.random.Generator) -> tuple[Image.Image, str]:
     answer conventions, genres or 'unanswerable' appears in it. Scenes are described region by
     region with boxes, as LLaVA-1.5's own training data does.
     """
-    kind = w.pick(rng, ("shape", "scene", "icon", "sign", "book", "photo"))
+    # scenes three times as often: locating objects in a 4 x 4 grid is the slowest skill to learn
+    kind = w.pick(rng, ("shape", "scene", "scene", "scene", "icon", "sign", "book", "photo"))
     colour = w.pick(rng, list(w.COLOURS))
     if kind == "shape":
         shape = w.pick(rng, w.SHAPES)

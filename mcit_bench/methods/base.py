@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import datasets
 
     from mcit_bench.data.stream import TaskDef, TaskStream
+    from mcit_bench.models.collate import InstructionCollator
 
 
 class MethodOptions(BaseModel):
@@ -58,6 +59,7 @@ class RunContext:
     seed: int
     train_data: dict[str, datasets.Dataset] = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
+    collator: InstructionCollator | None = None  # turns rows into model batches, for hooks that run the model
 
 
 class Method:
@@ -95,8 +97,13 @@ class Method:
     def after_task(self, stage: Stage, run: RunContext) -> None:
         """Consolidate after a stage: Fisher information, keys, buffers, freezing."""
 
-    def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
-        """Choose a route for each sample of an evaluation batch, without its task label."""
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> torch.Tensor | None:
+        """Choose a route for each sample of an evaluation batch, without its task label.
+
+        Methods that select a task return each sample's chosen task (its position in the stream),
+        from which the harness reports task-selection accuracy; the others return None.
+        """
+        return None
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """Optimiser parameter groups; the default is every parameter that requires grad."""

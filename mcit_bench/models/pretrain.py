@@ -27,9 +27,9 @@ from mcit_bench.models.tiny import TinyShape, build_tiny
 @dataclass(frozen=True)
 class PretrainConfig:
     seed: int = 0
-    steps: int = 2500
+    steps: int = 3000
     batch_size: int = 64
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup_steps: int = 100
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0

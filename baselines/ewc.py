@@ -1,0 +1,97 @@
+"""Elastic weight consolidation, online form (ewc; Kirkpatrick et al. 2017, Schwarz et al. 2018).
+
+The seqft trainable set (LoRA + projector) persists across tasks. After each task the empirical
+Fisher of the trainable parameters is estimated on up to ``fisher_samples`` of its training samples,
+one sample at a time so the squared gradient is per sample (answer tokens only, as the loss is).
+On later tasks: NLL + (lambda / 2) * sum Omega (theta - theta*)^2 with Omega = gamma * Omega_prev + F_t.
+
+Choices the paper leaves open for this setting: the Fisher is normalised by its mean over all
+parameters (so lambda does not depend on the loss scale or the parameter count), and gamma = 1
+gives the sum of per-task terms of the original EWC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
+from mcit_bench.methods.base import Method, RunContext, Stage, register_method
+from mcit_bench.train import rows_of
+
+
+class EWCOptions(SeqFTOptions):
+    ewc_lambda: float = Field(default=5000.0, ge=0.0)
+    gamma: float = Field(default=1.0, ge=0.0, le=1.0)  # online decay of older importance
+    fisher_samples: int = Field(default=64, gt=0)
+
+
+@register_method("ewc")
+class EWC(Method):
+    Options = EWCOptions
+
+    def __init__(self, options: EWCOptions) -> None:
+        super().__init__(options)
+        self.model: nn.Module | None = None
+        self.collator = None
+        self.importance: dict[str, torch.Tensor] = {}
+        self.anchor: dict[str, torch.Tensor] = {}
+
+    def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
+        self.model = lora_or_full(model, self.options)
+        self.collator = run.collator
+        return self.model
+
+    def trainable(self) -> dict[str, nn.Parameter]:
+        return {name: p for name, p in self.model.named_parameters() if p.requires_grad}
+
+    def penalty(self) -> torch.Tensor:
+        params = self.trainable()
+        total = sum(((params[name] - self.anchor[name]) ** 2 * omega).sum() for name, omega in self.importance.items())
+        return 0.5 * self.options.ewc_lambda * total
+
+    def loss(self, batch: dict[str, torch.Tensor], outputs: Any, run: RunContext) -> dict[str, torch.Tensor]:
+        return {"ewc": self.penalty()} if self.importance else {}
+
+    def fisher(self, stage: Stage, run: RunContext) -> dict[str, torch.Tensor]:
+        data = self.train_data(stage, run)
+        generator = torch.Generator().manual_seed(run.seed + stage.index)
+        indices = torch.randperm(len(data), generator=generator)[: self.options.fisher_samples].tolist()
+        params = self.trainable()
+        sums = {name: torch.zeros_like(p) for name, p in params.items()}
+        was_training = self.model.training
+        self.model.train()
+        for row in rows_of(data, indices):
+            batch = {k: v.to(run.device) for k, v in self.collator.train_batch([row]).items()}
+            self.model.zero_grad(set_to_none=True)
+            self.model(**batch).loss.backward()
+            for name, p in params.items():
+                if p.grad is not None:
+                    sums[name] += p.grad.detach() ** 2
+        self.model.zero_grad(set_to_none=True)
+        self.model.train(was_training)
+        fisher = {name: value / len(indices) for name, value in sums.items()}
+        mean = torch.cat([f.flatten() for f in fisher.values()]).mean().clamp_min(1e-12)
+        return {name: f / mean for name, f in fisher.items()}
+
+    def after_task(self, stage: Stage, run: RunContext) -> None:
+        fisher = self.fisher(stage, run)
+        self.importance = {name: self.options.gamma * self.importance.get(name, 0) + f for name, f in fisher.items()}
+        self.anchor = {name: p.detach().clone() for name, p in self.trainable().items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**{f"importance.{k}": v for k, v in self.importance.items()},
+                **{f"anchor.{k}": v for k, v in self.anchor.items()}}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        self.importance = {k[len("importance."):]: v.to(self.device_of(model)) for k, v in state.items()
+                           if k.startswith("importance.")}
+        self.anchor = {k[len("anchor."):]: v.to(self.device_of(model)) for k, v in state.items()
+                       if k.startswith("anchor.")}
+
+    @staticmethod
+    def device_of(model: nn.Module) -> torch.device:
+        return next(model.parameters()).device

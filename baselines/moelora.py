@@ -1,0 +1,47 @@
+"""MoELoRA (moelora; Chen et al. 2024, CoIN): a mixture of LoRA experts in every adapted layer.
+
+Each linear layer of the language model gets E experts that split the rank r between them and a
+dense token-level softmax router (no top-k, no task identity). Everything (experts, routers, the
+projector) trains on every task, so it forgets like seqft unless the routing happens to separate
+tasks. CoIN uses E = 8, r = 128 on 7B models; on mcit-tiny the default keeps seqft's total rank 16
+(four experts of rank 4), so the two differ only in the mixture.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from torch import nn
+
+from mcit_bench.adapters.experts import MoELoRA, attach_adapters
+from mcit_bench.adapters.lora import freeze_all, language_linear_names, unfreeze_projector
+from mcit_bench.methods.base import Method, MethodOptions, RunContext, register_method
+
+
+class MoELoRAOptions(MethodOptions):
+    experts: int = Field(default=4, gt=0)
+    rank: int = Field(default=16, gt=0)  # total over the experts
+    alpha: float = Field(default=32.0, gt=0)
+    train_projector: bool = True
+
+    @model_validator(mode="after")
+    def _rank_splits(self) -> "MoELoRAOptions":
+        if self.rank % self.experts:
+            raise ValueError(f"rank {self.rank} must be a multiple of experts {self.experts}")
+        return self
+
+
+@register_method("moelora")
+class MoELoRAMethod(Method):
+    Options = MoELoRAOptions
+
+    def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
+        freeze_all(model)
+        options = self.options
+        attach_adapters(model, language_linear_names(model),
+                        lambda name, linear: MoELoRA(linear.in_features, linear.out_features, options.experts,
+                                                     options.rank, options.alpha))
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(".adapter." in name)
+        if options.train_projector:
+            unfreeze_projector(model)
+        return model

@@ -1,0 +1,195 @@
+"""LoRA-variant layers (MoELoRA, BranchLoRA, D-MoLE experts) and the one helper that attaches them.
+
+An adapter is attached to an ``nn.Linear`` of any Hugging Face model as a child module plus a forward
+hook that adds its output, so parameter names, the model class and ``generate`` stay those of the
+base model (``...q_proj.weight`` is still the frozen base weight; the adapter's live under
+``...q_proj.adapter``).
+
+Experts are always computed together: their down-projections are stacked into one matrix, the
+per-expert gates scale the stacked low-rank activations, and one matmul with the stacked
+up-projections sums them. There is no Python loop over experts in a forward pass.
+
+Routing that depends on the task (BranchLoRA's routers, D-MoLE's active experts) reads one shared
+:class:`Routing` object per model: a tensor of per-sample task indices at evaluation, chosen by the
+method's selector without labels, so a batch of mixed tasks stays one batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mcit_bench.errors import ConfigError
+
+
+class Routing:
+    """Per-sample task choice shared by every adapter layer of one model."""
+
+    def __init__(self) -> None:
+        self.training_task = 0  # the task being trained: every training sample routes to it
+        self.task_ids: torch.Tensor | None = None  # set per evaluation batch by the method's selector
+        self.enabled = True  # False: adapters add nothing (the frozen base model, e.g. for embeddings)
+
+    def ids(self, batch_size: int, device: torch.device) -> torch.Tensor:
+        if self.task_ids is not None and self.task_ids.shape[0] == batch_size:
+            return self.task_ids.to(device)
+        return torch.full((batch_size,), self.training_task, dtype=torch.long, device=device)
+
+
+def _add_adapter_output(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+    return output + module.adapter(inputs[0]).to(output.dtype)
+
+
+def attach_adapters(model: nn.Module, target_names: Iterable[str],
+                    build: Callable[[str, nn.Linear], nn.Module]) -> dict[str, nn.Module]:
+    """Attach ``build(name, linear)`` to each named ``nn.Linear``; returns the adapters by module name."""
+    modules = dict(model.named_modules())
+    attached: dict[str, nn.Module] = {}
+    for name in target_names:
+        linear = modules.get(name)
+        if not isinstance(linear, nn.Linear):
+            raise ConfigError(f"target module {name!r} is not a linear layer of this model; "
+                              f"choose target modules among its nn.Linear layers")
+        if hasattr(linear, "adapter"):
+            raise ConfigError(f"module {name!r} already carries an adapter; attach one method's adapters only")
+        adapter = build(name, linear).to(device=linear.weight.device)
+        linear.add_module("adapter", adapter)
+        linear.register_forward_hook(_add_adapter_output)
+        attached[name] = adapter
+    return attached
+
+
+def _check_rank(rank: int, experts: int) -> int:
+    if rank <= 0 or experts <= 0 or rank % experts:
+        raise ConfigError(f"rank {rank} must be a positive multiple of the number of experts {experts}")
+    return rank // experts
+
+
+class MoELoRA(nn.Module):
+    """CoIN's MoELoRA: E experts split rank r; a dense token-level softmax router, no top-k.
+
+    h = W0 x + (alpha / r) * sum_e softmax(W_g x)_e B_e A_e x, with A ~ N(0, 0.01^2), B = 0.
+    """
+
+    def __init__(self, d_in: int, d_out: int, experts: int, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.experts, self.expert_rank = experts, _check_rank(rank, experts)
+        self.scale = alpha / rank
+        self.lora_A = nn.Parameter(torch.randn(rank, d_in) * 0.01)  # expert e: rows e*r_e .. (e+1)*r_e
+        self.lora_B = nn.Parameter(torch.zeros(d_out, rank))
+        self.router = nn.Parameter(torch.empty(experts, d_in))
+        nn.init.kaiming_uniform_(self.router, a=math.sqrt(5))  # nn.Linear's default, as in CoIN
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gates = torch.softmax(x @ self.router.T, dim=-1)
+        low = (x @ self.lora_A.T).unflatten(-1, (self.experts, self.expert_rank)) * gates.unsqueeze(-1)
+        return (low.flatten(-2) @ self.lora_B.T) * self.scale
+
+
+def top_k_gates(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Softmax over the allowed branches, then keep the k largest and renormalise them to sum to 1."""
+    probs = torch.softmax(logits, dim=-1)
+    values, indices = probs.topk(k, dim=-1)
+    values = values / values.sum(dim=-1, keepdim=True).clamp_min(1e-9)
+    return torch.zeros_like(probs).scatter(-1, indices, values)
+
+
+class BranchLoRA(nn.Module):
+    """BranchLoRA: one shared down-projection (the trunk), N up-projections (branches), a router per task.
+
+    h = W0 x + (alpha / r) * sum_{e in topk} g_e B_e (A x). Branches and routers are one parameter
+    each, so a branch or an old router is frozen by turning its gradient off; the layer stacks
+    them for the batched forward. ``usage`` accumulates the gate mass of the training task's
+    router, which decides what freezes after the task.
+    """
+
+    def __init__(self, d_in: int, d_out: int, branches: int, rank: int, alpha: float, top_k: int,
+                 routing: Routing) -> None:
+        super().__init__()
+        self.d_in, self.d_out, self.rank, self.top_k = d_in, d_out, rank, top_k
+        self.scale = alpha / rank
+        self.routing = routing
+        self.lora_A = nn.Parameter(torch.randn(rank, d_in) * 0.01)
+        self.branches = nn.ParameterList([nn.Parameter(torch.zeros(d_out, rank)) for _ in range(branches)])
+        self.routers = nn.ParameterList()
+        self.register_buffer("usage", torch.zeros(branches), persistent=False)
+
+    @property
+    def n_branches(self) -> int:
+        return len(self.branches)
+
+    def add_branch(self) -> None:
+        self.branches.append(nn.Parameter(torch.zeros(self.d_out, self.rank, device=self.lora_A.device)))
+        self.usage = torch.cat([self.usage, self.usage.new_zeros(1)])
+
+    def add_router(self, generator: torch.Generator, width: int | None = None) -> None:
+        """A router over the branches that exist now (or ``width`` of them, when restoring a run)."""
+        weight = torch.randn(width or self.n_branches, self.d_in, generator=generator) * 0.01
+        self.routers.append(nn.Parameter(weight.to(self.lora_A.device)))
+
+    def stacked_routers(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every router padded to the current branch count, and the mask of branches each may use."""
+        n = self.n_branches
+        weights = torch.stack([F.pad(r, (0, 0, 0, n - r.shape[0])) for r in self.routers])
+        allowed = torch.stack([torch.arange(n, device=weights.device) < r.shape[0] for r in self.routers])
+        return weights, allowed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.routing.enabled or not len(self.routers):  # no task yet: the base model
+            return x.new_zeros(*x.shape[:-1], self.d_out)
+        weights, allowed = self.stacked_routers()
+        ids = self.routing.ids(x.shape[0], x.device)
+        logits = torch.einsum("btd,bnd->btn", x, weights[ids])
+        logits = logits.masked_fill(~allowed[ids].unsqueeze(1), float("-inf"))
+        gates = top_k_gates(logits, self.top_k)
+        if self.training:
+            self.usage += gates.detach().sum(dim=(0, 1))
+        low = (x @ self.lora_A.T).unsqueeze(-2) * gates.unsqueeze(-1)  # [b, t, n, r]
+        up = torch.stack(list(self.branches), dim=1).flatten(1)  # [d_out, n * r]
+        return (low.flatten(-2) @ up.T) * self.scale
+
+
+class TaskExperts(nn.Module):
+    """D-MoLE's per-task LoRA experts at one module; a sample sums the experts of its active tasks.
+
+    Experts are added as tasks allocate this module (``owners`` says which task each expert
+    belongs to). At evaluation each sample's active set is the task its router chose; in training
+    it is the task being trained.
+    """
+
+    def __init__(self, d_in: int, d_out: int, rank: int, alpha: float, routing: Routing) -> None:
+        super().__init__()
+        self.d_in, self.d_out, self.rank = d_in, d_out, rank
+        self.scale = alpha / rank
+        self.routing = routing
+        self.lora_A = nn.ParameterList()
+        self.lora_B = nn.ParameterList()
+        self.owners: list[int] = []
+
+    def add_expert(self, task: int, generator: torch.Generator) -> None:
+        device = self.routing_device()
+        a = torch.empty(self.rank, self.d_in)
+        bound = 1 / math.sqrt(self.d_in)  # peft's Kaiming-uniform(a=sqrt(5)) bound for A
+        a.uniform_(-bound, bound, generator=generator)
+        self.lora_A.append(nn.Parameter(a.to(device)))
+        self.lora_B.append(nn.Parameter(torch.zeros(self.d_out, self.rank, device=device)))
+        self.owners.append(task)
+
+    def routing_device(self) -> torch.device:
+        return self.lora_A[0].device if len(self.lora_A) else torch.device("cpu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.owners or not self.routing.enabled:
+            return x.new_zeros(*x.shape[:-1], self.d_out)
+        ids = self.routing.ids(x.shape[0], x.device)
+        owners = torch.tensor(self.owners, device=x.device)
+        active = (ids.unsqueeze(1) == owners.unsqueeze(0)).to(x.dtype)  # [b, experts]
+        down = torch.cat(list(self.lora_A), dim=0)  # [experts * r, d_in]
+        up = torch.cat(list(self.lora_B), dim=1)  # [d_out, experts * r]
+        low = (x @ down.T).unflatten(-1, (len(self.owners), self.rank))
+        mask = active.view(active.shape[0], *([1] * (low.dim() - 3)), active.shape[1], 1)
+        return ((low * mask).flatten(-2) @ up.T) * self.scale

@@ -1,0 +1,72 @@
+"""Task selection without labels: per-task image and instruction keys (expansion, BranchLoRA).
+
+Each sample gives two queries from frozen parts of the model: the vision tower's class-token
+feature of its image and the mean input embedding of its instruction tokens. Each trained task owns
+an image key and a text key, pulled towards its samples' queries by a (1 - cos) loss while the task
+trains. At evaluation a sample goes to the task whose keys are the most similar (summed cosine),
+one choice per sample, so a batch of mixed tasks stays one batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mcit_bench.models.collate import IGNORE_INDEX
+from mcit_bench.models.loading import vision_tower
+
+
+@torch.no_grad()
+def sample_queries(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(image query, instruction query) per sample, from the frozen vision tower and input embeddings."""
+    vision = vision_tower(model)
+    pixels = batch["pixel_values"].to(next(vision.parameters()).dtype)
+    image_query = vision(pixel_values=pixels).last_hidden_state[:, 0]
+    input_ids = batch["input_ids"]
+    instruction = batch["attention_mask"].bool() & (input_ids != model.config.image_token_id)
+    if "labels" in batch:  # training batches carry the answer: leave it out of the query
+        instruction &= batch["labels"] == IGNORE_INDEX
+    embeddings = model.get_input_embeddings()(input_ids)
+    weights = instruction.unsqueeze(-1).to(embeddings.dtype)
+    text_query = (embeddings * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+    return image_query.float(), text_query.float()
+
+
+class KeySelector(nn.Module):
+    """One image key and one text key per task; the task of a sample is the best-matching pair."""
+
+    def __init__(self, image_dim: int, text_dim: int) -> None:
+        super().__init__()
+        self.image_dim, self.text_dim = image_dim, text_dim
+        self.image_keys = nn.ParameterList()
+        self.text_keys = nn.ParameterList()
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.image_keys)
+
+    def add_task(self, device: torch.device) -> None:
+        """A new pair of keys, placed on the first training batch's mean query (see ``key_loss``)."""
+        self.image_keys.append(nn.Parameter(torch.zeros(self.image_dim, device=device)))
+        self.text_keys.append(nn.Parameter(torch.zeros(self.text_dim, device=device)))
+
+    def key_loss(self, queries: tuple[torch.Tensor, torch.Tensor], task: int) -> torch.Tensor:
+        image_query, text_query = queries
+        image_key, text_key = self.image_keys[task], self.text_keys[task]
+        if not image_key.detach().any():  # zero-initialised: start from the data instead of at random
+            with torch.no_grad():
+                image_key.copy_(image_query.mean(0))
+                text_key.copy_(text_query.mean(0))
+        return ((1 - F.cosine_similarity(image_query, image_key.unsqueeze(0), dim=-1)).mean()
+                + (1 - F.cosine_similarity(text_query, text_key.unsqueeze(0), dim=-1)).mean())
+
+    @torch.no_grad()
+    def select(self, queries: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Per sample, the index of the trained task whose keys match best."""
+        image_query, text_query = queries
+        image_keys = torch.stack(list(self.image_keys))
+        text_keys = torch.stack(list(self.text_keys))
+        score = (F.cosine_similarity(image_query.unsqueeze(1), image_keys.unsqueeze(0), dim=-1)
+                 + F.cosine_similarity(text_query.unsqueeze(1), text_keys.unsqueeze(0), dim=-1))
+        return score.argmax(dim=1)

@@ -1,0 +1,119 @@
+"""Conformance of every registered method, generated from the registry: a method added later gets
+these tests with no edit. Each runs the two-task slice of synth-coin on mcit-tiny."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+
+from mcit_bench.config import RunConfig, TrainingConfig
+from mcit_bench.data.stream import load_stream
+from mcit_bench.methods.base import METHODS, RunContext
+from mcit_bench.models.collate import InstructionCollator
+from mcit_bench.models.loading import load_model
+from mcit_bench.runner import build_method, load_stream_data, prepare_data_root, run_stream
+from mcit_bench.train import train_stage
+from tests.conftest import FIXTURES
+
+SEQUENCE = str(FIXTURES / "two_task.yaml")
+ALL_METHODS = METHODS.names()
+SELECTING = {"expansion", "branchlora", "dmole"}  # choose their route without the task label
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_nine_methods_are_registered():
+    assert set(ALL_METHODS) >= {"seqft", "joint", "ewc", "lwf", "replay", "expansion", "moelora", "branchlora",
+                                "dmole"}
+
+
+def drive(name: str, cache_root) -> list[dict]:
+    """Train every stage of the two-task stream by hand and record what each stage did to the weights."""
+    stream = load_stream(SEQUENCE)
+    root = prepare_data_root(stream, None, cache_root)
+    train_sets, _ = load_stream_data(stream, root, cache_root)
+    torch.manual_seed(0)
+    model, processor = load_model("mcit-tiny")
+    collator = InstructionCollator(processor)
+    run = RunContext(stream=stream, seed=0, train_data=train_sets, collator=collator)
+    method = build_method(RunConfig(method=name, sequence=SEQUENCE))
+    model = method.setup(model, run)
+    accelerator = Accelerator(cpu=True)
+    log = []
+    for stage in method.stages(stream):
+        method.before_task(stage, run)
+        frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+        trainable = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+        data_size = len(method.train_data(stage, run))
+        stats = train_stage(model, method, stage, run, collator, TrainingConfig(), stream.task_steps(), accelerator)
+        params = dict(model.named_parameters())
+        log.append({
+            "stage": stage,
+            "moved_frozen": [n for n, v in frozen.items() if not torch.equal(params[n].detach(), v)],
+            "moved_trainable": [n for n, v in trainable.items() if not torch.equal(params[n].detach(), v)],
+            "hand_count": sum(v.numel() for v in trainable.values()),
+            "reported_count": stats.trainable_params,
+            "total_params": sum(p.numel() for p in model.parameters()),
+            "data_size": data_size,
+            "own_size": sum(len(train_sets[t.name]) for t in stage.tasks),
+        })
+        method.after_task(stage, run)
+    return log
+
+
+@pytest.fixture(scope="module")
+def driven(cache_root):
+    return {}
+
+
+def driven_log(driven, name, cache_root):
+    if name not in driven:
+        driven[name] = drive(name, cache_root)
+    return driven[name]
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_frozen_parameters_stay_bit_identical_through_each_task(name, driven, cache_root):
+    for entry in driven_log(driven, name, cache_root):
+        assert entry["moved_frozen"] == [], f"{name} stage {entry['stage'].index} moved frozen weights"
+        assert entry["moved_trainable"], f"{name} stage {entry['stage'].index} trained nothing"
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_parameter_accounting_equals_a_count_by_hand(name, driven, cache_root):
+    for entry in driven_log(driven, name, cache_root):
+        assert entry["reported_count"] == entry["hand_count"]
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_declared_capabilities_are_honest(name, driven, cache_root):
+    log = driven_log(driven, name, cache_root)
+    capabilities = METHODS.get(name).capabilities
+    assert capabilities.task_id_at_eval is False  # every built-in method evaluates without the task label
+    assert capabilities.upper_bound == (len(log) == 1)
+    if not capabilities.upper_bound:
+        grew = log[1]["total_params"] > log[0]["total_params"]
+        assert capabilities.grows_params == grew
+        assert capabilities.uses_memory == (log[1]["data_size"] > log[1]["own_size"])
+
+
+@pytest.mark.parametrize("name", ALL_METHODS)
+def test_resumed_run_gives_the_uninterrupted_matrix(name, tmp_path, cache_root):
+    config = RunConfig(method=name, sequence=SEQUENCE, seed=0)
+    whole = run_stream(config, tmp_path / "whole", cache_root=cache_root)
+    if METHODS.get(name).capabilities.upper_bound:  # one stage: nothing to resume
+        assert len(whole["stages"]) == 1 and whole["run"]["upper_bound"]
+        return
+    partial = run_stream(config, tmp_path / "split", cache_root=cache_root, stop_after_stage=1)
+    assert partial["status"] == "stopped"
+    resumed = run_stream(config, tmp_path / "split", cache_root=cache_root, resume=True)
+    np.testing.assert_array_equal(np.array(resumed["matrix"]), np.array(whole["matrix"]))
+    assert resumed["cost"]["added_params"] == whole["cost"]["added_params"]
+    assert [s["trainable_params"] for s in resumed["stages"]] == [s["trainable_params"] for s in whole["stages"]]
+    if name in SELECTING:
+        selection = whole["stages"][-1]["task_selection"]
+        assert set(selection) == {"imagenet", "textvqa"} and all(0 <= v <= 100 for v in selection.values())
+    else:
+        assert all("task_selection" not in stage for stage in whole["stages"])

@@ -1,0 +1,114 @@
+"""The properties METHODS.md asks of each method, on small hand-made inputs."""
+
+import pytest
+import torch
+
+from mcit_bench.baselines.dmole import allocate
+from mcit_bench.baselines.lwf import distillation_kl
+from mcit_bench.baselines.replay import Replay, ReplayOptions
+from mcit_bench.config import RunConfig
+from mcit_bench.errors import ConfigError
+from mcit_bench.methods.base import RunContext, Stage
+from mcit_bench.methods.selector import KeySelector
+from mcit_bench.models.collate import IGNORE_INDEX
+from mcit_bench.runner import build_method
+from mcit_bench.data.stream import TaskDef
+
+
+def test_lwf_kl_is_zero_when_student_equals_teacher_and_positive_otherwise():
+    logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
+    labels = torch.full((2, 5), IGNORE_INDEX)
+    labels[:, 3:] = 1  # positions 2 and 3 predict answer tokens
+    assert distillation_kl(logits, logits, labels, 2.0) == 0
+    other = logits.clone()
+    other[:, 0] += 5.0  # a position that predicts no answer token: ignored
+    assert distillation_kl(other, logits, labels, 2.0) == 0
+    other[:, 2] += torch.arange(7.0)
+    assert distillation_kl(other, logits, labels, 2.0) > 0
+
+
+def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away_from_it():
+    method = build_method(RunConfig(method="ewc", method_options={"ewc_lambda": 4.0}))
+    weight = torch.nn.Parameter(torch.tensor([1.0, 2.0]))
+    method.model = torch.nn.Module()
+    method.model.register_parameter("w", weight)
+    method.anchor = {"w": weight.detach().clone()}
+    method.importance = {"w": torch.tensor([1.0, 3.0])}
+    assert method.penalty() == 0
+    with torch.no_grad():
+        weight += torch.tensor([0.5, -1.0])
+    # (lambda / 2) * (1 * 0.25 + 3 * 1.0) = 2 * 3.25
+    assert method.penalty().item() == pytest.approx(6.5)
+
+
+class FakeData(list):
+    pass
+
+
+def replay_after(options: dict, sizes: dict[str, int]) -> dict[str, list[int]]:
+    method = Replay(ReplayOptions(**options))
+    run = RunContext(stream=None, seed=0, train_data={name: FakeData(range(n)) for name, n in sizes.items()})
+    for index, name in enumerate(sizes, start=1):
+        method.after_task(Stage(index, (TaskDef(name=name, type="vqa", train="x", test="y"),)), run)
+    return method.buffer
+
+
+def test_replay_ratio_keeps_that_share_of_every_past_task():
+    buffer = replay_after({"ratio": 0.01}, {"a": 2000, "b": 500, "c": 1000})
+    assert {name: len(kept) for name, kept in buffer.items()} == {"a": 20, "b": 5, "c": 10}
+    assert all(len(set(kept)) == len(kept) and max(kept) < n for kept, n in zip(buffer.values(), (2000, 500, 1000)))
+
+
+def test_replay_balanced_splits_the_total_evenly():
+    buffer = replay_after({"mode": "balanced", "buffer_size": 90}, {"a": 100, "b": 100, "c": 100})
+    assert {name: len(kept) for name, kept in buffer.items()} == {"a": 30, "b": 30, "c": 30}
+
+
+def test_replay_reservoir_holds_exactly_the_buffer_size():
+    buffer = replay_after({"mode": "reservoir", "buffer_size": 50}, {"a": 100, "b": 300})
+    assert sum(len(kept) for kept in buffer.values()) == 50
+    assert 25 <= len(buffer["b"]) <= 50  # b is three quarters of the stream
+
+
+def test_dmole_budget_goes_to_the_top_scored_layers_split_by_modality():
+    scores = {"v1": 1.0, "v2": 3.0, "v3": 0.5, "l1": 10.0, "l2": 2.0, "l3": 8.0, "l4": 5.0}
+    vision = {"v1", "v2", "v3"}
+    # vision holds 4.5 / 29.5 = 15% of the score, below the 25% floor: 1 of 4 slots goes to vision
+    assert allocate(scores, vision, 4, 0.25) == ["l1", "l3", "l4", "v2"]
+    # without the floor the share rounds to 1 of 4 as well; with a 50% floor vision gets 2
+    assert allocate(scores, vision, 4, 0.5) == ["l1", "l3", "v1", "v2"]
+    assert allocate(scores, set(), 2, 0.25) == ["l1", "l3"]
+
+
+def test_key_selector_picks_the_nearest_task_per_sample_without_labels():
+    selector = KeySelector(image_dim=3, text_dim=2)
+    for _ in range(3):
+        selector.add_task(torch.device("cpu"))
+    with torch.no_grad():
+        for task, (image, text) in enumerate((([1, 0, 0], [1, 0]), ([0, 1, 0], [0, 1]), ([0, 0, 1], [1, 1]))):
+            selector.image_keys[task].copy_(torch.tensor(image, dtype=torch.float))
+            selector.text_keys[task].copy_(torch.tensor(text, dtype=torch.float))
+    queries = (torch.tensor([[0.0, 0.1, 2.0], [3.0, 0.2, 0.0]]), torch.tensor([[1.0, 1.2], [2.0, 0.1]]))
+    assert selector.select(queries).tolist() == [2, 0]
+
+
+def test_key_loss_starts_at_the_data_and_is_zero_on_aligned_queries():
+    selector = KeySelector(image_dim=2, text_dim=2)
+    selector.add_task(torch.device("cpu"))
+    queries = (torch.tensor([[2.0, 0.0], [4.0, 0.0]]), torch.tensor([[0.0, 1.0], [0.0, 3.0]]))
+    assert selector.key_loss(queries, 0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("method, options, field", [
+    ("branchlora", {"top_k": 9, "branches": 8}, "top_k 9 is above the number of branches"),
+    ("branchlora", {"rank": 0}, "rank"),
+    ("moelora", {"rank": 10, "experts": 4}, "multiple of experts"),
+    ("ewc", {"ewc_lambda": -1.0}, "ewc_lambda"),
+    ("lwf", {"lwf_lambda": -0.5}, "lwf_lambda"),
+    ("dmole", {"budget_fraction": 1.5}, "budget_fraction"),
+    ("replay", {"ratio": 0.0}, "ratio"),
+    ("seqft", {"lora_rank": 0}, "lora_rank"),
+])
+def test_impossible_hyper_parameters_are_refused_with_the_field_named(method, options, field):
+    with pytest.raises(ConfigError, match=field):
+        build_method(RunConfig(method=method, method_options=options))

@@ -1,0 +1,70 @@
+"""Is the stream worth benchmarking? The acceptance figures of synth-coin from finished runs.
+
+    python benchmarks/stream_quality.py RUNS_ROOT [--sequence synth-coin]
+
+Reads RUNS_ROOT/<sequence>/<method>/<run>/results.json for every method and run found and prints,
+per method, mean and standard deviation over its runs (seeds) of the summary metrics, the base
+model's stage-0 row average, the lowest score a task reaches right after its own training (the
+diagonal), wall time and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+
+
+def figures(results: dict) -> dict[str, float]:
+    matrix = results["matrix"]
+    tasks = len(results["tasks"])
+    diagonal = [matrix[i + 1][i] for i in range(tasks)]
+    summary = results["summary"]
+    return {
+        "final_acc": summary["final_acc"],
+        "MAA": summary["avg_incremental_acc"],
+        "BWT": summary["bwt"] if summary["bwt"] is not None else 0.0,
+        "forgetting": summary["forgetting"] if summary["forgetting"] is not None else 0.0,
+        "FWT": summary["fwt"] if summary["fwt"] is not None else 0.0,
+        "base row": sum(matrix[0]) / tasks,
+        "min diagonal": min(diagonal),
+        "wall s": results["cost"]["wall_seconds"],
+        "peak MB": results["cost"]["peak_memory_mb"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("runs_root", type=Path)
+    parser.add_argument("--sequence", default="synth-coin")
+    args = parser.parse_args()
+    by_method: dict[str, list[dict[str, float]]] = {}
+    diagonals: dict[str, list[list[float]]] = {}
+    for path in sorted((args.runs_root / args.sequence).glob("*/*/results.json")):
+        results = json.loads(path.read_text())
+        method = results["run"]["method"]
+        by_method.setdefault(method, []).append(figures(results))
+        diagonals.setdefault(method, []).append([results["matrix"][i + 1][i] for i in range(len(results["tasks"]))])
+        tasks = results["tasks"]
+    columns = list(next(iter(by_method.values()))[0])
+    print("| method | runs | " + " | ".join(columns) + " |")
+    print("|---|---|" + "---|" * len(columns))
+    for method, runs in by_method.items():
+        cells = [mean_std([run[c] for run in runs]) for c in columns]
+        print(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
+    print("\nright after training each task (mean over runs):")
+    print("| method | " + " | ".join(tasks) + " |")
+    print("|---|" + "---|" * len(tasks))
+    for method, rows in diagonals.items():
+        print(f"| {method} | " + " | ".join(f"{statistics.mean(col):.1f}" for col in zip(*rows)) + " |")
+
+
+if __name__ == "__main__":
+    main()

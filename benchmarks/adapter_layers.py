@@ -101,8 +101,10 @@ def main() -> None:
         return layer
 
     moe_model = nonzero(with_base(lambda: MoELoRA(D, D, EXPERTS, RANK, 2.0 * RANK)))
-    naive_model = nn.Sequential(moe_model[0])
-    naive_model[0]._forward_hooks.clear()
+    # the same weights computed expert by expert, on a base layer of its own
+    naive_model = nn.Sequential(nn.Linear(D, D))
+    naive_model[0].load_state_dict({"weight": moe_model[0].weight, "bias": moe_model[0].bias})
+    naive_model[0].requires_grad_(False)
     naive = NaiveMoELoRA(moe_model[0].adapter)
     naive_model[0].register_forward_hook(lambda m, i, o: o + naive(i[0]))
     models = {"peft LoRA": nonzero(peft_lora()), "MoELoRA": moe_model, "BranchLoRA": nonzero(with_base(branch))}

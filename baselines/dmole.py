@@ -32,7 +32,7 @@ from mcit_bench.adapters.experts import Routing, TaskExperts, attach_adapters
 from mcit_bench.adapters.lora import freeze_all
 from mcit_bench.errors import ConfigError
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
-from mcit_bench.models.collate import IGNORE_INDEX
+from mcit_bench.methods.selector import instruction_mask
 from mcit_bench.models.loading import language_model, vision_tower
 from mcit_bench.train import rows_of
 
@@ -157,8 +157,9 @@ class DMoLE(Method):
 
     def grow(self, task: int, seed: int) -> None:
         generator = torch.Generator().manual_seed(seed * 1000 + task)
+        device = next(self.model.parameters()).device
         for name in self.allocations[task]:
-            self.experts[name].add_expert(task, generator)
+            self.experts[name].add_expert(task, generator, device)
 
     # ------------------------------------------------------------------ routing
     @torch.no_grad()
@@ -169,9 +170,7 @@ class DMoLE(Method):
             vision = vision_tower(self.model)
             pixels = batch["pixel_values"].to(next(vision.parameters()).dtype)
             image = vision(pixel_values=pixels).last_hidden_state.amax(1)
-            instruction = batch["attention_mask"].bool() & (batch["input_ids"] != self.model.config.image_token_id)
-            if "labels" in batch:
-                instruction &= batch["labels"] == IGNORE_INDEX
+            instruction = instruction_mask(self.model, batch)
             text = self.model.get_input_embeddings()(batch["input_ids"])
             text = text.masked_fill(~instruction.unsqueeze(-1), float("-inf")).amax(1)
         finally:

@@ -170,17 +170,13 @@ class TaskExperts(nn.Module):
         self.lora_B = nn.ParameterList()
         self.owners: list[int] = []
 
-    def add_expert(self, task: int, generator: torch.Generator) -> None:
-        device = self.routing_device()
+    def add_expert(self, task: int, generator: torch.Generator, device: torch.device) -> None:
         a = torch.empty(self.rank, self.d_in)
         bound = 1 / math.sqrt(self.d_in)  # peft's Kaiming-uniform(a=sqrt(5)) bound for A
         a.uniform_(-bound, bound, generator=generator)
         self.lora_A.append(nn.Parameter(a.to(device)))
         self.lora_B.append(nn.Parameter(torch.zeros(self.d_out, self.rank, device=device)))
         self.owners.append(task)
-
-    def routing_device(self) -> torch.device:
-        return self.lora_A[0].device if len(self.lora_A) else torch.device("cpu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.owners or not self.routing.enabled:

@@ -17,18 +17,22 @@ from mcit_bench.models.collate import IGNORE_INDEX
 from mcit_bench.models.loading import vision_tower
 
 
+def instruction_mask(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The instruction's tokens: not padding, not image placeholders, not the answer of a training batch."""
+    mask = batch["attention_mask"].bool() & (batch["input_ids"] != model.config.image_token_id)
+    if "labels" in batch:
+        mask &= batch["labels"] == IGNORE_INDEX
+    return mask
+
+
 @torch.no_grad()
 def sample_queries(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(image query, instruction query) per sample, from the frozen vision tower and input embeddings."""
     vision = vision_tower(model)
     pixels = batch["pixel_values"].to(next(vision.parameters()).dtype)
     image_query = vision(pixel_values=pixels).last_hidden_state[:, 0]
-    input_ids = batch["input_ids"]
-    instruction = batch["attention_mask"].bool() & (input_ids != model.config.image_token_id)
-    if "labels" in batch:  # training batches carry the answer: leave it out of the query
-        instruction &= batch["labels"] == IGNORE_INDEX
-    embeddings = model.get_input_embeddings()(input_ids)
-    weights = instruction.unsqueeze(-1).to(embeddings.dtype)
+    embeddings = model.get_input_embeddings()(batch["input_ids"])
+    weights = instruction_mask(model, batch).unsqueeze(-1).to(embeddings.dtype)
     text_query = (embeddings * weights).sum(1) / weights.sum(1).clamp_min(1.0)
     return image_query.float(), text_query.float()
 

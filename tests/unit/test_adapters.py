@@ -62,7 +62,7 @@ def test_task_experts_sum_only_the_experts_of_the_sample_task():
     layer = TaskExperts(d_in=6, d_out=5, rank=2, alpha=2.0, routing=routing)
     generator = torch.Generator().manual_seed(0)
     for task in (0, 2, 2):
-        layer.add_expert(task, generator)
+        layer.add_expert(task, generator, torch.device("cpu"))
     randomise(layer, 5)
     x = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(6))
     routing.task_ids = torch.tensor([2, 0, -1])

@@ -27,7 +27,7 @@ from mcit_bench.adapters.experts import BranchLoRA, Routing, attach_adapters
 from mcit_bench.adapters.lora import freeze_all, language_linear_names, unfreeze_projector
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
 from mcit_bench.methods.selector import KeySelector, sample_queries
-from mcit_bench.models.loading import language_model, vision_tower
+from mcit_bench.models.loading import vision_tower
 
 
 class BranchLoRAOptions(MethodOptions):

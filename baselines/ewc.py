@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
 from pydantic import Field
 from torch import nn
 
-from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
 from mcit_bench.methods.base import Method, RunContext, Stage, register_method
 from mcit_bench.train import rows_of
 

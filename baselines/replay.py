@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
+from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
 from pydantic import Field
 
-from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
 from mcit_bench.methods.base import Capabilities, Method, RunContext, Stage, register_method
 
 

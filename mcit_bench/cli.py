@@ -44,6 +44,8 @@ def run(
     subset: Annotated[Optional[str], typer.Option(help="a preset of the sequence, e.g. 'ci' (small, fast)")] = None,
     model: Annotated[str, typer.Option(help="registered model, local folder or Hugging Face id")] = "mcit-tiny",
     seed: Annotated[int, typer.Option(help="training seed (data order, initialisation)")] = 0,
+    seeds: Annotated[Optional[str], typer.Option(help="several seeds, e.g. 0,1,2: one run each, then mean, std "
+                                                      "and 95% CI")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="folder with a real benchmark's files")] = None,
     output: Annotated[Path, typer.Option(help="root of run directories")] = Path("runs"),
     run_id: Annotated[Optional[str], typer.Option(help="name of the run directory (default seed<N>[-subset])")] = None,
@@ -62,9 +64,13 @@ def run(
     from mcit_bench.results import print_results
     from mcit_bench.runner import run_stream
 
+    finished: list[Path] = []
     try:
+        seed_list = _parse_seeds(seeds) if seeds else [seed]
+        if len(seed_list) > 1 and run_id:
+            raise ConfigError("--run-id names one run; leave it out with --seeds (the runs are named seed<N>)")
         raw: dict[str, Any] = load_config_file(config) if config else {}
-        raw.update({"method": method, "sequence": sequence, "subset": subset, "model": model, "seed": seed})
+        raw.update({"method": method, "sequence": sequence, "subset": subset, "model": model})
         method_options = dict(raw.get("method_options", {}))
         method_options.update(_parse_options(option))
         if full:
@@ -75,12 +81,29 @@ def run(
             if value is not None:
                 training[key] = value
         raw["training"] = training
-        run_config = parse_run_config(raw, str(config) if config else "command line")
-        results = run_stream(run_config, output, run_id, data_root, cache_dir, resume, overwrite, console)
+        for one_seed in seed_list:
+            run_config = parse_run_config({**raw, "seed": one_seed}, str(config) if config else "command line")
+            results = run_stream(run_config, output, run_id, data_root, cache_dir, resume, overwrite, console)
+            print_results(results, console)
+            finished.append(Path(results["run"]["run_dir"]) / "results.json")
+            console.print(f"results: {finished[-1]}")
+        if len(finished) > 1:
+            from mcit_bench import report
+            from mcit_bench.leaderboard import aggregate, results_entries
+
+            console.print(report.rich_table(aggregate(results_entries(finished))))
     except UserError as error:
         _fail(error)
-    print_results(results, console)
-    console.print(f"results: {Path(results['run']['run_dir']) / 'results.json'}")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r} must be integers separated by commas, for example 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r} must name at least one seed, each once")
+    return seeds
 
 
 @app.command()
@@ -94,6 +117,122 @@ def score(run_dir: Annotated[Path, typer.Argument(help="a run directory with res
     except UserError as error:
         _fail(error)
     print_results(results, console)
+
+
+@app.command()
+def submit(
+    results: Annotated[list[Path], typer.Argument(help="results.json files or run directories")],
+    leaderboard: Annotated[Path, typer.Option(help="leaderboard JSON to add to")] = Path("leaderboard/leaderboard.json"),
+) -> None:
+    """Verify finished runs and add them to a leaderboard; nothing is written unless every run passes."""
+    from mcit_bench.leaderboard import submit_all
+
+    try:
+        entries = submit_all(results, leaderboard)
+    except UserError as error:
+        _fail(error)
+    for entry in entries:
+        console.print(f"added {entry.key.label()} seed {entry.seed} to {leaderboard}", markup=False)
+
+
+class BoardFormat(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+    latex = "latex"
+    html = "html"
+    json = "json"
+
+
+@app.command(name="leaderboard")
+def show_leaderboard(
+    runs: Annotated[Optional[list[Path]], typer.Argument(help="run directories or results files to aggregate "
+                                                               "instead of a leaderboard file")] = None,
+    leaderboard: Annotated[Path, typer.Option(help="leaderboard JSON to show")] = Path("leaderboard/leaderboard.json"),
+    format: Annotated[BoardFormat, typer.Option(help="output format")] = BoardFormat.table,
+    out: Annotated[Optional[Path], typer.Option(help="write to this file instead of the terminal")] = None,
+    sequence: Annotated[Optional[str], typer.Option(help="only this sequence (name@version or name)")] = None,
+) -> None:
+    """Show a leaderboard (or runs aggregated over seeds) as a table, Markdown, CSV, LaTeX, HTML or JSON."""
+    import json
+
+    from mcit_bench import report
+    from mcit_bench.io import atomic_write_text
+    from mcit_bench.leaderboard import aggregate, board_summary, read_leaderboard, results_entries
+
+    try:
+        entries = results_entries(runs) if runs else read_leaderboard(leaderboard).entries
+    except UserError as error:
+        _fail(error)
+    if sequence:
+        entries = [e for e in entries if sequence in (e.key.sequence, e.key.sequence.split("@")[0])]
+    rows = aggregate(entries)
+    if format is BoardFormat.table and out is None:
+        console.print(report.rich_table(rows))
+        return
+    render = {BoardFormat.table: report.markdown, BoardFormat.markdown: report.markdown, BoardFormat.csv: report.to_csv,
+              BoardFormat.latex: report.latex, BoardFormat.html: report.html_page,
+              BoardFormat.json: lambda rows: json.dumps(board_summary(rows), indent=2, sort_keys=True) + "\n"}
+    text = render[format](rows)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_text(out, text)
+        console.print(f"wrote {out} ({len(rows)} rows)")
+
+
+@app.command()
+def check(
+    results: Annotated[Path, typer.Argument(help="results.json or run directory to check")],
+    against: Annotated[Path, typer.Option(help="baseline results.json or run directory")],
+    tolerance: Annotated[float, typer.Option(help="allowed drop in points (0-100 scale)", min=0)] = 1.0,
+) -> None:
+    """Exit non-zero when a summary metric or matrix cell is worse than the baseline by more than the tolerance."""
+    from mcit_bench.check import changes_table, compare
+    from mcit_bench.schema import load_results
+
+    try:
+        regressions, moved = compare(load_results(results), load_results(against), tolerance)
+    except UserError as error:
+        _fail(error)
+    if moved:
+        console.print(changes_table(moved, tolerance))
+    if regressions:
+        errors.print(f"[bold red]regression:[/] {len(regressions)} value(s) of {results} are worse than {against} "
+                     f"by more than {tolerance:g}", highlight=False)
+        raise typer.Exit(code=1)
+    console.print(f"ok: nothing in {results} is worse than {against} by more than {tolerance:g}")
+
+
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="run directories or results files (several: curves overlaid)")],
+    out: Annotated[Optional[Path], typer.Option(help="folder for the PNGs (default: beside the first run)")] = None,
+) -> None:
+    """Write PNGs: each run's accuracy-matrix heatmap and the stage-wise accuracy curves of all runs."""
+    from mcit_bench.plots import plot_runs
+    from mcit_bench.schema import load_results
+
+    try:
+        written = plot_runs([(path, load_results(path)) for path in runs], out)
+    except UserError as error:
+        _fail(error)
+    for path in written:
+        console.print(f"wrote {path}")
+
+
+@app.command(name="schema")
+def export_schema(
+    out: Annotated[Path, typer.Option(help="where to write the JSON Schema")] = Path("leaderboard/schema.json"),
+) -> None:
+    """Write the JSON Schema of results.json (the file the leaderboard accepts)."""
+    import json
+
+    from mcit_bench.io import atomic_write_text
+    from mcit_bench.schema import json_schema
+
+    atomic_write_text(out, json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
+    console.print(f"wrote {out}")
 
 
 class Listing(str, Enum):

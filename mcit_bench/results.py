@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import platform
 import subprocess
 from importlib.metadata import PackageNotFoundError, version
@@ -14,7 +13,6 @@ import numpy as np
 from mcit_bench.errors import DataError
 from mcit_bench.scoring.continual import DISPLAY_NAMES, summarize
 
-SCHEMA_VERSION = 1
 PACKAGES = ("mcit-bench", "torch", "transformers", "peft", "accelerate", "datasets", "numpy")
 
 
@@ -59,20 +57,6 @@ def matrix_from_rows(rows: dict[int, dict[str, float]], tasks: list[str]) -> np.
 
 def rounded(value: float | None, digits: int = 4) -> float | None:
     return None if value is None else round(float(value), digits)
-
-
-def read_results(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"results file {path} does not exist") from None
-    except json.JSONDecodeError as error:
-        raise DataError(f"results file {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
-        found = data.get("schema_version") if isinstance(data, dict) else None
-        raise DataError(f"results file {path} has schema_version {found!r}; this mcit-bench reads version "
-                        f"{SCHEMA_VERSION}")
-    return data
 
 
 def matrix_table(matrix: np.ndarray, tasks: list[str], row_labels: list[str], title: str):

@@ -17,23 +17,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from mcit_bench import __version__
 from mcit_bench.config import RunConfig
-from mcit_bench.data.formats import load_split
+from mcit_bench.data.formats import load_split, row_to_record
 from mcit_bench.data.stream import SyntheticSource, TaskStream, load_stream
 from mcit_bench.data.synthetic import SyntheticSpec, generate
 from mcit_bench.errors import ConfigError, DataError
 from mcit_bench.evaluate import generate_answers, test_rows, write_predictions
 from mcit_bench.io import atomic_write_json
-from mcit_bench.methods.base import METHODS, Method, RunContext, Stage
+from mcit_bench.methods.base import METHODS, Method, RunContext
+from mcit_bench.results import (
+    device_description,
+    git_state,
+    matrix_from_rows,
+    package_versions,
+    rounded,
+)
+from mcit_bench.schema import SCHEMA_VERSION
 from mcit_bench.scoring.continual import summarize
 from mcit_bench.scoring.task_metrics import DEFAULT_METRIC, score_task
-from mcit_bench.data.formats import row_to_record
-from mcit_bench.results import (SCHEMA_VERSION, device_description, git_state, matrix_from_rows, package_versions,
-                                rounded)
 
 
 def default_cache_root() -> Path:
@@ -246,7 +250,13 @@ def run_stream(
 ) -> dict[str, Any]:
     """Run ``config`` to the end (or to ``stop_after_stage``) and return its results."""
     from accelerate import Accelerator
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from mcit_bench.models.collate import InstructionCollator
     from mcit_bench.models.loading import load_model
@@ -314,7 +324,7 @@ def run_stream(
             stage_log.append({"stage": stage.index, "tasks": [t.name for t in stage.tasks], "steps": stats.steps,
                               "train_seconds": round(stats.seconds, 2), "final_loss": round(stats.final_loss, 5),
                               "trainable_params": stats.trainable_params,
-                              **({"task_selection": selection} if selection else {})})
+                              "task_selection": selection})
             save_progress()
             if console:
                 shown = " ".join(f"{task}={scores[task]:.0f}" for task in tasks)

@@ -35,9 +35,13 @@ class Routing:
         self.enabled = True  # False: adapters add nothing (the frozen base model, e.g. for embeddings)
 
     def ids(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        if self.task_ids is not None and self.task_ids.shape[0] == batch_size:
-            return self.task_ids.to(device)
-        return torch.full((batch_size,), self.training_task, dtype=torch.long, device=device)
+        if self.task_ids is None:
+            return torch.full((batch_size,), self.training_task, dtype=torch.long, device=device)
+        if self.task_ids.shape[0] != batch_size:
+            # a silent fallback would route a whole batch to the training task and hide the bug
+            raise RuntimeError(f"routing holds {self.task_ids.shape[0]} task ids but an adapter layer sees a "
+                               f"batch of {batch_size}; the layer's first axis is not the sample axis")
+        return self.task_ids.to(device)
 
 
 def _add_adapter_output(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
@@ -138,14 +142,22 @@ class BranchLoRA(nn.Module):
         allowed = torch.stack([torch.arange(n, device=weights.device) < r.shape[0] for r in self.routers])
         return weights, allowed
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.routing.enabled or not len(self.routers):  # no task yet: the base model
-            return x.new_zeros(*x.shape[:-1], self.d_out)
+    def router_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., n_branches] logits, -inf on branches a sample's router was not made with."""
+        n = self.n_branches
+        if self.routing.task_ids is None:
+            # one task for the whole batch (training): one matmul, no per-sample gather of routers
+            router = self.routers[self.routing.training_task]
+            return F.pad(x @ router.T, (0, n - router.shape[0]), value=float("-inf"))
         weights, allowed = self.stacked_routers()
         ids = self.routing.ids(x.shape[0], x.device)
         logits = torch.einsum("btd,bnd->btn", x, weights[ids])
-        logits = logits.masked_fill(~allowed[ids].unsqueeze(1), float("-inf"))
-        gates = top_k_gates(logits, self.top_k)
+        return logits.masked_fill(~allowed[ids].unsqueeze(1), float("-inf"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.routing.enabled or not len(self.routers):  # no task yet: the base model
+            return x.new_zeros(*x.shape[:-1], self.d_out)
+        gates = top_k_gates(self.router_logits(x), self.top_k)
         if self.training:
             self.usage += gates.detach().sum(dim=(0, 1))
         low = (x @ self.lora_A.T).unsqueeze(-2) * gates.unsqueeze(-1)  # [b, t, n, r]

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mcit_bench.data.records import TASK_TYPES
+from mcit_bench.data.synthetic import GENERATOR_VERSION
 from mcit_bench.errors import ConfigError
 
 
@@ -117,6 +118,8 @@ class TaskStream:
             "name": self.name,
             "version": self.version,
             "source": self.definition.source.model_dump(),
+            # generated data is only the same data under the same generator
+            "generator": GENERATOR_VERSION if isinstance(self.definition.source, SyntheticSource) else None,
             "subset": self.subset,
             "tasks": [task.model_dump() for task in self.tasks],
             "steps": self.task_steps(),

@@ -7,7 +7,8 @@ from typing import Any
 
 from mcit_bench.evaluate import read_predictions
 from mcit_bench.io import atomic_write_json
-from mcit_bench.results import matrix_from_rows, read_results, rounded
+from mcit_bench.results import matrix_from_rows, rounded
+from mcit_bench.schema import load_results
 from mcit_bench.scoring.continual import summarize
 from mcit_bench.scoring.task_metrics import score_task
 
@@ -15,7 +16,7 @@ from mcit_bench.scoring.task_metrics import score_task
 def rescore_run(run_dir: Path) -> dict[str, Any]:
     """Score every saved prediction again and rewrite ``results.json``; returns the new results."""
     run_dir = Path(run_dir)
-    results = read_results(run_dir / "results.json")
+    results = load_results(run_dir / "results.json").model_dump(mode="json")
     tasks: list[str] = results["tasks"]
     metrics = {task: results["task_info"][task]["metric"] for task in tasks}
 

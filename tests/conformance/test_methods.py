@@ -13,7 +13,12 @@ from mcit_bench.data.stream import load_stream
 from mcit_bench.methods.base import METHODS, RunContext
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
-from mcit_bench.runner import build_method, load_stream_data, prepare_data_root, run_stream
+from mcit_bench.runner import (
+    build_method,
+    load_stream_data,
+    prepare_data_root,
+    run_stream,
+)
 from mcit_bench.train import train_stage
 from tests.conftest import FIXTURES
 
@@ -116,4 +121,4 @@ def test_resumed_run_gives_the_uninterrupted_matrix(name, tmp_path, cache_root):
         selection = whole["stages"][-1]["task_selection"]
         assert set(selection) == {"imagenet", "textvqa"} and all(0 <= v <= 100 for v in selection.values())
     else:
-        assert all("task_selection" not in stage for stage in whole["stages"])
+        assert all(stage["task_selection"] == {} for stage in whole["stages"])

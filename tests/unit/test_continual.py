@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from mcit_bench.scoring.continual import (avg_incremental_acc, bwt, final_acc, forgetting, fwt, mean_finetune_acc,
-                                          summarize)
+from mcit_bench.scoring.continual import (
+    avg_incremental_acc,
+    bwt,
+    final_acc,
+    forgetting,
+    fwt,
+    mean_finetune_acc,
+    summarize,
+)
 
 # rows: base, after task 1, after task 2, after task 3; columns: tasks 1..3
 R = np.array([

@@ -2,17 +2,17 @@
 
 import pytest
 import torch
-
 from mcit_bench.baselines.dmole import allocate
 from mcit_bench.baselines.lwf import distillation_kl
 from mcit_bench.baselines.replay import Replay, ReplayOptions
+
 from mcit_bench.config import RunConfig
+from mcit_bench.data.stream import TaskDef
 from mcit_bench.errors import ConfigError
 from mcit_bench.methods.base import RunContext, Stage
 from mcit_bench.methods.selector import KeySelector
 from mcit_bench.models.collate import IGNORE_INDEX
 from mcit_bench.runner import build_method
-from mcit_bench.data.stream import TaskDef
 
 
 def test_lwf_kl_is_zero_when_student_equals_teacher_and_positive_otherwise():

@@ -1,0 +1,57 @@
+"""Regression check of a run against a baseline run: which summary metrics and matrix cells got worse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mcit_bench.errors import DataError
+from mcit_bench.schema import Results
+
+# Forgetting is the one summary metric where lower is better.
+LOWER_IS_BETTER = {"forgetting"}
+
+
+@dataclass(frozen=True)
+class Change:
+    what: str  # a summary metric ("final_acc") or a cell ("R[after gqa, sqa]")
+    baseline: float
+    current: float
+
+    def delta(self) -> float:
+        return self.current - self.baseline
+
+    def worse_by(self) -> float:
+        """How much worse the current value is (negative when better)."""
+        name = self.what.split("[")[0]
+        return self.delta() if name in LOWER_IS_BETTER else -self.delta()
+
+
+def compare(current: Results, baseline: Results, tolerance: float) -> tuple[list[Change], list[Change]]:
+    """(regressions beyond ``tolerance``, every change beyond it either way), summary first, then cells."""
+    if current.tasks != baseline.tasks:
+        raise DataError(f"the runs have different task lists ({current.tasks} vs {baseline.tasks}); "
+                        f"compare runs of the same sequence and subset")
+    changes = []
+    for name, value in baseline.summary.items():
+        new = current.summary[name]
+        if value is not None and new is not None:
+            changes.append(Change(name, value, new))
+    labels = ["base"] + [f"after {task}" for task in current.tasks]
+    for i, (old_row, new_row) in enumerate(zip(baseline.matrix, current.matrix, strict=True)):
+        for task, old, new in zip(current.tasks, old_row, new_row, strict=True):
+            changes.append(Change(f"R[{labels[i]}, {task}]", old, new))
+    moved = [change for change in changes if abs(change.delta()) > tolerance]
+    regressions = [change for change in moved if change.worse_by() > tolerance]
+    return regressions, moved
+
+
+def changes_table(moved: list[Change], tolerance: float):
+    from rich.table import Table
+
+    table = Table(title=f"Changes beyond ±{tolerance:g} (baseline → current)", title_justify="left")
+    for heading in ("what", "baseline", "current", "change", "verdict"):
+        table.add_column(heading, justify="left" if heading in ("what", "verdict") else "right")
+    for change in moved:
+        verdict = "[red]regressed[/red]" if change.worse_by() > tolerance else "[green]improved[/green]"
+        table.add_row(change.what, f"{change.baseline:.2f}", f"{change.current:.2f}", f"{change.delta():+.2f}", verdict)
+    return table

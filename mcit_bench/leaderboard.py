@@ -1,0 +1,261 @@
+"""The leaderboard file: verified submissions of finished runs, one entry per (key, seed).
+
+An entry is keyed by the sequence at its version and content hash, the model, the method and the
+protocol (whether the method was told the task at evaluation). ``submit`` accepts a run only when
+its results validate, its summary is what its matrix gives, the run finished, its sequence is a
+known one with the same content hash, and its (key, seed) is not there yet. The file is written
+whole to a temporary file and renamed, sorted and indented, so it diffs line by line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mcit_bench.data.stream import load_stream
+from mcit_bench.errors import ConfigError, DataError
+from mcit_bench.io import atomic_write_json
+from mcit_bench.schema import Results, load_results
+from mcit_bench.scoring.continual import CONTINUAL_METRICS
+
+LEADERBOARD_VERSION = 1
+Protocol = Literal["task-aware", "task-agnostic", "upper-bound"]
+# Two-sided 95% Student t quantiles by degrees of freedom; beyond the table the normal 1.96 is close.
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        15: 2.131, 20: 2.086, 30: 2.042}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EntryKey(_Strict):
+    sequence: str  # name@version
+    subset: str | None
+    content_hash: str
+    model: str
+    method: str
+    protocol: Protocol
+
+    def label(self) -> str:
+        subset = f"[{self.subset}]" if self.subset else ""
+        return f"{self.sequence}{subset} / {self.model} / {self.method} ({self.protocol})"
+
+    def sort_key(self) -> tuple:
+        return (self.sequence, self.subset or "", self.model, self.method, self.protocol)
+
+
+class Entry(_Strict):
+    key: EntryKey
+    seed: int
+    tasks: list[str]
+    matrix: list[list[float]]
+    summary: dict[str, float | None]
+    task_selection: dict[str, float]  # after the last stage; empty when the method is told the task
+    trainable_params: int  # the most trained at once in any stage
+    added_params: int
+    wall_seconds: float
+    harness_version: str
+    commit: str | None
+    device: str
+
+
+class Leaderboard(_Strict):
+    leaderboard_version: Literal[1] = LEADERBOARD_VERSION
+    entries: list[Entry] = Field(default_factory=list)
+
+
+def protocol_of(results: Results) -> Protocol:
+    if results.run.upper_bound:
+        return "upper-bound"
+    return "task-aware" if results.run.task_id_at_eval else "task-agnostic"
+
+
+def entry_from_results(results: Results) -> Entry:
+    sequence = results.run.sequence
+    key = EntryKey(sequence=f"{sequence.name}@{sequence.version}", subset=sequence.subset,
+                   content_hash=sequence.content_hash, model=results.run.model, method=results.run.method,
+                   protocol=protocol_of(results))
+    return Entry(key=key, seed=results.run.seed, tasks=results.tasks, matrix=results.matrix,
+                 summary=results.summary, task_selection=results.stages[-1].task_selection,
+                 trainable_params=max(results.cost.trainable_params_per_stage),
+                 added_params=results.cost.added_params, wall_seconds=results.cost.wall_seconds,
+                 harness_version=results.run.harness_version, commit=results.run.git.get("commit"),
+                 device=results.run.device)
+
+
+def read_leaderboard(path: Path) -> Leaderboard:
+    """The leaderboard at ``path``; an absent file is an empty leaderboard."""
+    path = Path(path)
+    if not path.exists():
+        return Leaderboard()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(f"leaderboard {path} is not valid JSON ({error.msg} at line {error.lineno}); "
+                        f"restore it from version control") from None
+    if not isinstance(data, dict) or data.get("leaderboard_version") != LEADERBOARD_VERSION:
+        found = data.get("leaderboard_version") if isinstance(data, dict) else None
+        raise DataError(f"leaderboard {path} has leaderboard_version {found!r}; this mcit-bench reads "
+                        f"version {LEADERBOARD_VERSION}")
+    try:
+        return Leaderboard.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise DataError(f"leaderboard {path}: field {where} is invalid ({first['msg']}); "
+                        f"restore it from version control") from None
+
+
+def write_leaderboard(board: Leaderboard, path: Path) -> None:
+    entries = sorted(board.entries, key=lambda entry: (entry.key.sort_key(), entry.seed))
+    atomic_write_json(Path(path), Leaderboard(entries=entries).model_dump(mode="json"))
+
+
+def verify_consistent(results: Results, source: str) -> None:
+    """Refuse an unfinished run, or one whose summary is not what its matrix gives."""
+    if len(results.stages) < 1 or not results.run.upper_bound and (
+            sum(len(stage.tasks) for stage in results.stages) != len(results.tasks)):
+        raise DataError(f"{source}: the run trained {sum(len(s.tasks) for s in results.stages)} of "
+                        f"{len(results.tasks)} tasks; finish it with --resume before submitting")
+    wrong = results.summary_mismatches()
+    if wrong:
+        raise DataError(f"{source}: the summary does not match the matrix ({'; '.join(wrong)}); "
+                        f"recompute it with 'mcit-bench score RUN_DIR'")
+
+
+def verify_submission(results: Results, source: str) -> None:
+    """Refuse a results document whose numbers or identity cannot be trusted."""
+    verify_consistent(results, source)
+    sequence = results.run.sequence
+    try:
+        known = load_stream(sequence.name, sequence.subset)
+    except ConfigError:
+        raise DataError(f"{source}: sequence {sequence.name!r} (subset {sequence.subset!r}) is not one this "
+                        f"mcit-bench ships; only built-in sequences go on the leaderboard") from None
+    if (known.version, known.content_hash()) != (sequence.version, sequence.content_hash):
+        raise DataError(f"{source}: sequence {sequence.name}@{sequence.version} with content hash "
+                        f"{sequence.content_hash[:12]} is not the shipped {known.name}@{known.version} "
+                        f"({known.content_hash()[:12]}); rerun on the current sequence")
+
+
+def submit_all(results_paths: Iterable[Path], leaderboard_path: Path) -> list[Entry]:
+    """Verify runs and add them to the leaderboard in one write; the file is untouched unless all pass."""
+    board = read_leaderboard(leaderboard_path)
+    taken = {(entry.key.model_dump_json(), entry.seed) for entry in board.entries}
+    added = []
+    for path in results_paths:
+        results = load_results(path)
+        verify_submission(results, str(path))
+        entry = entry_from_results(results)
+        identity = (entry.key.model_dump_json(), entry.seed)
+        if identity in taken:
+            raise DataError(f"{path}: the leaderboard already has {entry.key.label()} seed {entry.seed}; "
+                            f"submit another seed or remove the old entry first")
+        taken.add(identity)
+        added.append(entry)
+    board.entries.extend(added)
+    write_leaderboard(board, leaderboard_path)
+    return added
+
+
+# ------------------------------------------------------------------------------------ aggregation
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float  # sample standard deviation (0 for one seed)
+    ci95: float  # half-width of the 95% confidence interval of the mean (t distribution; 0 for one seed)
+    n: int
+
+
+def t_quantile_95(dof: int) -> float:
+    if dof in _T95:
+        return _T95[dof]
+    below = [d for d in _T95 if d < dof]
+    return _T95[max(below)] if dof < 30 else 1.96
+
+
+def stat(values: Iterable[float]) -> Stat | None:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return None
+    n = len(values)
+    mean = float(np.mean(values))
+    if n == 1:
+        return Stat(mean, 0.0, 0.0, 1)
+    std = float(np.std(values, ddof=1))
+    return Stat(mean, std, t_quantile_95(n - 1) * std / math.sqrt(n), n)
+
+
+@dataclass(frozen=True)
+class Row:
+    """All seeds of one key, summarised."""
+
+    key: EntryKey
+    seeds: list[int]
+    tasks: list[str]
+    metrics: dict[str, Stat | None]
+    matrix: list[list[float]]  # the mean matrix over seeds
+    stage_curve: list[float]  # mean accuracy on the tasks seen so far, after each stage (seed mean)
+    task_selection: Stat | None
+    trainable_params: int
+    added_params: int
+    wall_seconds: Stat | None
+
+
+def seen_task_curve(matrix: np.ndarray) -> list[float]:
+    return [float(np.mean(matrix[i, :i])) for i in range(1, matrix.shape[1] + 1)]
+
+
+def aggregate(entries: Iterable[Entry]) -> list[Row]:
+    groups: dict[str, list[Entry]] = {}
+    for entry in entries:
+        groups.setdefault(entry.key.model_dump_json(), []).append(entry)
+    rows = []
+    for group in groups.values():
+        group.sort(key=lambda entry: entry.seed)
+        matrix = np.mean([np.array(entry.matrix) for entry in group], axis=0)
+        selections = [float(np.mean(list(entry.task_selection.values()))) for entry in group if entry.task_selection]
+        rows.append(Row(
+            key=group[0].key, seeds=[entry.seed for entry in group], tasks=group[0].tasks,
+            metrics={name: stat(entry.summary[name] for entry in group) for name in CONTINUAL_METRICS},
+            matrix=matrix.round(2).tolist(), stage_curve=[round(v, 2) for v in seen_task_curve(matrix)],
+            task_selection=stat(selections), trainable_params=group[0].trainable_params,
+            added_params=group[0].added_params, wall_seconds=stat(entry.wall_seconds for entry in group)))
+    rows.sort(key=lambda row: (row.key.sort_key()[:3], -(row.metrics["final_acc"].mean
+                                                         if row.metrics["final_acc"] else 0.0)))
+    return rows
+
+
+def results_entries(paths: Iterable[Path]) -> list[Entry]:
+    """Entries straight from run directories or results files, custom sequences included."""
+    entries = []
+    for path in paths:
+        results = load_results(path)
+        verify_consistent(results, str(path))
+        entries.append(entry_from_results(results))
+    return entries
+
+
+def board_summary(rows: list[Row]) -> dict[str, Any]:
+    """A JSON-friendly view of aggregated rows (for tools and the HTML page)."""
+    def stat_dict(value: Stat | None) -> dict[str, float] | None:
+        return None if value is None else {"mean": round(value.mean, 3), "std": round(value.std, 3),
+                                           "ci95": round(value.ci95, 3), "n": value.n}
+
+    return {"rows": [{
+        "sequence": row.key.sequence, "subset": row.key.subset, "model": row.key.model, "method": row.key.method,
+        "protocol": row.key.protocol, "seeds": row.seeds, "tasks": row.tasks,
+        "metrics": {name: stat_dict(value) for name, value in row.metrics.items()},
+        "task_selection": stat_dict(row.task_selection), "matrix": row.matrix, "stage_curve": row.stage_curve,
+        "trainable_params": row.trainable_params, "added_params": row.added_params,
+        "wall_seconds": stat_dict(row.wall_seconds)} for row in rows]}

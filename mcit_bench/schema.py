@@ -1,0 +1,167 @@
+"""The results document as a versioned schema: what a finished run writes and what a leaderboard accepts.
+
+``results.json`` is validated against :class:`Results` wherever it is read for comparison (submit,
+check, leaderboard), so a hand-edited or truncated file is refused with the field that is wrong
+instead of being misread. The JSON Schema exported from these models is committed as
+``leaderboard/schema.json`` for tools outside Python.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mcit_bench.errors import DataError
+from mcit_bench.scoring.continual import CONTINUAL_METRICS, summarize
+
+SCHEMA_VERSION = 1
+# A stored summary may differ from the one recomputed from the stored matrix by rounding only.
+SUMMARY_TOLERANCE = 1e-3
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SequenceRef(_Strict):
+    name: str
+    version: int
+    subset: str | None
+    content_hash: str = Field(min_length=8)
+    tasks: list[str] = Field(min_length=1)
+
+
+class RunInfo(_Strict):
+    method: str
+    method_options: dict[str, Any]
+    config: dict[str, Any]
+    sequence: SequenceRef
+    model: str
+    seed: int
+    harness_version: str
+    git: dict[str, Any]
+    packages: dict[str, str | None]
+    device: str
+    upper_bound: bool
+    task_id_at_eval: bool
+    run_dir: str
+
+
+class TaskInfo(_Strict):
+    type: str
+    metric: str
+    like: str | None
+    test_samples: int = Field(ge=1)
+
+
+class StageEntry(_Strict):
+    stage: int = Field(ge=1)
+    tasks: list[str]
+    steps: int = Field(ge=0)
+    train_seconds: float = Field(ge=0)
+    final_loss: float
+    trainable_params: int = Field(ge=0)
+    task_selection: dict[str, float]  # empty for methods that are told the task
+
+
+class Cost(_Strict):
+    trainable_params_per_stage: list[int]
+    added_params: int = Field(ge=0)
+    total_params: int = Field(ge=1)
+    train_seconds: float = Field(ge=0)
+    wall_seconds: float = Field(ge=0)
+    peak_memory_mb: float = Field(ge=0)
+
+
+class Results(_Strict):
+    """One finished run: its identity, the accuracy matrix, the summary derived from it, its cost."""
+
+    schema_version: Literal[1]
+    run: RunInfo
+    tasks: list[str] = Field(min_length=1)
+    task_info: dict[str, TaskInfo]
+    matrix: list[list[float]]
+    summary: dict[str, float | None]
+    stages: list[StageEntry] = Field(min_length=1)
+    cost: Cost
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Results:
+        tasks = len(self.tasks)
+        if self.run.sequence.tasks != self.tasks:
+            raise ValueError("tasks differs from run.sequence.tasks")
+        if set(self.task_info) != set(self.tasks):
+            raise ValueError("task_info must have one entry per task")
+        if len(self.matrix) != tasks + 1 or any(len(row) != tasks for row in self.matrix):
+            shape = f"{len(self.matrix)} x {sorted({len(row) for row in self.matrix})}"
+            raise ValueError(f"matrix must be {tasks + 1} x {tasks} (base row, then one row per stage), got {shape}")
+        if any(not 0.0 <= value <= 100.0 for row in self.matrix for value in row):
+            raise ValueError("matrix entries must lie in 0-100")
+        if set(self.summary) != set(CONTINUAL_METRICS):
+            raise ValueError(f"summary must have exactly the metrics {sorted(CONTINUAL_METRICS)}")
+        if len(self.cost.trainable_params_per_stage) != len(self.stages):
+            raise ValueError("cost.trainable_params_per_stage must have one entry per stage")
+        return self
+
+    def matrix_array(self) -> np.ndarray:
+        return np.array(self.matrix, dtype=float)
+
+    def summary_mismatches(self) -> list[str]:
+        """Summary metrics that the stored matrix does not reproduce, as 'name: stored vs recomputed'."""
+        wrong = []
+        for name, recomputed in summarize(self.matrix_array()).items():
+            stored = self.summary[name]
+            if (stored is None) != (recomputed is None) or (
+                    stored is not None and abs(stored - recomputed) > SUMMARY_TOLERANCE):
+                wrong.append(f"{name}: stored {stored} vs {None if recomputed is None else round(recomputed, 4)} "
+                             f"from the matrix")
+        return wrong
+
+
+def _field_path(location: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in location) or "(top level)"
+
+
+def parse_results(data: Any, source: str) -> Results:
+    """Validate a decoded results document; one sentence naming the file and the first bad field."""
+    if not isinstance(data, dict):
+        raise DataError(f"{source} is not a results document (a JSON object); pass the results.json of a run")
+    found = data.get("schema_version")
+    if found != SCHEMA_VERSION:
+        if isinstance(found, int) and found < SCHEMA_VERSION:
+            raise DataError(f"{source} has schema_version {found}, which this mcit-bench no longer reads; "
+                            f"re-score the run with 'mcit-bench score RUN_DIR' to write version {SCHEMA_VERSION}")
+        raise DataError(f"{source} has schema_version {found!r}; this mcit-bench reads version {SCHEMA_VERSION} "
+                        f"(upgrade mcit-bench to read newer files)")
+    try:
+        return Results.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise DataError(f"{source}: field {_field_path(first['loc'])} is invalid ({first['msg']}); "
+                        f"the file was not written by a finished mcit-bench run or was edited") from None
+
+
+def load_results(path: Path) -> Results:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+        if not path.exists():
+            raise DataError(f"{path} does not exist: the run has not finished (resume it with --resume)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"results file {path} does not exist") from None
+    except json.JSONDecodeError as error:
+        raise DataError(f"results file {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    return parse_results(data, str(path))
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Results.model_json_schema()
+    schema["$id"] = f"https://mcit-bench/schema/results-v{SCHEMA_VERSION}.json"
+    schema["title"] = f"mcit-bench results, schema version {SCHEMA_VERSION}"
+    return schema

@@ -1,0 +1,88 @@
+"""The HTML leaderboard in a real headless browser: every entry rendered, sorting by a click, heatmaps, a screenshot.
+
+Needs Debian's chromium (/usr/bin/chromium) and the playwright package; `.ci/run` installs both and sets
+MCIT_BENCH_REQUIRE_BROWSER=1 so that a missing browser fails CI instead of skipping the test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mcit_bench.leaderboard import aggregate, read_leaderboard, submit_all
+from mcit_bench.report import html_page
+from tests.unit.test_leaderboard import results_doc, write_doc
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Without these, Chromium keeps trying to reach Google's hosts, which this network refuses.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _browser_or_skip():
+    required = os.environ.get("MCIT_BENCH_REQUIRE_BROWSER") == "1"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        if required:
+            raise
+        pytest.skip("playwright is not installed (CI installs it)")
+    if not Path(CHROMIUM).exists():
+        if required:
+            raise FileNotFoundError(f"{CHROMIUM} is missing; install Debian's chromium package")
+        pytest.skip("chromium is not installed (CI installs it)")
+    return sync_playwright
+
+
+def leaderboard_rows(tmp_path: Path):
+    methods = {"seqft": [[0, 10, 0], [80, 10, 10], [30, 70, 10], [20, 30, 60]],
+               "replay": [[0, 10, 0], [80, 10, 10], [60, 70, 10], [50, 55, 60]],
+               "branchlora": [[0, 10, 0], [85, 10, 10], [70, 75, 10], [65, 60, 62]]}
+    paths = []
+    for method, matrix in methods.items():
+        for seed in (0, 1):
+            jitter = [[min(100.0, value + seed) for value in row] for row in matrix]
+            paths.append(write_doc(tmp_path, f"{method}-{seed}.json",
+                                   results_doc(matrix=jitter, method=method, seed=seed)))
+    board = tmp_path / "leaderboard.json"
+    submit_all(paths, board)
+    return aggregate(read_leaderboard(board).entries)
+
+
+def test_leaderboard_page_renders_sorts_and_shows_heatmaps(tmp_path):
+    sync_playwright = _browser_or_skip()
+    rows = leaderboard_rows(tmp_path)
+    page_path = tmp_path / "leaderboard.html"
+    page_path.write_text(html_page(rows))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                             headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                   else route.abort())  # the page must need nothing from the network
+        page.goto(page_path.as_uri())
+        methods = page.locator("#board tbody tr.entry td:first-child").all_inner_texts()
+        assert sorted(methods) == ["branchlora", "replay", "seqft"]
+        assert methods == ["branchlora", "replay", "seqft"]  # default: ACC, best first
+        page.locator("#board thead th", has_text="Forgetting").click()
+        assert page.locator("#board tbody tr.entry td:first-child").all_inner_texts() == ["seqft", "replay",
+                                                                                           "branchlora"]
+        page.locator("#board thead th", has_text="Forgetting").click()
+        assert page.locator("#board tbody tr.entry td:first-child").all_inner_texts() == ["branchlora", "replay",
+                                                                                           "seqft"]
+        page.locator("#board thead th", has_text="ACC").click()
+        assert page.locator("svg.heatmap").count() == 1
+        assert page.locator("svg.heatmap rect").count() == 4 * 3
+        page.locator("#board tbody tr.entry", has_text="seqft").click()
+        assert page.locator("svg.heatmap").count() == 2 and page.locator("svg.curve").count() == 2
+        shot = tmp_path / "leaderboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert shot.stat().st_size > 10_000
+    keep = os.environ.get("MCIT_BENCH_SCREENSHOT_DIR")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "leaderboard.png")

@@ -1,0 +1,156 @@
+"""Results schema, submission checks, aggregation over seeds, regression checks and the text formats."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mcit_bench.check import compare
+from mcit_bench.data.stream import load_stream
+from mcit_bench.errors import DataError
+from mcit_bench.leaderboard import aggregate, read_leaderboard, stat, submit_all
+from mcit_bench.report import latex, markdown, to_csv
+from mcit_bench.schema import SCHEMA_VERSION, parse_results
+from mcit_bench.scoring.continual import summarize
+
+# A 3-task matrix with hand-computed metrics: final 50, MFT 70, MAA (80 + 65 + 50) / 3 = 65, BWT -30,
+# forgetting 30, FWT ((10 - 10) + (10 - 0)) / 2 = 5.
+MATRIX = [[0.0, 10.0, 0.0], [80.0, 10.0, 10.0], [60.0, 70.0, 10.0], [50.0, 40.0, 60.0]]
+
+
+def results_doc(matrix=MATRIX, method: str = "seqft", seed: int = 0, subset: str | None = "ci") -> dict:
+    """A results document as a finished run writes it, on a three-task cut of synth-coin's ci subset."""
+    stream = load_stream("synth-coin", subset)
+    tasks = stream.task_names[: len(matrix[0])]
+    summary = {name: None if value is None else round(value, 4)
+               for name, value in summarize(np.array(matrix)).items()}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": {"method": method, "method_options": {}, "config": {}, "model": "mcit-tiny", "seed": seed,
+                "sequence": {"name": stream.name, "version": stream.version, "subset": subset,
+                             "content_hash": stream.content_hash(), "tasks": tasks},
+                "harness_version": "0.1.0", "git": {"commit": "abc", "dirty": False}, "packages": {},
+                "device": "cpu", "upper_bound": False, "task_id_at_eval": True, "run_dir": "runs/x"},
+        "tasks": tasks,
+        "task_info": {task: {"type": "vqa", "metric": "vqa_accuracy", "like": None, "test_samples": 24}
+                      for task in tasks},
+        "matrix": matrix,
+        "summary": summary,
+        "stages": [{"stage": i + 1, "tasks": [task], "steps": 40, "train_seconds": 1.0, "final_loss": 0.5,
+                    "trainable_params": 1000, "task_selection": {}} for i, task in enumerate(tasks)],
+        "cost": {"trainable_params_per_stage": [1000] * len(tasks), "added_params": 1000, "total_params": 5000,
+                 "train_seconds": 3.0, "wall_seconds": 10.0 + seed, "peak_memory_mb": 100.0},
+    }
+
+
+def write_doc(folder: Path, name: str, doc: dict) -> Path:
+    path = folder / name
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_hand_computed_summary_round_trips():
+    results = parse_results(results_doc(), "doc")
+    assert results.summary == {"final_acc": 50.0, "mean_finetune_acc": 70.0, "avg_incremental_acc": 65.0,
+                               "bwt": -30.0, "forgetting": 30.0, "fwt": 5.0}
+    assert results.summary_mismatches() == []
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    (lambda d: d["summary"].update(final_acc=75.0), "summary does not match the matrix"),
+    (lambda d: d["matrix"].pop(), "matrix must be 4 x 3"),
+    (lambda d: d["cost"].pop("wall_seconds"), "cost.wall_seconds"),
+    (lambda d: d.update(schema_version=0), "schema_version 0, which this mcit-bench no longer reads"),
+    (lambda d: d.update(schema_version=SCHEMA_VERSION + 1), "upgrade mcit-bench"),
+    (lambda d: d["stages"].pop(), "trained 2 of 3 tasks"),
+    (lambda d: d["run"]["sequence"].update(content_hash="0" * 64), "is not the shipped synth-coin"),
+    (lambda d: d["run"]["sequence"].update(name="my-stream"), "is not one this mcit-bench ships"),
+    (lambda d: d["matrix"][1].__setitem__(0, 101.0), "entries must lie in 0-100"),
+])
+def test_bad_submission_is_refused_and_the_leaderboard_is_untouched(tmp_path, edit, reason):
+    board = tmp_path / "leaderboard.json"
+    submit_all([write_doc(tmp_path, "good.json", results_doc())], board)
+    before = board.read_bytes()
+    doc = copy.deepcopy(results_doc(seed=1))
+    edit(doc)
+    if "stages" in reason or "trained" in reason:
+        doc["cost"]["trainable_params_per_stage"] = doc["cost"]["trainable_params_per_stage"][: len(doc["stages"])]
+    with pytest.raises(DataError, match=reason.replace("(", r"\(")):
+        submit_all([write_doc(tmp_path, "bad.json", doc)], board)
+    assert board.read_bytes() == before
+
+
+def test_duplicate_and_unfinished_runs_are_refused(tmp_path):
+    board = tmp_path / "leaderboard.json"
+    first = write_doc(tmp_path, "a.json", results_doc())
+    submit_all([first], board)
+    before = board.read_bytes()
+    with pytest.raises(DataError, match="already has synth-coin@1\\[ci\\] / mcit-tiny / seqft \\(task-aware\\) seed 0"):
+        submit_all([write_doc(tmp_path, "b.json", results_doc())], board)
+    unfinished = tmp_path / "run"
+    unfinished.mkdir()
+    (unfinished / "progress.json").write_text("{}")
+    with pytest.raises(DataError, match="has not finished"):
+        submit_all([unfinished], board)
+    # one bad run among good ones: none of them is added
+    with pytest.raises(DataError):
+        submit_all([write_doc(tmp_path, "c.json", results_doc(seed=5)), first], board)
+    assert board.read_bytes() == before
+
+
+def test_leaderboard_layout_is_sorted_and_stable(tmp_path):
+    board = tmp_path / "leaderboard.json"
+    docs = [results_doc(method="replay", seed=1), results_doc(method="ewc", seed=0), results_doc(method="replay", seed=0)]
+    submit_all([write_doc(tmp_path, f"{i}.json", doc) for i, doc in enumerate(docs)], board)
+    entries = read_leaderboard(board).entries
+    assert [(e.key.method, e.seed) for e in entries] == [("ewc", 0), ("replay", 0), ("replay", 1)]
+    text = board.read_text()
+    assert text.endswith("\n") and text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
+
+
+def test_seed_statistics_by_hand():
+    # values 50, 54, 58: mean 54, sample std 4, CI half-width t(0.975, 2) * 4 / sqrt(3) = 4.303 * 2.3094
+    summary = stat([50.0, 54.0, 58.0])
+    assert summary.mean == pytest.approx(54.0)
+    assert summary.std == pytest.approx(4.0)
+    assert summary.ci95 == pytest.approx(4.303 * 4 / np.sqrt(3), rel=1e-6)
+    assert stat([7.0]).std == 0.0 and stat([]) is None
+
+
+def test_aggregate_groups_seeds_and_averages_matrices(tmp_path):
+    other = [[0.0, 10.0, 0.0], [90.0, 10.0, 10.0], [70.0, 80.0, 10.0], [60.0, 50.0, 70.0]]  # final 60
+    board = tmp_path / "leaderboard.json"
+    submit_all([write_doc(tmp_path, "a.json", results_doc(seed=0)),
+                write_doc(tmp_path, "b.json", results_doc(matrix=other, seed=1))], board)
+    (row,) = aggregate(read_leaderboard(board).entries)
+    assert row.seeds == [0, 1]
+    assert row.metrics["final_acc"].mean == pytest.approx(55.0)
+    assert row.metrics["final_acc"].std == pytest.approx(np.std([50, 60], ddof=1))
+    assert row.matrix[3] == [55.0, 45.0, 65.0]
+    assert row.stage_curve == [85.0, 70.0, 55.0]
+    assert "55.0 ± 7.1" in markdown([row])
+    assert "55.0$\\pm$7.1" in latex([row])
+    header, line = to_csv([row]).splitlines()
+    values = dict(zip(header.split(","), line.split(","), strict=True))
+    assert values["final_acc_mean"] == "55.0000" and values["seeds"] == "0 1"
+
+
+def test_check_flags_worsened_cells_and_metrics():
+    baseline = parse_results(results_doc(), "baseline")
+    worse_matrix = copy.deepcopy(MATRIX)
+    worse_matrix[3][0] = 40.0  # task 1 after the last stage drops 10 points
+    worse = parse_results(results_doc(matrix=worse_matrix), "current")
+    regressions, moved = compare(worse, baseline, tolerance=2.0)
+    regressed = {change.what for change in regressions}
+    # final_acc -3.3, BWT -5, forgetting +5 move beyond 2; MAA moves only 1.1
+    assert regressed == {"final_acc", "bwt", "forgetting", f"R[after {baseline.tasks[2]}, {baseline.tasks[0]}]"}
+    assert compare(baseline, baseline, tolerance=0.0) == ([], [])
+    # an improvement moves but does not regress
+    better_matrix = copy.deepcopy(MATRIX)
+    better_matrix[3][0] = 70.0
+    regressions, moved = compare(parse_results(results_doc(matrix=better_matrix), "c"), baseline, tolerance=2.0)
+    assert regressions == [] and moved

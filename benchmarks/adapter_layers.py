@@ -3,7 +3,8 @@
 A LLaVA-7B attention projection is 4096 x 4096 over batches of a few thousand tokens; here one
 layer of d_in = d_out = 1024 over 4 sequences of 256 tokens (a quarter of the width, a quarter of
 the tokens), with CoIN's expert layout scaled the same way: 8 experts splitting rank 32 (MoELoRA),
-8 branches of MoELoRA's per-expert rank 4 behind one trunk of rank 4, top-2 routing (BranchLoRA). The base weight is frozen
+8 branches of MoELoRA's per-expert rank 4 behind one trunk of rank 4, top-2 routing (BranchLoRA). The base
+weight is frozen
 and included, as in a real layer. Prints milliseconds per batch and the ratios:
 
 - MoELoRA / peft LoRA of the same total rank (the cost of the mixture);

@@ -47,7 +47,8 @@ def main() -> None:
                     return "   n/a" if value is None else f"{value:6.1f}"
 
                 print(f"{method:<10} {subset:<6} {seed:>4} {cost['wall_seconds']:8.1f} {cost['train_seconds']:8.1f} "
-                      f"{cost['peak_memory_mb']:9.0f} {show(summary['final_acc'])} {show(summary['mean_finetune_acc'])} "
+                      f"{cost['peak_memory_mb']:9.0f} {show(summary['final_acc'])} "
+                      f"{show(summary['mean_finetune_acc'])} "
                       f"{show(summary['avg_incremental_acc'])} {show(summary['bwt']):>7} {show(summary['forgetting'])} "
                       f"{show(summary['fwt'])} {base:5.1f}", flush=True)
     print(f"runs kept in {output}")

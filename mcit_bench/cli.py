@@ -16,6 +16,7 @@ from mcit_bench.errors import ConfigError, UserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark multimodal continual instruction tuning: run methods on task streams, score them.")
 console = Console(stderr=False)
+DEFAULT_LEADERBOARD = Path("leaderboard/leaderboard.json")
 errors = Console(stderr=True, soft_wrap=True)  # one sentence per error, never broken inside a path
 
 
@@ -53,7 +54,8 @@ def run(
     overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     full: Annotated[bool, typer.Option(help="seqft/joint: train all language-model weights instead of LoRA")] = False,
     option: Annotated[list[str], typer.Option(help="method option name=value (repeatable)")] = [],
-    steps_per_task: Annotated[Optional[int], typer.Option(help="training steps per task (default: the stream's)")] = None,
+    steps_per_task: Annotated[Optional[int], typer.Option(help="training steps per task (default: the stream's)")] \
+        = None,
     batch_size: Annotated[Optional[int], typer.Option(help="training batch size")] = None,
     lr: Annotated[Optional[float], typer.Option(help="learning rate")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of run settings (flags override it)")] = None,
@@ -122,7 +124,7 @@ def score(run_dir: Annotated[Path, typer.Argument(help="a run directory with res
 @app.command()
 def submit(
     results: Annotated[list[Path], typer.Argument(help="results.json files or run directories")],
-    leaderboard: Annotated[Path, typer.Option(help="leaderboard JSON to add to")] = Path("leaderboard/leaderboard.json"),
+    leaderboard: Annotated[Path, typer.Option(help="leaderboard JSON to add to")] = DEFAULT_LEADERBOARD,
 ) -> None:
     """Verify finished runs and add them to a leaderboard; nothing is written unless every run passes."""
     from mcit_bench.leaderboard import submit_all
@@ -148,7 +150,7 @@ class BoardFormat(str, Enum):
 def show_leaderboard(
     runs: Annotated[Optional[list[Path]], typer.Argument(help="run directories or results files to aggregate "
                                                                "instead of a leaderboard file")] = None,
-    leaderboard: Annotated[Path, typer.Option(help="leaderboard JSON to show")] = Path("leaderboard/leaderboard.json"),
+    leaderboard: Annotated[Path, typer.Option(help="leaderboard JSON to show")] = DEFAULT_LEADERBOARD,
     format: Annotated[BoardFormat, typer.Option(help="output format")] = BoardFormat.table,
     out: Annotated[Optional[Path], typer.Option(help="write to this file instead of the terminal")] = None,
     sequence: Annotated[Optional[str], typer.Option(help="only this sequence (name@version or name)")] = None,

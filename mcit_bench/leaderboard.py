@@ -9,6 +9,7 @@ whole to a temporary file and renamed, sorted and indented, so it diffs line by 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterable
@@ -136,14 +137,23 @@ def verify_submission(results: Results, source: str) -> None:
     verify_consistent(results, source)
     sequence = results.run.sequence
     try:
-        known = load_stream(sequence.name, sequence.subset)
+        version, content_hash = shipped_sequence(sequence.name, sequence.subset)
     except ConfigError:
         raise DataError(f"{source}: sequence {sequence.name!r} (subset {sequence.subset!r}) is not one this "
                         f"mcit-bench ships; only built-in sequences go on the leaderboard") from None
-    if (known.version, known.content_hash()) != (sequence.version, sequence.content_hash):
+    if (version, content_hash) != (sequence.version, sequence.content_hash):
         raise DataError(f"{source}: sequence {sequence.name}@{sequence.version} with content hash "
-                        f"{sequence.content_hash[:12]} is not the shipped {known.name}@{known.version} "
-                        f"({known.content_hash()[:12]}); rerun on the current sequence")
+                        f"{sequence.content_hash[:12]} is not the shipped {sequence.name}@{version} "
+                        f"({content_hash[:12]}); rerun on the current sequence")
+
+
+@functools.lru_cache(maxsize=64)
+def shipped_sequence(name: str, subset: str | None) -> tuple[int, str]:
+    """(version, content hash) of a built-in sequence; a custom YAML path is not a shipped one."""
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        raise ConfigError(f"{name} is a file, not a built-in sequence")
+    stream = load_stream(name, subset)
+    return stream.version, stream.content_hash()
 
 
 def submit_all(results_paths: Iterable[Path], leaderboard_path: Path) -> list[Entry]:

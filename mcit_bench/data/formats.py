@@ -41,7 +41,8 @@ def _load_json_list(path: Path) -> list[Any]:
 
 def _require(path: Path, index: int, entry: Any, key: str, kind: type | tuple[type, ...]) -> Any:
     if not isinstance(entry, dict):
-        raise DataError(f"{path}: record {index} is a {type(entry).__name__}, not an object; each record must be a JSON object")
+        raise DataError(f"{path}: record {index} is a {type(entry).__name__}, not an object; "
+                        f"each record must be a JSON object")
     label = entry.get("id", entry.get("question_id", index))
     if key not in entry:
         raise DataError(f"{path}: record {index} (id {label!r}) has no field {key!r}; add it or drop the record")

@@ -288,7 +288,8 @@ def describe_sample(rng: np.random.Generator) -> tuple[Image.Image, str]:
         return w.render_sign(rng, word, colour), f"{w.article(colour)} {colour} sign with the word {word}."
     if kind == "book":
         title, author = w.pick(rng, w.SIGN_WORDS), w.pick(rng, w.AUTHORS)
-        return w.render_book(rng, title, author, colour), f"{w.article(colour)} {colour} book called {title} by {author}."
+        description = f"{w.article(colour)} {colour} book called {title} by {author}."
+        return w.render_book(rng, title, author, colour), description
     shape = w.pick(rng, w.SHAPES)
     image, _ = w.render_single_shape(rng, colour, shape)
     if rng.random() < 0.5:
@@ -317,7 +318,8 @@ def text_fact(rng: np.random.Generator) -> str:
     if not _QUESTIONS:
         question_rng = np.random.default_rng(12345)
         _QUESTIONS.extend(task.generate(question_rng).instruction for task in TASKS.values() for _ in range(50))
-    kind = w.pick(rng, ("letters", "numbers", "box", "counts", "genres", "answers", "question", "words", "quiz", "quiz"))
+    kind = w.pick(rng, ("letters", "numbers", "box", "counts", "genres", "answers", "question", "words", "quiz",
+                        "quiz"))
     if kind == "letters":
         return f"the letters {_listing(rng, list(LETTERS))}."
     if kind == "numbers":

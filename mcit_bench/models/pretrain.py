@@ -73,7 +73,8 @@ def pretrain(config: PretrainConfig, out_dir: Path, log_every: int = 100) -> dic
         losses.append(loss.item())
         if log_every and (step + 1) % log_every == 0:
             recent = sum(losses[-log_every:]) / log_every
-            print(f"step {step + 1}/{config.steps} loss {recent:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+            elapsed = time.perf_counter() - started
+            print(f"step {step + 1}/{config.steps} loss {recent:.4f} ({elapsed:.0f} s)", flush=True)
     record = {
         "command": f"mcit-bench pretrain-tiny --seed {config.seed} --steps {config.steps}",
         "config": asdict(config),

@@ -46,7 +46,8 @@ def test_bad_sequence_file_names_the_field(tmp_path):
     sequence.write_text((FIXTURES / "two_task.yaml").read_text().replace("steps_per_task: 30", "step_per_task: 30"))
     result = invoke("run", "--sequence", str(sequence), "--output", str(tmp_path / "runs"))
     assert result.exit_code == 2
-    assert f"sequence file {sequence} field step_per_task: Extra inputs are not permitted" in " ".join(result.output.split())
+    message = f"sequence file {sequence} field step_per_task: Extra inputs are not permitted"
+    assert message in " ".join(result.output.split())
 
 
 def files_sequence(tmp_path: Path) -> tuple[Path, Path]:

@@ -55,6 +55,15 @@ def test_branchlora_routes_each_sample_with_its_own_task_router():
                     for e in range(router.shape[0]))
         torch.testing.assert_close(out[sample], naive * 2.0)
     assert layer.routers[0].shape[0] == 4 and layer.routers[1].shape[0] == 5
+    # training routes the whole batch by one router (no per-sample gather): same output
+    for task in (0, 1):
+        routing.task_ids = torch.tensor([task, task])
+        per_sample = layer(x)
+        routing.task_ids, routing.training_task = None, task
+        torch.testing.assert_close(layer(x), per_sample)
+    routing.task_ids = torch.tensor([0, 1, 0])
+    with pytest.raises(RuntimeError, match="routing holds 3 task ids but an adapter layer sees a batch of 2"):
+        layer(x)
 
 
 def test_task_experts_sum_only_the_experts_of_the_sample_task():
@@ -67,7 +76,10 @@ def test_task_experts_sum_only_the_experts_of_the_sample_task():
     x = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(6))
     routing.task_ids = torch.tensor([2, 0, -1])
     out = layer(x)
-    expert = lambda e, xs: xs @ layer.lora_A[e].T @ layer.lora_B[e].T
+
+    def expert(e, xs):
+        return xs @ layer.lora_A[e].T @ layer.lora_B[e].T
+
     torch.testing.assert_close(out[0], expert(1, x[0]) + expert(2, x[0]))
     torch.testing.assert_close(out[1], expert(0, x[1]))
     assert out[2].abs().max() == 0  # routed to no task: the base model

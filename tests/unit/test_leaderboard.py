@@ -104,7 +104,8 @@ def test_duplicate_and_unfinished_runs_are_refused(tmp_path):
 
 def test_leaderboard_layout_is_sorted_and_stable(tmp_path):
     board = tmp_path / "leaderboard.json"
-    docs = [results_doc(method="replay", seed=1), results_doc(method="ewc", seed=0), results_doc(method="replay", seed=0)]
+    docs = [results_doc(method="replay", seed=1), results_doc(method="ewc", seed=0),
+            results_doc(method="replay", seed=0)]
     submit_all([write_doc(tmp_path, f"{i}.json", doc) for i, doc in enumerate(docs)], board)
     entries = read_leaderboard(board).entries
     assert [(e.key.method, e.seed) for e in entries] == [("ewc", 0), ("replay", 0), ("replay", 1)]

@@ -5,7 +5,8 @@
 Reads RUNS_ROOT/<sequence>/<method>/<run>/results.json for every method and run found and prints,
 per method, mean and standard deviation over its runs (seeds) of the summary metrics, the base
 model's stage-0 row average, the lowest score a task reaches right after its own training (the
-diagonal), wall time and peak memory.
+diagonal), task-selection accuracy after the last stage (methods that find the task themselves),
+trainable and added parameters, wall time relative to seqft's and peak memory.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import statistics
 from pathlib import Path
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float | None]) -> str:
+    if any(value is None for value in values):
+        return "–"
+    if all(isinstance(value, int) for value in values) and len(set(values)) == 1:
+        return f"{values[0]:,}"  # parameter counts: the same in every seed
     if len(values) == 1:
         return f"{values[0]:.1f}"
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
@@ -35,6 +40,10 @@ def figures(results: dict) -> dict[str, float]:
         "FWT": summary["fwt"] if summary["fwt"] is not None else 0.0,
         "base row": sum(matrix[0]) / tasks,
         "min diagonal": min(diagonal),
+        "task sel.": statistics.mean(selection.values()) if (selection := results["stages"][-1]["task_selection"])
+        else None,
+        "trainable": max(results["cost"]["trainable_params_per_stage"]),
+        "added": results["cost"]["added_params"],
         "wall s": results["cost"]["wall_seconds"],
         "peak MB": results["cost"]["peak_memory_mb"],
     }
@@ -54,11 +63,13 @@ def main() -> None:
         diagonals.setdefault(method, []).append([results["matrix"][i + 1][i] for i in range(len(results["tasks"]))])
         tasks = results["tasks"]
     columns = list(next(iter(by_method.values()))[0])
-    print("| method | runs | " + " | ".join(columns) + " |")
-    print("|---|---|" + "---|" * len(columns))
+    seqft_wall = statistics.mean(run["wall s"] for run in by_method["seqft"]) if "seqft" in by_method else None
+    print("| method | runs | " + " | ".join(columns) + " | wall / seqft |")
+    print("|---|---|" + "---|" * (len(columns) + 1))
     for method, runs in by_method.items():
         cells = [mean_std([run[c] for run in runs]) for c in columns]
-        print(f"| {method} | {len(runs)} | " + " | ".join(cells) + " |")
+        ratio = f"{statistics.mean(run['wall s'] for run in runs) / seqft_wall:.2f}" if seqft_wall else "–"
+        print(f"| {method} | {len(runs)} | " + " | ".join(cells) + f" | {ratio} |")
     print("\nright after training each task (mean over runs):")
     print("| method | " + " | ".join(tasks) + " |")
     print("|---|" + "---|" * len(tasks))

@@ -22,7 +22,7 @@ def test_wheel_installs_and_runs_the_ci_subset(tmp_path, cache_root):
     (wheel,) = wheels.glob("mcit_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "mcit_bench/baselines/seqft.py" in names and "mcit_bench/task_sequences/synth-coin.yaml" in names
-    assert "mcit_bench/models/mcit_tiny/model.safetensors" in names
+    assert "mcit_bench/models/mcit_tiny/model.safetensors" in names and "mcit_bench/leaderboard_page.html" in names
     assert not [name for name in names if name.split("/")[0] in ("baselines", "task_sequences", "tests")]
 
     env_dir = tmp_path / "venv"
@@ -45,4 +45,9 @@ def test_wheel_installs_and_runs_the_ci_subset(tmp_path, cache_root):
                             cwd=outside, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Accuracy matrix R" in result.stdout and "BWT" in result.stdout
-    assert (outside / "runs" / "synth-coin" / "seqft" / "seed0-ci" / "results.json").is_file()
+    run_dir = outside / "runs" / "synth-coin" / "seqft" / "seed0-ci"
+    assert (run_dir / "results.json").is_file()
+    page = subprocess.run([str(env_dir / "bin" / "mcit-bench"), "leaderboard", str(run_dir), "--format", "html",
+                           "--out", "board.html"], cwd=outside, env=env, capture_output=True, text=True)
+    assert page.returncode == 0, page.stderr[-2000:]
+    assert '"method": "seqft"' in (outside / "board.html").read_text()

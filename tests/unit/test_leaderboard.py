@@ -155,3 +155,18 @@ def test_check_flags_worsened_cells_and_metrics():
     better_matrix[3][0] = 70.0
     regressions, moved = compare(parse_results(results_doc(matrix=better_matrix), "c"), baseline, tolerance=2.0)
     assert regressions == [] and moved
+
+
+def test_a_write_killed_half_way_leaves_the_old_leaderboard(tmp_path, monkeypatch):
+    board = tmp_path / "leaderboard.json"
+    submit_all([write_doc(tmp_path, "a.json", results_doc())], board)
+    before = board.read_bytes()
+
+    def killed(*args, **kwargs):  # the process dies between writing the temporary file and the rename
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mcit_bench.io.os.replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        submit_all([write_doc(tmp_path, "b.json", results_doc(seed=1))], board)
+    assert board.read_bytes() == before
+    assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".leaderboard")] == []

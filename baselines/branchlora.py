@@ -124,8 +124,8 @@ class BranchLoRAMethod(Method):
         return chosen
 
     def state_dict(self) -> dict[str, Any]:
-        return {"frozen": self.frozen, "branches": {n: l.n_branches for n, l in self.layers.items()},
-                "router_widths": {n: [r.shape[0] for r in l.routers] for n, l in self.layers.items()},
+        return {"frozen": self.frozen, "branches": {name: layer.n_branches for name, layer in self.layers.items()},
+                "router_widths": {name: [r.shape[0] for r in layer.routers] for name, layer in self.layers.items()},
                 "tasks": self.selector.n_tasks}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:

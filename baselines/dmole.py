@@ -181,8 +181,8 @@ class DMoLE(Method):
         data = self.train_data(stage, run)
         generator = torch.Generator().manual_seed(run.seed * 1000 + stage.index)
         indices = torch.randperm(len(data), generator=generator)[: self.options.router_samples].tolist()
-        parts = [self.embeddings({k: v.to(run.device) for k, v in self.collator.train_batch(rows_of(data, chunk)).items()})
-                 for chunk in (indices[i:i + 64] for i in range(0, len(indices), 64))]
+        batches = (self.collator.train_batch(rows_of(data, indices[i:i + 64])) for i in range(0, len(indices), 64))
+        parts = [self.embeddings({k: v.to(run.device) for k, v in batch.items()}) for batch in batches]
         embeddings = torch.cat(parts)
         torch.manual_seed(run.seed * 1000 + stage.index)
         router = AutoEncoder(embeddings.shape[1], self.options.router_hidden).to(embeddings.device)

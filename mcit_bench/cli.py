@@ -43,6 +43,8 @@ def run(
     method: Annotated[str, typer.Option(help="method to run (see 'mcit-bench ls methods')")] = "seqft",
     sequence: Annotated[str, typer.Option(help="task sequence name or YAML file")] = "synth-coin",
     subset: Annotated[Optional[str], typer.Option(help="a preset of the sequence, e.g. 'ci' (small, fast)")] = None,
+    variant: Annotated[Optional[str], typer.Option(help="instruction variant of the sequence (CoIN: original, "
+                                                        "diverse, ten-types)")] = None,
     model: Annotated[str, typer.Option(help="registered model, local folder or Hugging Face id")] = "mcit-tiny",
     seed: Annotated[int, typer.Option(help="training seed (data order, initialisation)")] = 0,
     seeds: Annotated[Optional[str], typer.Option(help="several seeds, e.g. 0,1,2: one run each, then mean, std "
@@ -72,7 +74,7 @@ def run(
         if len(seed_list) > 1 and run_id:
             raise ConfigError("--run-id names one run; leave it out with --seeds (the runs are named seed<N>)")
         raw: dict[str, Any] = load_config_file(config) if config else {}
-        raw.update({"method": method, "sequence": sequence, "subset": subset, "model": model})
+        raw.update({"method": method, "sequence": sequence, "subset": subset, "variant": variant, "model": model})
         method_options = dict(raw.get("method_options", {}))
         method_options.update(_parse_options(option))
         if full:
@@ -262,7 +264,10 @@ def list_registered(what: Annotated[Listing, typer.Argument(help="what to list")
         for name, path in sorted(builtin_sequences().items()):
             definition = read_sequence(path)
             tasks = ", ".join(task.name for task in definition.tasks)
-            table.add_row(f"{name}@{definition.version}", f"{len(definition.tasks)} tasks: {tasks}")
+            source = "generated" if definition.source.kind == "synthetic" else "needs --data-root"
+            variants = f"; variants: {', '.join(definition.variants)}" if definition.variants else ""
+            table.add_row(f"{name}@{definition.version}",
+                          f"{len(definition.tasks)} tasks ({source}{variants}): {tasks}")
     elif what is Listing.metrics:
         from mcit_bench.scoring.continual import CONTINUAL_METRICS
         from mcit_bench.scoring.task_metrics import METRICS
@@ -278,6 +283,63 @@ def list_registered(what: Annotated[Listing, typer.Argument(help="what to list")
             table.add_row(name, MODELS.get(name).description)
         table.add_row("(any)", "a local folder or Hugging Face id loadable with AutoModelForImageTextToText")
     console.print(table)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect a stream's data.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command(name="check")
+def data_check(
+    sequence: Annotated[str, typer.Argument(help="sequence name or YAML file")],
+    data_root: Annotated[Optional[Path], typer.Option(help="folder with the benchmark's files (generated streams: "
+                                                           "the generated copy when left out)")] = None,
+    subset: Annotated[Optional[str], typer.Option(help="a preset of the sequence")] = None,
+    variant: Annotated[Optional[str], typer.Option(help="instruction variant of the sequence")] = None,
+    images: Annotated[bool, typer.Option(help="open every image's header (slower on large folders)")] = True,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="cache for generated data")] = None,
+) -> None:
+    """Report per task what is present and what is missing or malformed, every problem at once.
+
+    Exits with status 1 when anything is wrong. Nothing is downloaded: each task with a problem
+    says where its parts are published.
+    """
+    from mcit_bench.data.audit import audit_stream
+    from mcit_bench.data.stream import SyntheticSource, load_stream
+    from mcit_bench.runner import default_cache_root, prepare_data_root
+
+    try:
+        stream = load_stream(sequence, subset, variant)
+        if data_root is None and isinstance(stream.definition.source, SyntheticSource):
+            data_root = prepare_data_root(stream, None, cache_dir or default_cache_root())
+        if data_root is None or not data_root.is_dir():
+            raise ConfigError(f"pass --data-root with the folder holding {stream.name}'s files "
+                              f"({'not a folder: ' + str(data_root) if data_root else 'none given'})")
+    except UserError as error:
+        _fail(error)
+    reports = audit_stream(stream, data_root, images)
+    table = Table(title=f"{stream.name}@{stream.version}" + (f" ({stream.variant})" if stream.variant else "")
+                  + f" under {data_root}", title_justify="left")
+    for column in ("task", "like", "train", "test", "annotations", "status"):
+        table.add_column(column)
+    for report in reports:
+        cells = {split.role: (f"{split.records:,} record{'s' * (split.records != 1)}" if split.role != "annotations"
+                              else "present")
+                 if split.present else "[red]missing[/]" for split in report.splits}
+        table.add_row(report.task.name, report.task.like or "", cells["train"], cells["test"],
+                      cells.get("annotations", "–"), "[green]ok[/]" if report.ok else f"[red]{len(report.problems)} "
+                      f"problem{'s' * (len(report.problems) != 1)}[/]")
+    console.print(table)
+    for report in reports:
+        if report.ok:
+            continue
+        console.print(f"\n[bold]{report.task.name}[/]", highlight=False)
+        for problem in report.problems:
+            console.print(f"  - {problem}", highlight=False, soft_wrap=True)
+        for part, where in report.task.published.items():
+            console.print(f"  {part} are published at {where}", highlight=False, soft_wrap=True)
+    if any(not report.ok for report in reports):
+        raise typer.Exit(code=1)
 
 
 @app.command(name="pretrain-tiny")

@@ -40,6 +40,7 @@ class RunConfig(_Strict):
     method_options: dict[str, Any] = {}
     sequence: str = "synth-coin"
     subset: str | None = None
+    variant: str | None = None  # instruction variant of sequences that have them (None: the first)
     model: str = "mcit-tiny"
     seed: int = 0
     training: TrainingConfig = TrainingConfig()

@@ -11,3 +11,7 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """A configuration value, method, sequence or model name is wrong."""
+
+
+class MetricError(UserError):
+    """A metric cannot run here: an optional package or tool it needs is missing."""

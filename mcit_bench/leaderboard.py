@@ -81,7 +81,9 @@ def protocol_of(results: Results) -> Protocol:
 
 def entry_from_results(results: Results) -> Entry:
     sequence = results.run.sequence
-    key = EntryKey(sequence=f"{sequence.name}@{sequence.version}", subset=sequence.subset,
+    # a variant is another stream of the same tasks: its own leaderboard rows
+    label = f"{sequence.name}@{sequence.version}" + (f":{sequence.variant}" if sequence.variant else "")
+    key = EntryKey(sequence=label, subset=sequence.subset,
                    content_hash=sequence.content_hash, model=results.run.model, method=results.run.method,
                    protocol=protocol_of(results))
     return Entry(key=key, seed=results.run.seed, tasks=results.tasks, matrix=results.matrix,
@@ -137,7 +139,7 @@ def verify_submission(results: Results, source: str) -> None:
     verify_consistent(results, source)
     sequence = results.run.sequence
     try:
-        version, content_hash = shipped_sequence(sequence.name, sequence.subset)
+        version, content_hash = shipped_sequence(sequence.name, sequence.subset, sequence.variant)
     except ConfigError:
         raise DataError(f"{source}: sequence {sequence.name!r} (subset {sequence.subset!r}) is not one this "
                         f"mcit-bench ships; only built-in sequences go on the leaderboard") from None
@@ -148,11 +150,11 @@ def verify_submission(results: Results, source: str) -> None:
 
 
 @functools.lru_cache(maxsize=64)
-def shipped_sequence(name: str, subset: str | None) -> tuple[int, str]:
+def shipped_sequence(name: str, subset: str | None, variant: str | None = None) -> tuple[int, str]:
     """(version, content hash) of a built-in sequence; a custom YAML path is not a shipped one."""
     if name.endswith((".yaml", ".yml")) or "/" in name:
         raise ConfigError(f"{name} is a file, not a built-in sequence")
-    stream = load_stream(name, subset)
+    stream = load_stream(name, subset, variant)
     return stream.version, stream.content_hash()
 
 

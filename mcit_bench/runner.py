@@ -21,7 +21,7 @@ import torch
 
 from mcit_bench import __version__
 from mcit_bench.config import RunConfig
-from mcit_bench.data.formats import load_split, row_to_record
+from mcit_bench.data.formats import AnswerFile, load_split, row_to_record
 from mcit_bench.data.stream import SyntheticSource, TaskStream, load_stream
 from mcit_bench.data.synthetic import SyntheticSpec, generate
 from mcit_bench.errors import ConfigError, DataError
@@ -68,7 +68,8 @@ class RunPaths:
 
 
 def run_directory(output_root: Path, stream: TaskStream, config: RunConfig, run_id: str | None) -> Path:
-    default_id = f"seed{config.seed}" + (f"-{config.subset}" if config.subset else "")
+    default_id = (f"seed{config.seed}" + (f"-{config.subset}" if config.subset else "")
+                  + (f"-{config.variant}" if config.variant else ""))
     return output_root / stream.name / config.method / (run_id or default_id)
 
 
@@ -149,8 +150,9 @@ def load_stream_data(stream: TaskStream, root: Path, cache_root: Path) -> tuple[
     train, test = {}, {}
     for task in stream.tasks:
         images = root / task.images
+        answer_file = AnswerFile(root / task.annotations.file, task.annotations.format) if task.annotations else None
         train[task.name] = load_split(root / task.train, images, task.type, "train", arrow_cache)
-        test_set = load_split(root / task.test, images, task.type, "test", arrow_cache)
+        test_set = load_split(root / task.test, images, task.type, "test", arrow_cache, answer_file)
         if stream.test_per_task is not None and len(test_set) > stream.test_per_task:
             test_set = test_set.select(range(stream.test_per_task))
         for split, dataset in (("train", train[task.name]), ("test", test_set)):
@@ -213,6 +215,15 @@ def load_checkpoint(path: Path, model: torch.nn.Module, method: Method) -> set[s
     return set(weights)
 
 
+def sequence_reference(stream: TaskStream) -> dict[str, Any]:
+    """The stream's identity as results.json records it (``variant`` only for sequences that have one)."""
+    reference: dict[str, Any] = {"name": stream.name, "version": stream.version, "subset": stream.subset,
+                                 "content_hash": stream.content_hash(), "tasks": stream.task_names}
+    if stream.variant is not None:
+        reference["variant"] = stream.variant
+    return reference
+
+
 def task_metric(task) -> str:
     return task.metric or DEFAULT_METRIC[task.type]
 
@@ -264,7 +275,7 @@ def run_stream(
 
     started = time.perf_counter()
     cache_root = cache_root or default_cache_root()
-    stream = load_stream(config.sequence, config.subset)
+    stream = load_stream(config.sequence, config.subset, config.variant)
     method = build_method(config)
     paths = RunPaths(run_directory(output_root, stream, config, run_id))
     root = prepare_data_root(stream, data_root, cache_root)
@@ -350,8 +361,7 @@ def build_results(config, stream, method, rows, stage_log, paths, model, base_id
             "method": config.method,
             "method_options": method.options.model_dump(mode="json"),
             "config": config.model_dump(mode="json"),
-            "sequence": {"name": stream.name, "version": stream.version, "subset": stream.subset,
-                         "content_hash": stream.content_hash(), "tasks": tasks},
+            "sequence": sequence_reference(stream),
             "model": config.model,
             "seed": config.seed,
             "harness_version": __version__,

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from mcit_bench.errors import DataError
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, summarize
+from mcit_bench.scoring.task_metrics import METRICS
 
 SCHEMA_VERSION = 1
 # A stored summary may differ from the one recomputed from the stored matrix by rounding only.
@@ -31,6 +32,7 @@ class SequenceRef(_Strict):
     name: str
     version: int
     subset: str | None
+    variant: str | None = None  # the instruction variant (CoIN's original, diverse, ten types)
     content_hash: str = Field(min_length=8)
     tasks: list[str] = Field(min_length=1)
 
@@ -99,8 +101,12 @@ class Results(_Strict):
         if len(self.matrix) != tasks + 1 or any(len(row) != tasks for row in self.matrix):
             shape = f"{len(self.matrix)} x {sorted({len(row) for row in self.matrix})}"
             raise ValueError(f"matrix must be {tasks + 1} x {tasks} (base row, then one row per stage), got {shape}")
-        if any(not 0.0 <= value <= 100.0 for row in self.matrix for value in row):
-            raise ValueError("matrix entries must lie in 0-100")
+        for column, task in enumerate(self.tasks):
+            bounded = self.task_info[task].metric not in METRICS or METRICS.get(self.task_info[task].metric).bounded
+            values = [row[column] for row in self.matrix]
+            if any(value < 0.0 or (bounded and value > 100.0) for value in values):
+                limits = "0-100" if bounded else "0 or more"
+                raise ValueError(f"matrix column {column} ({task}, {self.task_info[task].metric}) must lie in {limits}")
         if set(self.summary) != set(CONTINUAL_METRICS):
             raise ValueError(f"summary must have exactly the metrics {sorted(CONTINUAL_METRICS)}")
         if len(self.cost.trainable_params_per_stage) != len(self.stages):

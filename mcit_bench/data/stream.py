@@ -22,6 +22,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+ANNOTATION_FORMATS = ("textvqa", "vqav2", "vizwiz", "coco_captions")
+VARIANT_PLACEHOLDER = "{variant}"
+
+
+class Annotations(_Strict):
+    """An official answer file joined to the test records: every annotator's answer, or every caption.
+
+    Formats: ``textvqa`` (``{"data": [{"question_id", "answers": [...]}]}``), ``vqav2``
+    (``{"annotations": [{"question_id", "answers": [{"answer"}]}]}``), ``vizwiz`` (``[{"image",
+    "answers": [{"answer"}]}]``, joined by image file name), ``coco_captions`` (``{"annotations":
+    [{"image_id", "caption"}]}``, joined by question id).
+    """
+
+    file: str
+    format: Literal["textvqa", "vqav2", "vizwiz", "coco_captions"]
+
+
 class TaskDef(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     type: str
@@ -33,6 +50,16 @@ class TaskDef(_Strict):
     # this task's training budget in steps; None: the stream's steps_per_task. Real streams differ
     # in size per task (CoIN trains one epoch on each), so budgets may differ too.
     steps: int | None = Field(default=None, gt=0)
+    annotations: Annotations | None = None
+    # where each part is published ("instructions", "images", ...): shown by 'mcit-bench data check'
+    published: dict[str, str] = {}
+
+    def files(self) -> dict[str, str]:
+        """The files this task reads, by role, relative to the data root."""
+        named = {"train": self.train, "test": self.test}
+        if self.annotations is not None:
+            named["annotations"] = self.annotations.file
+        return named
 
     @field_validator("type")
     @classmethod
@@ -70,12 +97,18 @@ class SequenceDef(_Strict):
     steps_per_task: int | None = Field(default=None, gt=0)  # the stream's training budget; None: one epoch
     tasks: list[TaskDef] = Field(min_length=1)
     subsets: dict[str, Subset] = {}
+    # instruction variants (CoIN's original, diverse, ten types): name -> folder put in place of
+    # "{variant}" in the tasks' paths; the first is the default
+    variants: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> SequenceDef:
         names = [task.name for task in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError("task names must be unique")
+        templated = any(VARIANT_PLACEHOLDER in path for task in self.tasks for path in task.files().values())
+        if templated != bool(self.variants):
+            raise ValueError("tasks' paths use '{variant}' exactly when the sequence lists variants")
         for subset_name, subset in self.subsets.items():
             unknown = set(subset.tasks or []) - set(names)
             if unknown:
@@ -89,6 +122,7 @@ class TaskStream:
 
     definition: SequenceDef
     subset: str | None
+    variant: str | None  # the instruction variant, for sequences that have them
     tasks: tuple[TaskDef, ...]
     steps_per_task: int | None  # a subset's uniform budget overrides the tasks' own ``steps``
     train_per_task: int | None
@@ -121,12 +155,20 @@ class TaskStream:
             # generated data is only the same data under the same generator
             "generator": GENERATOR_VERSION if isinstance(self.definition.source, SyntheticSource) else None,
             "subset": self.subset,
-            "tasks": [task.model_dump() for task in self.tasks],
+            "tasks": [task_identity(task) for task in self.tasks],
             "steps": self.task_steps(),
             "train_per_task": self.train_per_task,
             "test_per_task": self.test_per_task,
         }
+        if self.variant is not None:  # only sequences with variants carry the key: older hashes stay valid
+            payload["variant"] = self.variant
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def task_identity(task: TaskDef) -> dict:
+    """What makes a task's data and scoring what they are: not where it is published, and no key a
+    task without annotations lacks (so hashes recorded before those fields existed stay valid)."""
+    return task.model_dump(exclude={"published"} | ({"annotations"} if task.annotations is None else set()))
 
 
 def builtin_sequences() -> dict[str, Path]:
@@ -165,11 +207,35 @@ def read_sequence(path: Path) -> SequenceDef:
         raise ConfigError(f"sequence file {path} field {field}: {first['msg']}") from None
 
 
-def load_stream(name_or_path: str, subset: str | None = None) -> TaskStream:
-    """Read a sequence and resolve it for ``subset`` (None: the full stream)."""
+def resolve_variant(definition: SequenceDef, variant: str | None) -> tuple[str | None, list[TaskDef]]:
+    """The chosen instruction variant (None: the first listed) and the tasks with their paths filled in."""
+    if not definition.variants:
+        if variant is not None:
+            raise ConfigError(f"sequence {definition.name!r} has no instruction variants; drop --variant")
+        return None, list(definition.tasks)
+    chosen = variant or next(iter(definition.variants))
+    if chosen not in definition.variants:
+        raise ConfigError(f"sequence {definition.name!r} has no variant {chosen!r}; its variants are "
+                          f"{', '.join(definition.variants)}")
+    folder = definition.variants[chosen]
+
+    def fill(path: str) -> str:
+        return path.replace(VARIANT_PLACEHOLDER, folder)
+
+    tasks = []
+    for task in definition.tasks:
+        update: dict[str, object] = {"train": fill(task.train), "test": fill(task.test)}
+        if task.annotations is not None:
+            update["annotations"] = task.annotations.model_copy(update={"file": fill(task.annotations.file)})
+        tasks.append(task.model_copy(update=update))
+    return chosen, tasks
+
+
+def load_stream(name_or_path: str, subset: str | None = None, variant: str | None = None) -> TaskStream:
+    """Read a sequence and resolve it for ``subset`` (None: the full stream) and instruction ``variant``."""
     path = sequence_path(name_or_path)
     definition = read_sequence(path)
-    tasks = list(definition.tasks)
+    variant, tasks = resolve_variant(definition, variant)
     steps = definition.steps_per_task
     source = definition.source
     train = source.train_per_task if isinstance(source, SyntheticSource) else None
@@ -184,4 +250,4 @@ def load_stream(name_or_path: str, subset: str | None = None) -> TaskStream:
         steps = chosen.steps_per_task or steps
         train = chosen.train_per_task or train
         test = chosen.test_per_task or test
-    return TaskStream(definition, subset, tuple(tasks), steps, train, test)
+    return TaskStream(definition, subset, variant, tuple(tasks), steps, train, test)

@@ -1,7 +1,8 @@
 """Per-task metrics: the cell values of the accuracy matrix, each in 0-100.
 
-Every metric scores one prediction against one record; a task's score is the mean over its test
-split. An empty or unparseable prediction scores zero under every metric.
+Every metric gives each prediction a score (most score it alone; caption metrics need the whole
+split); a task's score is the mean over its test split, x100. An empty or unparseable prediction
+scores zero under every metric.
 """
 
 from __future__ import annotations
@@ -12,17 +13,25 @@ from dataclasses import dataclass
 from mcit_bench.data.records import Record
 from mcit_bench.registry import Registry
 from mcit_bench.scoring.answers import box_iou, normalize_answer, parse_box, parse_option_letter
+from mcit_bench.scoring.captions import cider_scores
 
 IOU_THRESHOLD = 0.5
 
 SampleScorer = Callable[[str, Record], float]
+SplitScorer = Callable[[Sequence[str], Sequence[Record]], list[float]]
 
 
 @dataclass(frozen=True)
 class TaskMetric:
     name: str
     description: str
-    score_sample: SampleScorer
+    score_all: SplitScorer  # per-sample scores of a whole split's predictions
+    bounded: bool = True  # per-sample scores lie in 0-1 (CIDEr does not)
+
+
+def one_at_a_time(score_sample: SampleScorer) -> SplitScorer:
+    """A split scorer from a metric that scores each prediction on its own."""
+    return lambda predictions, records: [score_sample(p, r) for p, r in zip(predictions, records)]
 
 
 METRICS: Registry[TaskMetric] = Registry("metric")
@@ -69,15 +78,17 @@ def grounding_accuracy(prediction: str, record: Record) -> float:
 
 METRICS.add("vqa_accuracy", TaskMetric(
     "vqa_accuracy", "official VQA soft accuracy over the annotators' answers",
-    lambda prediction, record: vqa_soft_accuracy(prediction, record.answers)))
+    one_at_a_time(lambda prediction, record: vqa_soft_accuracy(prediction, record.answers))))
 METRICS.add("exact_match", TaskMetric(
     "exact_match", "exact match after the official VQA normalisation",
-    lambda prediction, record: exact_match(prediction, record.answers)))
+    one_at_a_time(lambda prediction, record: exact_match(prediction, record.answers))))
 METRICS.add("option_accuracy", TaskMetric(
-    "option_accuracy", "accuracy of the option letter parsed from the output", option_accuracy))
+    "option_accuracy", "accuracy of the option letter parsed from the output", one_at_a_time(option_accuracy)))
 METRICS.add("grounding_iou50", TaskMetric(
     "grounding_iou50", f"box parsed from the output has IoU >= {IOU_THRESHOLD} with the reference",
-    grounding_accuracy))
+    one_at_a_time(grounding_accuracy)))
+METRICS.add("cider", TaskMetric(
+    "cider", "CIDEr-D over the split (pycocoevalcap, PTB-tokenised), x100", cider_scores, bounded=False))
 
 DEFAULT_METRIC: dict[str, str] = {
     "multiple_choice": "option_accuracy",
@@ -85,13 +96,13 @@ DEFAULT_METRIC: dict[str, str] = {
     "classification": "exact_match",
     "short_answer": "exact_match",
     "grounding": "grounding_iou50",
+    "caption": "cider",
 }
 
 
 def score_task(metric_name: str, predictions: Sequence[str], records: Sequence[Record]) -> tuple[float, list[float]]:
-    """(task score in 0-100, per-sample scores in 0-1)."""
+    """(task score, 0-100 for bounded metrics; per-sample scores, 0-1 for bounded metrics)."""
     if len(predictions) != len(records):
         raise ValueError(f"{len(predictions)} predictions for {len(records)} records")
-    metric = METRICS.get(metric_name)
-    per_sample = [metric.score_sample(prediction, record) for prediction, record in zip(predictions, records)]
+    per_sample = METRICS.get(metric_name).score_all(predictions, records)
     return (100.0 * sum(per_sample) / len(per_sample) if per_sample else 0.0), per_sample

@@ -18,10 +18,8 @@ def test_vqa_soft_accuracy_leave_one_out():
 
 def test_exact_match_is_never_a_substring_match():
     record = Record("1", "", "", ("golden retriever",), "classification")
-    score = METRICS.get("exact_match").score_sample
-    assert score("golden retriever", record) == 1.0
-    assert score("retriever", record) == 0.0
-    assert score("a golden retriever dog", record) == 0.0
+    _, scores = score_task("exact_match", ["golden retriever", "retriever", "a golden retriever dog"], [record] * 3)
+    assert scores == [1.0, 0.0, 0.0]
 
 
 GARBAGE = ["", " ", "a", "the", "I cannot see", "[", "unknown garbage text ###"]
@@ -30,13 +28,19 @@ RECORDS = {
     "exact_match": Record("2", "", "", ("circle",), "classification"),
     "option_accuracy": Record("3", "", "", ("A",), "multiple_choice", {"options": ["cat", "dog"]}),
     "grounding_iou50": Record("4", "", "", ("[0.00, 0.00, 1.00, 1.00]",), "grounding", {"size": [64, 64]}),
+    "cider": Record("5", "", "", ("two dogs play in snow", "dogs playing in snow"), "caption"),
 }
+# a second, well-answered sample in the split: caption metrics weigh words by the whole split
+COMPANION = Record("c", "", "", ("a man rides a red bicycle", "a cyclist on a red bike"), "caption")
 
 
 @pytest.mark.parametrize("metric", sorted(RECORDS))
 @pytest.mark.parametrize("garbage", GARBAGE)
 def test_garbage_never_scores(metric, garbage):
-    assert METRICS.get(metric).score_sample(garbage, RECORDS[metric]) == 0.0
+    record = RECORDS[metric]
+    companion = COMPANION if record.task_type == "caption" else record
+    _, scores = score_task(metric, [garbage, companion.answers[0]], [record, companion])
+    assert scores[0] == 0.0
 
 
 def test_every_registered_metric_is_covered_by_the_garbage_test():

@@ -1,0 +1,61 @@
+"""The caption metric the way the field computes it: pycocoevalcap's CIDEr-D.
+
+CIDEr weighs n-grams by their rarity across the references of the whole test split, so a caption's
+score depends on the split: it scores a task's predictions together, never one at a time. The
+task score, the mean of the per-sample values x100, is pycocoevalcap's corpus CIDEr x100.
+Both sides go through pycocoevalcap's PTB tokenizer (Stanford CoreNLP, run with Java), as in the
+COCO caption evaluation, so the numbers match published ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator, Sequence
+
+from mcit_bench.data.records import Record
+from mcit_bench.errors import MetricError
+
+INSTALL_HINT = "install it with: pip install 'mcit-bench[captions]'"
+
+
+@contextlib.contextmanager
+def _silenced_stderr() -> Iterator[None]:
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _tokenized(predictions: Sequence[str], records: Sequence[Record]) -> tuple[dict, dict]:
+    """(references, predictions) keyed by sample position, PTB-tokenised and lower-cased."""
+    try:
+        from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+    except ImportError:
+        raise MetricError(f"caption metrics need pycocoevalcap; {INSTALL_HINT}") from None
+    references = {str(i): [{"caption": answer} for answer in record.answers] for i, record in enumerate(records)}
+    outputs = {str(i): [{"caption": prediction}] for i, prediction in enumerate(predictions)}
+    tokenizer = PTBTokenizer()
+    try:
+        with _silenced_stderr():  # CoreNLP reports its speed on the process's own stderr
+            return tokenizer.tokenize(references), tokenizer.tokenize(outputs)
+    except FileNotFoundError:
+        raise MetricError("caption metrics tokenise with Stanford CoreNLP, which needs Java: install a Java "
+                          "runtime (for example apt-get install default-jre-headless)") from None
+
+
+def cider_scores(predictions: Sequence[str], records: Sequence[Record]) -> list[float]:
+    """Per-sample CIDEr-D (pycocoevalcap's ``Cider``; about 0-10, reported x100 as the task score)."""
+    if not records:
+        return []
+    from pycocoevalcap.cider.cider import Cider
+
+    references, outputs = _tokenized(predictions, records)
+    with contextlib.redirect_stdout(io.StringIO()):
+        _, per_sample = Cider().compute_score(references, outputs)
+    return [float(value) for value in per_sample]

@@ -1,0 +1,53 @@
+"""The real streams end to end on CPU: a tiny LLaVA built locally from its config, the hand-made
+fixture trees as --data-root, the same command a researcher runs on the downloaded benchmark."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mcit_bench.cli import app
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_llava_dir(tmp_path_factory):
+    """A random LLaVA of mcit-tiny's shape, saved like any Hugging Face model folder."""
+    from mcit_bench.models.tiny import build_tiny
+
+    folder = tmp_path_factory.mktemp("tiny-llava")
+    model, processor = build_tiny(seed=0)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("sequence,tasks,samples", [
+    ("coin", ["sqa", "textvqa", "imagenet", "gqa", "vizwiz", "grounding", "vqav2", "ocrvqa"],
+     {"textvqa": 2, "grounding": 3}),
+    ("ucit", ["imagenet-r", "arxivqa", "vizwiz-caption", "iconqa", "clevr-math", "flickr30k"],
+     {"vizwiz-caption": 2, "flickr30k": 1}),
+])
+def test_seqft_runs_a_real_stream_from_its_published_layout(tmp_path, tiny_llava_dir, sequence, tasks, samples):
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, [
+        "run", "--method", "seqft", "--sequence", sequence, "--data-root", str(FIXTURES / sequence),
+        "--model", str(tiny_llava_dir), "--steps-per-task", "2", "--batch-size", "2",
+        "--output", str(runs), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    run_dir = runs / sequence / "seqft" / "seed0"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["tasks"] == tasks
+    assert len(results["matrix"]) == len(tasks) + 1 and all(len(row) == len(tasks) for row in results["matrix"])
+    for task, count in samples.items():
+        assert results["task_info"][task]["test_samples"] == count
+    if sequence == "ucit":
+        assert results["task_info"]["flickr30k"]["metric"] == "cider"
+    predictions = (run_dir / "predictions" / "stage1" / tasks[1]).with_suffix(".jsonl").read_text().splitlines()
+    assert len(predictions) == samples.get(tasks[1], 1)
+    # the scorer recomputes the same matrix from the saved predictions
+    rescored = CliRunner().invoke(app, ["score", str(run_dir)])
+    assert rescored.exit_code == 0, rescored.output
+    assert json.loads((run_dir / "results.json").read_text())["matrix"] == results["matrix"]

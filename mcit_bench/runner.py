@@ -37,7 +37,7 @@ from mcit_bench.results import (
 )
 from mcit_bench.schema import SCHEMA_VERSION
 from mcit_bench.scoring.continual import summarize
-from mcit_bench.scoring.task_metrics import DEFAULT_METRIC, score_task
+from mcit_bench.scoring.task_metrics import DEFAULT_METRIC, METRICS, score_task
 
 
 def default_cache_root() -> Path:
@@ -276,6 +276,8 @@ def run_stream(
     started = time.perf_counter()
     cache_root = cache_root or default_cache_root()
     stream = load_stream(config.sequence, config.subset, config.variant)
+    for task in stream.tasks:  # a metric that cannot run fails now, not after hours of training
+        METRICS.get(task_metric(task)).preflight()
     method = build_method(config)
     paths = RunPaths(run_directory(output_root, stream, config, run_id))
     root = prepare_data_root(stream, data_root, cache_root)

@@ -18,6 +18,8 @@ from mcit_bench.data.records import Record
 from mcit_bench.errors import MetricError
 
 INSTALL_HINT = "install it with: pip install 'mcit-bench[captions]'"
+JAVA_HINT = ("caption metrics tokenise with Stanford CoreNLP, which needs Java: install a Java runtime "
+             "(for example apt-get install default-jre-headless)")
 
 
 @contextlib.contextmanager
@@ -30,6 +32,17 @@ def _silenced_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def require_caption_tools() -> None:
+    """Fail before any training when captions could not be scored at the end."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pycocoevalcap") is None:
+        raise MetricError(f"caption tasks are scored with pycocoevalcap, which is not installed; {INSTALL_HINT}")
+    if shutil.which("java") is None:
+        raise MetricError(JAVA_HINT)
 
 
 def _tokenized(predictions: Sequence[str], records: Sequence[Record]) -> tuple[dict, dict]:
@@ -45,8 +58,7 @@ def _tokenized(predictions: Sequence[str], records: Sequence[Record]) -> tuple[d
         with _silenced_stderr():  # CoreNLP reports its speed on the process's own stderr
             return tokenizer.tokenize(references), tokenizer.tokenize(outputs)
     except FileNotFoundError:
-        raise MetricError("caption metrics tokenise with Stanford CoreNLP, which needs Java: install a Java "
-                          "runtime (for example apt-get install default-jre-headless)") from None
+        raise MetricError(JAVA_HINT) from None
 
 
 def cider_scores(predictions: Sequence[str], records: Sequence[Record]) -> list[float]:

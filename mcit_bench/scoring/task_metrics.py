@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from mcit_bench.data.records import Record
 from mcit_bench.registry import Registry
 from mcit_bench.scoring.answers import box_iou, normalize_answer, parse_box, parse_option_letter
-from mcit_bench.scoring.captions import cider_scores
+from mcit_bench.scoring.captions import cider_scores, require_caption_tools
 
 IOU_THRESHOLD = 0.5
 
@@ -27,6 +27,7 @@ class TaskMetric:
     description: str
     score_all: SplitScorer  # per-sample scores of a whole split's predictions
     bounded: bool = True  # per-sample scores lie in 0-1 (CIDEr does not)
+    preflight: Callable[[], None] = lambda: None  # raises MetricError when the metric cannot run here
 
 
 def one_at_a_time(score_sample: SampleScorer) -> SplitScorer:
@@ -88,7 +89,8 @@ METRICS.add("grounding_iou50", TaskMetric(
     "grounding_iou50", f"box parsed from the output has IoU >= {IOU_THRESHOLD} with the reference",
     one_at_a_time(grounding_accuracy)))
 METRICS.add("cider", TaskMetric(
-    "cider", "CIDEr-D over the split (pycocoevalcap, PTB-tokenised), x100", cider_scores, bounded=False))
+    "cider", "CIDEr-D over the split (pycocoevalcap, PTB-tokenised), x100", cider_scores, bounded=False,
+    preflight=require_caption_tools))
 
 DEFAULT_METRIC: dict[str, str] = {
     "multiple_choice": "option_accuracy",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -85,17 +86,19 @@ def run(
             if value is not None:
                 training[key] = value
         raw["training"] = training
+        # under accelerate launch / torchrun only the first process prints
+        shown = console if os.environ.get("RANK", "0") == "0" else Console(quiet=True)
         for one_seed in seed_list:
             run_config = parse_run_config({**raw, "seed": one_seed}, str(config) if config else "command line")
-            results = run_stream(run_config, output, run_id, data_root, cache_dir, resume, overwrite, console)
-            print_results(results, console)
+            results = run_stream(run_config, output, run_id, data_root, cache_dir, resume, overwrite, shown)
+            print_results(results, shown)
             finished.append(Path(results["run"]["run_dir"]) / "results.json")
-            console.print(f"results: {finished[-1]}")
+            shown.print(f"results: {finished[-1]}")
         if len(finished) > 1:
             from mcit_bench import report
             from mcit_bench.leaderboard import aggregate, results_entries
 
-            console.print(report.rich_table(aggregate(results_entries(finished))))
+            shown.print(report.rich_table(aggregate(results_entries(finished))))
     except UserError as error:
         _fail(error)
 

@@ -15,7 +15,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,6 +38,9 @@ from mcit_bench.results import (
 from mcit_bench.schema import SCHEMA_VERSION
 from mcit_bench.scoring.continual import summarize
 from mcit_bench.scoring.task_metrics import DEFAULT_METRIC, METRICS, score_task
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 def default_cache_root() -> Path:
@@ -99,18 +102,21 @@ def config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "
     return differences
 
 
-def claim_run_directory(paths: RunPaths, config: RunConfig, resume: bool, overwrite: bool) -> dict[str, Any]:
+def claim_run_directory(paths: RunPaths, config: RunConfig, resume: bool, overwrite: bool,
+                        write: bool = True) -> dict[str, Any]:
     """Check the run directory against the config; returns the saved progress (empty for a new run).
 
     An existing directory is only ever continued (``resume``, same config) or replaced
-    (``overwrite``); anything else is refused before a single file is touched.
+    (``overwrite``); anything else is refused before a single file is touched. With ``write``
+    false it only checks (every process of a multi-process run checks; the main one writes).
     """
     wanted = config.model_dump(mode="json")
     if paths.config.exists():
         saved = json.loads(paths.config.read_text(encoding="utf-8"))
         differences = config_differences(saved, wanted)
         if overwrite:
-            shutil.rmtree(paths.root)
+            if write:
+                shutil.rmtree(paths.root)
         elif differences:
             raise ConfigError(f"run directory {paths.root} was made with a different config: "
                               f"{'; '.join(differences)}; pass --overwrite to replace it or --run-id to keep both")
@@ -124,8 +130,9 @@ def claim_run_directory(paths: RunPaths, config: RunConfig, resume: bool, overwr
         raise ConfigError(f"run directory {paths.root} holds no run to resume; drop --resume to start one")
     elif paths.root.exists() and any(paths.root.iterdir()) and not overwrite:
         raise ConfigError(f"run directory {paths.root} exists and is not a run; choose another --run-id or --output")
-    paths.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(paths.config, wanted)
+    if write:
+        paths.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(paths.config, wanted)
     return {}
 
 
@@ -228,9 +235,33 @@ def task_metric(task) -> str:
     return task.metric or DEFAULT_METRIC[task.type]
 
 
-def evaluate_row(model, collator, method, run, stream, test_sets, paths, stage, config, console
+def generate_sharded(accelerator: Accelerator, model, collator, rows, config: RunConfig, method, run
+                     ) -> tuple[list[str], list[int] | None]:
+    """Every process answers every ``world``-th row; the answers come back to all, in row order,
+    each row exactly once."""
+    world, rank = accelerator.num_processes, accelerator.process_index
+    answers, chosen = generate_answers(model, collator, rows[rank::world], config.eval.batch_size,
+                                       config.eval.max_new_tokens, method, run, run.device)
+    if world == 1:
+        return answers, chosen
+    from accelerate.utils import gather_object
+
+    shards = {shard_rank: (shard_answers, shard_chosen)
+              for shard_rank, shard_answers, shard_chosen in gather_object([(rank, answers, chosen)])}
+    ordered_answers: list[str] = [""] * len(rows)
+    ordered_chosen: list[int] = [0] * len(rows)
+    selects = False
+    for shard_rank, (shard_answers, shard_chosen) in shards.items():
+        ordered_answers[shard_rank::world] = shard_answers
+        if shard_chosen is not None:
+            selects = True
+            ordered_chosen[shard_rank::world] = shard_chosen
+    return ordered_answers, (ordered_chosen if selects else None)
+
+
+def evaluate_row(model, collator, method, run, stream, test_sets, paths, stage, config, accelerator
                  ) -> tuple[dict[str, float], dict[str, float]]:
-    """Evaluate every task after ``stage`` (0 = base model); write predictions.
+    """Evaluate every task after ``stage`` (0 = base model); the main process writes the predictions.
 
     Returns the scores and, for a method that selects tasks without labels, the share of each
     already-trained task's test samples it sent to that task (task-selection accuracy, in %).
@@ -239,9 +270,9 @@ def evaluate_row(model, collator, method, run, stream, test_sets, paths, stage, 
     selection: dict[str, float] = {}
     for position, task in enumerate(stream.tasks):
         rows = test_rows(test_sets[task.name])
-        predictions, chosen = generate_answers(model, collator, rows, config.eval.batch_size,
-                                               config.eval.max_new_tokens, method, run, run.device)
-        write_predictions(paths.predictions(stage, task.name), rows, predictions)
+        predictions, chosen = generate_sharded(accelerator, model, collator, rows, config, method, run)
+        if accelerator.is_main_process:
+            write_predictions(paths.predictions(stage, task.name), rows, predictions)
         scores[task.name], _ = score_task(task_metric(task), predictions, [row_to_record(row) for row in rows])
         if chosen is not None and 0 < stage and position < stage:
             selection[task.name] = round(100.0 * sum(c == position for c in chosen) / len(chosen), 2)
@@ -282,9 +313,15 @@ def run_stream(
     paths = RunPaths(run_directory(output_root, stream, config, run_id))
     root = prepare_data_root(stream, data_root, cache_root)
     train_sets, test_sets = load_stream_data(stream, root, cache_root)
-    progress_state = claim_run_directory(paths, config, resume, overwrite)
-
+    # several processes (accelerate launch, torchrun): each checks the directory, the main one claims it
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    progress_state = claim_run_directory(paths, config, resume, overwrite, write=False)
+    accelerator.wait_for_everyone()
+    if main:
+        claim_run_directory(paths, config, resume, overwrite)
+    accelerator.wait_for_everyone()
+    console = console if main else None
     torch.manual_seed(config.seed)
     model, processor = load_model(config.model)
     base_ids = {id(p) for p in model.parameters()}  # adapters may rename base weights, never replace them
@@ -307,12 +344,14 @@ def run_stream(
     previous_wall = float(progress_state.get("wall_seconds", 0.0))
 
     def save_progress() -> None:
+        if not main:
+            return
         atomic_write_json(paths.progress, {"rows": {str(k): v for k, v in rows.items()}, "stages": stage_log,
                                            "trained": sorted(trained),
                                            "wall_seconds": previous_wall + time.perf_counter() - started})
 
     if 0 not in rows:
-        rows[0], _ = evaluate_row(model, collator, method, run, stream, test_sets, paths, 0, config, console)
+        rows[0], _ = evaluate_row(model, collator, method, run, stream, test_sets, paths, 0, config, accelerator)
         save_progress()
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -328,9 +367,10 @@ def run_stream(
             stats = train_stage(model, method, stage, run, collator, config.training, stream.task_steps(),
                                 accelerator, progress)
             method.after_task(stage, run)
-            save_checkpoint(paths.checkpoint(stage.index), model, trained, method)
+            if main:
+                save_checkpoint(paths.checkpoint(stage.index), model, trained, method)
             scores, selection = evaluate_row(model, collator, method, run, stream, test_sets, paths, stage.index,
-                                             config, console)
+                                             config, accelerator)
             first_row = 1 + sum(len(s.tasks) for s in stages[: stage.index - 1])
             for row in range(first_row, first_row + len(stage.tasks)):
                 rows[row] = scores
@@ -347,7 +387,9 @@ def run_stream(
         return {"status": "stopped", "stages_done": len(stage_log)}
     results = build_results(config, stream, method, rows, stage_log, paths, model, base_ids,
                             previous_wall + time.perf_counter() - started, test_sets)
-    atomic_write_json(paths.results, results)
+    if main:
+        atomic_write_json(paths.results, results)
+    accelerator.wait_for_everyone()
     return results
 
 

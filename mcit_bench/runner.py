@@ -301,7 +301,7 @@ def run_stream(
     )
 
     from mcit_bench.models.collate import InstructionCollator
-    from mcit_bench.models.loading import load_model
+    from mcit_bench.models.loading import check_model, load_model
     from mcit_bench.train import stage_seed, train_stage
 
     started = time.perf_counter()
@@ -309,6 +309,7 @@ def run_stream(
     stream = load_stream(config.sequence, config.subset, config.variant)
     for task in stream.tasks:  # a metric that cannot run fails now, not after hours of training
         METRICS.get(task_metric(task)).preflight()
+    check_model(config.model)
     method = build_method(config)
     paths = RunPaths(run_directory(output_root, stream, config, run_id))
     root = prepare_data_root(stream, data_root, cache_root)

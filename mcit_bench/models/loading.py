@@ -34,9 +34,8 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def load_model(name: str) -> tuple[nn.Module, object]:
-    """(model, processor) for a registered name, a local folder or a hub id (offline-safe)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+def _loading(name: str, load):
+    """Run ``load(path)`` for a model name; any failure becomes one sentence naming the model."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
@@ -46,13 +45,27 @@ def load_model(name: str) -> tuple[nn.Module, object]:
         raise ConfigError(f"model {name!r} is neither a registered model ({', '.join(MODELS.names())}), "
                           f"a folder, nor a hub id; pass one of those to --model")
     try:
-        processor = AutoProcessor.from_pretrained(path)
-        model = AutoModelForImageTextToText.from_pretrained(path)
+        return load(path)
     except (OSError, ValueError) as error:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = ("it is not in the local Hugging Face cache and HF_HUB_OFFLINE=1" if offline
                 else "download it first (huggingface-cli download) or pass a local folder")
         raise ConfigError(f"model {name!r} cannot be loaded ({str(error).splitlines()[0]}); {hint}") from None
+
+
+def check_model(name: str) -> None:
+    """Fail fast, before anything is written: the model's config must load (a small file, no weights)."""
+    from transformers import AutoConfig
+
+    _loading(name, AutoConfig.from_pretrained)
+
+
+def load_model(name: str) -> tuple[nn.Module, object]:
+    """(model, processor) for a registered name, a local folder or a hub id (offline-safe)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor, model = _loading(name, lambda path: (AutoProcessor.from_pretrained(path),
+                                                    AutoModelForImageTextToText.from_pretrained(path)))
     if getattr(processor, "tokenizer", None) is not None and processor.tokenizer.pad_token is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
     return model, processor

@@ -105,3 +105,15 @@ def test_corrupt_image_is_named_and_nothing_is_half_written(tmp_path):
     assert "grey.png cannot be read" in result.output and "replace or remove that record" in result.output
     run_dir = tmp_path / "runs" / "fixture-files" / "seqft" / "seed0"
     assert not (run_dir / "results.json").exists() and not list(run_dir.rglob("*.tmp"))
+
+
+def test_a_model_that_cannot_be_loaded_offline_gets_one_sentence(tmp_path):
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    for model, message in ((str(tmp_path / "missing"), "is neither a registered model"),
+                           (str(empty), "cannot be loaded")):
+        result = invoke("run", "--model", model, "--subset", "ci", "--output", str(tmp_path / "runs"),
+                        "--cache-dir", str(tmp_path / "cache"))
+        assert result.exit_code == 2, result.output
+        assert message in " ".join(result.output.split())
+        assert not (tmp_path / "runs").exists()  # refused before the run directory was claimed

@@ -61,6 +61,10 @@ def run(
         = None,
     batch_size: Annotated[Optional[int], typer.Option(help="training batch size")] = None,
     lr: Annotated[Optional[float], typer.Option(help="learning rate")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (bfloat16 weights and autocast; "
+                                                          "float32 for what trains)")] = None,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="recompute activations in backward (less "
+                                                              "memory)")] = False,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of run settings (flags override it)")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="cache for generated data and arrow files")] = None,
 ) -> None:
@@ -85,6 +89,10 @@ def run(
         for key, value in (("steps_per_task", steps_per_task), ("batch_size", batch_size), ("lr", lr)):
             if value is not None:
                 training[key] = value
+        if gradient_checkpointing:
+            training["gradient_checkpointing"] = True
+        if precision is not None:
+            raw["precision"] = precision
         raw["training"] = training
         # under accelerate launch / torchrun only the first process prints
         shown = console if os.environ.get("RANK", "0") == "0" else Console(quiet=True)

@@ -26,6 +26,8 @@ class TrainingConfig(_Strict):
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    # recompute activations in the backward pass: less memory for 7B/13B models, same results
+    gradient_checkpointing: bool = False
 
 
 class EvalConfig(_Strict):
@@ -42,6 +44,9 @@ class RunConfig(_Strict):
     subset: str | None = None
     variant: str | None = None  # instruction variant of sequences that have them (None: the first)
     model: str = "mcit-tiny"
+    # bf16: frozen weights stored in bfloat16 and matrix products in bfloat16 (autocast); what a
+    # method trains stays in float32 for the optimizer
+    precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
     training: TrainingConfig = TrainingConfig()
     eval: EvalConfig = EvalConfig()

@@ -28,6 +28,7 @@ from mcit_bench.errors import ConfigError, DataError
 from mcit_bench.evaluate import generate_answers, test_rows, write_predictions
 from mcit_bench.io import atomic_write_json
 from mcit_bench.methods.base import METHODS, Method, RunContext
+from mcit_bench.models.loading import PRECISIONS, compute_precision
 from mcit_bench.results import (
     device_description,
     git_state,
@@ -240,8 +241,9 @@ def generate_sharded(accelerator: Accelerator, model, collator, rows, config: Ru
     """Every process answers every ``world``-th row; the answers come back to all, in row order,
     each row exactly once."""
     world, rank = accelerator.num_processes, accelerator.process_index
-    answers, chosen = generate_answers(model, collator, rows[rank::world], config.eval.batch_size,
-                                       config.eval.max_new_tokens, method, run, run.device)
+    with compute_precision(config.precision, run.device):
+        answers, chosen = generate_answers(model, collator, rows[rank::world], config.eval.batch_size,
+                                           config.eval.max_new_tokens, method, run, run.device)
     if world == 1:
         return answers, chosen
     from accelerate.utils import gather_object
@@ -324,7 +326,7 @@ def run_stream(
     accelerator.wait_for_everyone()
     console = console if main else None
     torch.manual_seed(config.seed)
-    model, processor = load_model(config.model)
+    model, processor = load_model(config.model, PRECISIONS[config.precision])
     base_ids = {id(p) for p in model.parameters()}  # adapters may rename base weights, never replace them
     collator = InstructionCollator(processor)
     run = RunContext(stream=stream, seed=config.seed, train_data=train_sets, device=accelerator.device,
@@ -366,7 +368,7 @@ def run_stream(
             method.before_task(stage, run)
             trained |= {name for name, p in model.named_parameters() if p.requires_grad}
             stats = train_stage(model, method, stage, run, collator, config.training, stream.task_steps(),
-                                accelerator, progress)
+                                accelerator, progress, config.precision)
             method.after_task(stage, run)
             if main:
                 save_checkpoint(paths.checkpoint(stage.index), model, trained, method)

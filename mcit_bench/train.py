@@ -14,7 +14,7 @@ from torch import nn
 from mcit_bench.config import TrainingConfig
 from mcit_bench.methods.base import Method, RunContext, Stage
 from mcit_bench.models.collate import InstructionCollator
-from mcit_bench.models.loading import projector
+from mcit_bench.models.loading import compute_precision, projector
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,7 @@ def train_stage(
     task_steps: Mapping[str, int | None],
     accelerator: Accelerator,
     progress=None,
+    precision: str = "fp32",
 ) -> StageStats:
     """Train one stage: the method's data, the method's extra losses, AdamW with warm-up and clipping."""
     data = method.train_data(stage, run)
@@ -106,6 +107,10 @@ def train_stage(
     generator = torch.Generator().manual_seed(stage_seed(run.seed, stage.index))
     groups = optimizer_groups(method, model, config)
     trainable = [p for group in groups for p in group["params"]]
+    for parameter in trainable:  # bf16 runs: what trains keeps float32 master weights
+        parameter.data = parameter.data.float()
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     n_trainable = sum(p.numel() for p in trainable)
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     for group in optimizer.param_groups:
@@ -124,9 +129,10 @@ def train_stage(
         # every process takes its share of the same global batch: results do not depend on the count
         batch = collator.train_batch(rows_of(data, indices[rank::world]))
         batch = {name: value.to(accelerator.device) for name, value in batch.items()}
-        outputs = prepared_model(**batch)
-        terms = {"nll": outputs.loss, **method.loss(batch, outputs, run)}
-        total = sum(terms.values())
+        with compute_precision(precision, accelerator.device):
+            outputs = prepared_model(**batch)
+            terms = {"nll": outputs.loss, **method.loss(batch, outputs, run)}
+            total = sum(terms.values())
         accelerator.backward(total)
         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from mcit_bench.errors import ConfigError
@@ -60,12 +61,21 @@ def check_model(name: str) -> None:
     _loading(name, AutoConfig.from_pretrained)
 
 
-def load_model(name: str) -> tuple[nn.Module, object]:
+PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def compute_precision(precision: str, device: torch.device):
+    """The context the model computes in: bf16 autocast for bf16 runs (float32 adapters meet
+    bfloat16 weights in bfloat16 products), nothing for fp32."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def load_model(name: str, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, object]:
     """(model, processor) for a registered name, a local folder or a hub id (offline-safe)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     processor, model = _loading(name, lambda path: (AutoProcessor.from_pretrained(path),
-                                                    AutoModelForImageTextToText.from_pretrained(path)))
+                                                    AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)))
     if getattr(processor, "tokenizer", None) is not None and processor.tokenizer.pad_token is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
     return model, processor

@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from mcit_bench.config import RunConfig
 from mcit_bench.errors import ConfigError
@@ -107,3 +108,19 @@ def test_joint_is_one_row_repeated_and_flagged(tmp_path, cache_root):
     assert results["run"]["upper_bound"] is True
     assert results["summary"]["bwt"] == 0.0
     assert [stage["steps"] for stage in results["stages"]] == [60]  # the same total budget as seqft
+
+
+@pytest.mark.parametrize("settings", [
+    {"training": {"gradient_checkpointing": True}},  # recomputation: the same numbers
+    {"precision": "bf16"},  # bfloat16 weights and products, float32 adapters: within one sample
+], ids=["gradient-checkpointing", "bf16"])
+def test_memory_saving_settings_keep_the_golden_matrix(tmp_path, cache_root, settings):
+    results = run_stream(RunConfig(method="seqft", sequence=SEQUENCE, seed=0, **settings), tmp_path,
+                         cache_root=cache_root)
+    golden = np.array(json.loads(GOLDEN_FILE.read_text())["matrix"])
+    np.testing.assert_allclose(np.array(results["matrix"]), golden, atol=100 / TEST_SAMPLES + 1e-9)
+    if "precision" in settings:
+        from mcit_bench.models.loading import load_model
+
+        model, _ = load_model("mcit-tiny", torch.bfloat16)
+        assert {p.dtype for p in model.parameters()} == {torch.bfloat16}

@@ -69,7 +69,7 @@ def test_hand_computed_summary_round_trips():
     (lambda d: d["stages"].pop(), "trained 2 of 3 tasks"),
     (lambda d: d["run"]["sequence"].update(content_hash="0" * 64), "is not the shipped synth-coin"),
     (lambda d: d["run"]["sequence"].update(name="my-stream"), "is not one this mcit-bench ships"),
-    (lambda d: d["matrix"][1].__setitem__(0, 101.0), "entries must lie in 0-100"),
+    (lambda d: d["matrix"][1].__setitem__(0, 101.0), "vqa_accuracy. must lie in 0-100"),
 ])
 def test_bad_submission_is_refused_and_the_leaderboard_is_untouched(tmp_path, edit, reason):
     board = tmp_path / "leaderboard.json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +70,7 @@ def test_hand_computed_summary_round_trips():
     (lambda d: d["stages"].pop(), "trained 2 of 3 tasks"),
     (lambda d: d["run"]["sequence"].update(content_hash="0" * 64), "is not the shipped synth-coin"),
     (lambda d: d["run"]["sequence"].update(name="my-stream"), "is not one this mcit-bench ships"),
-    (lambda d: d["matrix"][1].__setitem__(0, 101.0), "vqa_accuracy. must lie in 0-100"),
+    (lambda d: d["matrix"][1].__setitem__(0, 101.0), "matrix column 0 (sqa, vqa_accuracy) must lie in 0-100"),
 ])
 def test_bad_submission_is_refused_and_the_leaderboard_is_untouched(tmp_path, edit, reason):
     board = tmp_path / "leaderboard.json"
@@ -79,7 +80,7 @@ def test_bad_submission_is_refused_and_the_leaderboard_is_untouched(tmp_path, ed
     edit(doc)
     if "stages" in reason or "trained" in reason:
         doc["cost"]["trainable_params_per_stage"] = doc["cost"]["trainable_params_per_stage"][: len(doc["stages"])]
-    with pytest.raises(DataError, match=reason.replace("(", r"\(")):
+    with pytest.raises(DataError, match=re.escape(reason)):
         submit_all([write_doc(tmp_path, "bad.json", doc)], board)
     assert board.read_bytes() == before
 

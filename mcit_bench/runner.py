@@ -22,6 +22,7 @@ import torch
 from mcit_bench import __version__
 from mcit_bench.config import RunConfig
 from mcit_bench.data.formats import AnswerFile, load_split, row_to_record
+from mcit_bench.data.hub import load_hub_split
 from mcit_bench.data.stream import SyntheticSource, TaskStream, load_stream
 from mcit_bench.data.synthetic import SyntheticSpec, generate
 from mcit_bench.errors import ConfigError, DataError
@@ -157,10 +158,15 @@ def load_stream_data(stream: TaskStream, root: Path, cache_root: Path) -> tuple[
     arrow_cache = cache_root / "arrow"
     train, test = {}, {}
     for task in stream.tasks:
-        images = root / task.images
-        answer_file = AnswerFile(root / task.annotations.file, task.annotations.format) if task.annotations else None
-        train[task.name] = load_split(root / task.train, images, task.type, "train", arrow_cache)
-        test_set = load_split(root / task.test, images, task.type, "test", arrow_cache, answer_file)
+        if task.hub is not None:
+            train[task.name] = load_hub_split(task.hub, root, task.train, task.type, cache_root)
+            test_set = load_hub_split(task.hub, root, task.test, task.type, cache_root)
+        else:
+            images = root / task.images
+            answer_file = (AnswerFile(root / task.annotations.file, task.annotations.format)
+                           if task.annotations else None)
+            train[task.name] = load_split(root / task.train, images, task.type, "train", arrow_cache)
+            test_set = load_split(root / task.test, images, task.type, "test", arrow_cache, answer_file)
         if stream.test_per_task is not None and len(test_set) > stream.test_per_task:
             test_set = test_set.select(range(stream.test_per_task))
         for split, dataset in (("train", train[task.name]), ("test", test_set)):

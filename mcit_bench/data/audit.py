@@ -85,7 +85,31 @@ def audit_split(task: TaskDef, role: str, root: Path, check_images: bool) -> tup
     return report, problems
 
 
+def audit_hub_task(task: TaskDef, root: Path) -> TaskReport:
+    """A task read from a Hugging Face dataset: each split opens and has the mapped columns."""
+    from mcit_bench.data.hub import open_split
+
+    splits, problems = [], []
+    for role in ("train", "test"):
+        split = getattr(task, role)
+        report = SplitReport(role, root / task.hub.dataset, False)
+        try:
+            dataset = open_split(task.hub, root, split)
+        except DataError as error:
+            problems.append(str(error))
+        else:
+            report.present, report.records = True, len(dataset)
+            absent = sorted(set(task.hub.columns.values()) - set(dataset.column_names))
+            if absent:
+                problems.append(f"Hugging Face dataset {task.hub.dataset!r} split {split!r} has no column "
+                                f"{', '.join(repr(c) for c in absent)}; fix the task's hub.columns")
+        splits.append(report)
+    return TaskReport(task, splits, problems)
+
+
 def audit_task(task: TaskDef, root: Path, check_images: bool = True) -> TaskReport:
+    if task.hub is not None:
+        return audit_hub_task(task, root)
     splits, problems = [], []
     for role in ("train", "test"):
         split, found = audit_split(task, role, root, check_images)

@@ -39,6 +39,30 @@ class Annotations(_Strict):
     format: Literal["textvqa", "vqav2", "vizwiz", "coco_captions"]
 
 
+HUB_FIELDS = ("id", "image", "instruction", "answer", "answers", "options")
+
+
+class HubSource(_Strict):
+    """A task read from a Hugging Face dataset already in instruction form, instead of JSON files.
+
+    ``dataset`` is a folder under the data root (parquet or arrow files as the Hub lays them out,
+    or a ``save_to_disk`` folder) or a Hub name found in the local Hugging Face cache (nothing is
+    downloaded). ``columns`` maps record fields to the dataset's columns; the task's ``train`` and
+    ``test`` then name splits.
+    """
+
+    dataset: str
+    columns: dict[Literal["id", "image", "instruction", "answer", "answers", "options"], str]
+
+    @model_validator(mode="after")
+    def _enough_columns(self) -> HubSource:
+        missing = {"id", "image", "instruction"} - set(self.columns)
+        if missing or not {"answer", "answers"} & set(self.columns):
+            needed = sorted(missing) + ([] if {"answer", "answers"} & set(self.columns) else ["answer or answers"])
+            raise ValueError(f"hub columns must map {', '.join(needed)}")
+        return self
+
+
 class TaskDef(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     type: str
@@ -51,11 +75,14 @@ class TaskDef(_Strict):
     # in size per task (CoIN trains one epoch on each), so budgets may differ too.
     steps: int | None = Field(default=None, gt=0)
     annotations: Annotations | None = None
+    hub: HubSource | None = None  # read from a Hugging Face dataset; train and test are then split names
     # where each part is published ("instructions", "images", ...): shown by 'mcit-bench data check'
     published: dict[str, str] = {}
 
     def files(self) -> dict[str, str]:
-        """The files this task reads, by role, relative to the data root."""
+        """The files this task reads, by role, relative to the data root (none for a Hub dataset)."""
+        if self.hub is not None:
+            return {}
         named = {"train": self.train, "test": self.test}
         if self.annotations is not None:
             named["annotations"] = self.annotations.file
@@ -168,7 +195,8 @@ class TaskStream:
 def task_identity(task: TaskDef) -> dict:
     """What makes a task's data and scoring what they are: not where it is published, and no key a
     task without annotations lacks (so hashes recorded before those fields existed stay valid)."""
-    return task.model_dump(exclude={"published"} | ({"annotations"} if task.annotations is None else set()))
+    absent = {name for name in ("annotations", "hub") if getattr(task, name) is None}
+    return task.model_dump(exclude={"published"} | absent)
 
 
 def builtin_sequences() -> dict[str, Path]:

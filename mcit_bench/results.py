@@ -90,3 +90,6 @@ def print_results(results: dict[str, Any], console) -> None:
         labels = ["base"] + ["joint"] * len(tasks)
     console.print(matrix_table(matrix, tasks, labels, "Accuracy matrix R (rows: after training stage)"))
     console.print(summary_table(summarize(matrix)))
+    for metric, by_task in results.get("extra_scores", {}).items():  # reported beside the matrix
+        shown = ", ".join(f"{task} {values[-1]:.1f}" for task, values in by_task.items())
+        console.print(f"{metric} after the last stage: {shown}")

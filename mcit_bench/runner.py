@@ -39,6 +39,7 @@ from mcit_bench.results import (
 )
 from mcit_bench.schema import SCHEMA_VERSION
 from mcit_bench.scoring.continual import summarize
+from mcit_bench.scoring.rescore import companion_scores
 from mcit_bench.scoring.task_metrics import DEFAULT_METRIC, METRICS, score_task
 
 if TYPE_CHECKING:
@@ -397,6 +398,10 @@ def run_stream(
     results = build_results(config, stream, method, rows, stage_log, paths, model, base_ids,
                             previous_wall + time.perf_counter() - started, test_sets)
     if main:
+        extra = companion_scores(paths.root, {task.name: task.type for task in stream.tasks},
+                                 [0] + [entry["stage"] for entry in stage_log])
+        if extra:  # only runs with caption tasks carry the key
+            results["extra_scores"] = extra
         atomic_write_json(paths.results, results)
     accelerator.wait_for_everyone()
     return results

@@ -90,6 +90,9 @@ class Results(_Strict):
     summary: dict[str, float | None]
     stages: list[StageEntry] = Field(min_length=1)
     cost: Cost
+    # metrics reported beside the matrix (BLEU-4 of caption tasks): metric -> task -> value after
+    # each evaluated stage, the base model first
+    extra_scores: dict[str, dict[str, list[float]]] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> Results:

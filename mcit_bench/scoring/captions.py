@@ -1,4 +1,4 @@
-"""The caption metric the way the field computes it: pycocoevalcap's CIDEr-D.
+"""Caption metrics the way the field computes them: pycocoevalcap's CIDEr-D (the cell value) and BLEU-4.
 
 CIDEr weighs n-grams by their rarity across the references of the whole test split, so a caption's
 score depends on the split: it scores a task's predictions together, never one at a time. The
@@ -71,3 +71,15 @@ def cider_scores(predictions: Sequence[str], records: Sequence[Record]) -> list[
     with contextlib.redirect_stdout(io.StringIO()):
         _, per_sample = Cider().compute_score(references, outputs)
     return [float(value) for value in per_sample]
+
+
+def bleu4_corpus(predictions: Sequence[str], records: Sequence[Record]) -> float:
+    """Corpus BLEU-4 of a split (pycocoevalcap's ``Bleu``, the number the COCO evaluation reports), x100."""
+    if not records:
+        return 0.0
+    from pycocoevalcap.bleu.bleu import Bleu
+
+    references, outputs = _tokenized(predictions, records)
+    with contextlib.redirect_stdout(io.StringIO()):
+        corpus, _ = Bleu(4).compute_score(references, outputs, verbose=0)
+    return 100.0 * float(corpus[3])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from mcit_bench.data.records import Record
 from mcit_bench.registry import Registry
 from mcit_bench.scoring.answers import box_iou, normalize_answer, parse_box, parse_option_letter
-from mcit_bench.scoring.captions import cider_scores, require_caption_tools
+from mcit_bench.scoring.captions import bleu4_corpus, cider_scores, require_caption_tools
 
 IOU_THRESHOLD = 0.5
 
@@ -91,6 +91,10 @@ METRICS.add("grounding_iou50", TaskMetric(
 METRICS.add("cider", TaskMetric(
     "cider", "CIDEr-D over the split (pycocoevalcap, PTB-tokenised), x100", cider_scores, bounded=False,
     preflight=require_caption_tools))
+
+# Reported beside a task type's cell value, never in the matrix: split-level scores in 0-100.
+CompanionScorer = Callable[[Sequence[str], Sequence[Record]], float]
+COMPANION_METRICS: dict[str, dict[str, CompanionScorer]] = {"caption": {"bleu4": bleu4_corpus}}
 
 DEFAULT_METRIC: dict[str, str] = {
     "multiple_choice": "option_accuracy",

@@ -43,11 +43,17 @@ def test_seqft_runs_a_real_stream_from_its_published_layout(tmp_path, tiny_llava
     assert len(results["matrix"]) == len(tasks) + 1 and all(len(row) == len(tasks) for row in results["matrix"])
     for task, count in samples.items():
         assert results["task_info"][task]["test_samples"] == count
-    if sequence == "ucit":
+    if sequence == "ucit":  # CIDEr in the matrix, BLEU-4 beside it after every stage
         assert results["task_info"]["flickr30k"]["metric"] == "cider"
+        assert set(results["extra_scores"]["bleu4"]) == {"vizwiz-caption", "flickr30k"}
+        assert len(results["extra_scores"]["bleu4"]["flickr30k"]) == len(tasks) + 1
+    else:
+        assert "extra_scores" not in results
     predictions = (run_dir / "predictions" / "stage1" / tasks[1]).with_suffix(".jsonl").read_text().splitlines()
     assert len(predictions) == samples.get(tasks[1], 1)
     # the scorer recomputes the same matrix from the saved predictions
     rescored = CliRunner().invoke(app, ["score", str(run_dir)])
     assert rescored.exit_code == 0, rescored.output
-    assert json.loads((run_dir / "results.json").read_text())["matrix"] == results["matrix"]
+    rescored_results = json.loads((run_dir / "results.json").read_text())
+    assert rescored_results["matrix"] == results["matrix"]
+    assert rescored_results.get("extra_scores") == results.get("extra_scores")

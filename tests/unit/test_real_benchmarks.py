@@ -179,3 +179,14 @@ def test_ucit_captions_come_from_the_coco_caption_file(tmp_path):
     records = [row_to_record(row) for row in test_sets["vizwiz-caption"]]
     _, per_sample = score_task("cider", ["", "A blurry photo of a ceiling light."], records)
     assert per_sample[0] == 0.0 and per_sample[1] > 0.0
+
+
+def test_bleu4_beside_cider_is_the_corpus_score():
+    from mcit_bench.data.records import Record
+    from mcit_bench.scoring.captions import bleu4_corpus
+
+    records = [Record("1", "", "", ("two brown dogs run fast",), "caption"),
+               Record("2", "", "", ("a red bus on the road",), "caption")]
+    # every n-gram of every output is in its reference and the lengths match: BLEU-4 = 1 (x100)
+    assert bleu4_corpus(["two brown dogs run fast", "a red bus on the road"], records) == pytest.approx(100.0)
+    assert bleu4_corpus(["cats", "green"], records) == pytest.approx(0.0, abs=1e-3)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mcit_bench.errors import ConfigError
+from mcit_bench.errors import ConfigError, first_problem
 
 
 class _Strict(BaseModel):
@@ -57,9 +57,8 @@ def parse_run_config(raw: dict[str, Any], source: str) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise ConfigError(f"{source} field {field}: {first['msg']}") from None
+        field, message = first_problem(error)
+        raise ConfigError(f"{source} field {field}: {message}") from None
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

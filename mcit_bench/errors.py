@@ -15,3 +15,10 @@ class ConfigError(UserError):
 
 class MetricError(UserError):
     """A metric cannot run here: an optional package or tool it needs is missing."""
+
+
+def first_problem(error) -> tuple[str, str]:
+    """(dotted field path, message) of a pydantic ``ValidationError``'s first problem: the one
+    sentence every bad-input error reports."""
+    first = error.errors()[0]
+    return ".".join(str(part) for part in first["loc"]) or "(top level)", first["msg"]

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcit_bench.data.stream import load_stream
-from mcit_bench.errors import ConfigError, DataError
+from mcit_bench.errors import ConfigError, DataError, first_problem
 from mcit_bench.io import atomic_write_json
 from mcit_bench.schema import Results, load_results
 from mcit_bench.scoring.continual import CONTINUAL_METRICS
@@ -111,9 +111,8 @@ def read_leaderboard(path: Path) -> Leaderboard:
     try:
         return Leaderboard.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise DataError(f"leaderboard {path}: field {where} is invalid ({first['msg']}); "
+        field, message = first_problem(error)
+        raise DataError(f"leaderboard {path}: field {field} is invalid ({message}); "
                         f"restore it from version control") from None
 
 

@@ -25,7 +25,7 @@ from mcit_bench.data.formats import AnswerFile, load_split, row_to_record
 from mcit_bench.data.hub import load_hub_split
 from mcit_bench.data.stream import SyntheticSource, TaskStream, load_stream
 from mcit_bench.data.synthetic import SyntheticSpec, generate
-from mcit_bench.errors import ConfigError, DataError
+from mcit_bench.errors import ConfigError, DataError, first_problem
 from mcit_bench.evaluate import generate_answers, test_rows, write_predictions
 from mcit_bench.io import atomic_write_json
 from mcit_bench.methods.base import METHODS, Method, RunContext
@@ -87,9 +87,8 @@ def build_method(config: RunConfig) -> Method:
     try:
         options = method_cls.Options.model_validate(config.method_options)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"method {config.method!r} option {field}: {first['msg']}") from None
+        field, message = first_problem(error)
+        raise ConfigError(f"method {config.method!r} option {field}: {message}") from None
     return method_cls(options)
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mcit_bench.errors import DataError
+from mcit_bench.errors import DataError, first_problem
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, summarize
 from mcit_bench.scoring.task_metrics import METRICS
 
@@ -131,10 +131,6 @@ class Results(_Strict):
         return wrong
 
 
-def _field_path(location: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in location) or "(top level)"
-
-
 def parse_results(data: Any, source: str) -> Results:
     """Validate a decoded results document; one sentence naming the file and the first bad field."""
     if not isinstance(data, dict):
@@ -149,8 +145,8 @@ def parse_results(data: Any, source: str) -> Results:
     try:
         return Results.model_validate(data)
     except ValidationError as error:
-        first = error.errors()[0]
-        raise DataError(f"{source}: field {_field_path(first['loc'])} is invalid ({first['msg']}); "
+        field, message = first_problem(error)
+        raise DataError(f"{source}: field {field} is invalid ({message}); "
                         f"the file was not written by a finished mcit-bench run or was edited") from None
 
 

@@ -42,8 +42,8 @@ class TaskReport:
 def image_problem(path: str) -> str | None:
     """Why an image cannot be used (None: it opens). Reads the header only: fast on large folders."""
     try:
-        with Image.open(path) as image:
-            image.size  # noqa: B018 - the header is parsed lazily; touching the size forces it
+        with Image.open(path):  # parses the header (size, mode) without decoding the pixels
+            pass
     except FileNotFoundError:
         return "missing"
     except Image.DecompressionBombError as error:

@@ -15,14 +15,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mcit_bench.data.records import TASK_TYPES
 from mcit_bench.data.synthetic import GENERATOR_VERSION
-from mcit_bench.errors import ConfigError
+from mcit_bench.errors import ConfigError, first_problem
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-ANNOTATION_FORMATS = ("textvqa", "vqav2", "vizwiz", "coco_captions")
 VARIANT_PLACEHOLDER = "{variant}"
 
 
@@ -37,9 +36,6 @@ class Annotations(_Strict):
 
     file: str
     format: Literal["textvqa", "vqav2", "vizwiz", "coco_captions"]
-
-
-HUB_FIELDS = ("id", "image", "instruction", "answer", "answers", "options")
 
 
 class HubSource(_Strict):
@@ -230,9 +226,8 @@ def read_sequence(path: Path) -> SequenceDef:
     try:
         return SequenceDef.model_validate(raw)
     except ValidationError as error:
-        first = error.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise ConfigError(f"sequence file {path} field {field}: {first['msg']}") from None
+        field, message = first_problem(error)
+        raise ConfigError(f"sequence file {path} field {field}: {message}") from None
 
 
 def resolve_variant(definition: SequenceDef, variant: str | None) -> tuple[str | None, list[TaskDef]]:

@@ -50,6 +50,8 @@ class DMoLEOptions(MethodOptions):
     router_samples: int = Field(default=512, gt=0)
     router_epochs: int = Field(default=20, gt=0)
     threshold_quantile: float = Field(default=0.95, gt=0.0, le=1.0)
+    # in training, a sample the routers give to a past task also runs that task's (frozen) experts
+    past_experts: bool = True
 
 
 def linear_names(model: nn.Module, root: nn.Module) -> list[str]:
@@ -153,7 +155,7 @@ class DMoLE(Method):
             index = layer.owners.index(task)
             layer.lora_A[index].requires_grad_(True)
             layer.lora_B[index].requires_grad_(True)
-        self.routing.training_task, self.routing.task_ids = task, None
+        self.routing.training_task, self.routing.task_ids, self.routing.past_ids = task, None, None
 
     def grow(self, task: int, seed: int) -> None:
         generator = torch.Generator().manual_seed(seed * 1000 + task)
@@ -199,17 +201,26 @@ class DMoLE(Method):
         self.routers.append(router)
         self.thresholds.append(threshold)
 
-    def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> torch.Tensor | None:
-        if not self.routers:
-            return None
+    def choose(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Per sample, the task whose router reconstructs it best under its threshold (NO_TASK: none)."""
         embeddings = self.embeddings(batch)
         with torch.no_grad():
             errors = torch.stack([router.errors(embeddings) for router in self.routers], dim=1)
         thresholds = torch.tensor(self.thresholds, device=errors.device)
         errors = errors.masked_fill(errors > thresholds, float("inf"))
         best = errors.argmin(dim=1)
-        chosen = torch.where(torch.isinf(errors.min(dim=1).values), torch.full_like(best, NO_TASK), best)
-        self.routing.task_ids = chosen
+        return torch.where(torch.isinf(errors.min(dim=1).values), torch.full_like(best, NO_TASK), best)
+
+    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
+        # the paper's training-time routing: a past task the routers pick adds its experts, frozen
+        if self.options.past_experts and self.routers:
+            self.routing.past_ids = self.choose(batch)
+
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> torch.Tensor | None:
+        if not self.routers:
+            return None
+        chosen = self.choose(batch)
+        self.routing.task_ids, self.routing.past_ids = chosen, None
         return chosen
 
     # ------------------------------------------------------------------ state

@@ -129,6 +129,7 @@ def train_stage(
         # every process takes its share of the same global batch: results do not depend on the count
         batch = collator.train_batch(rows_of(data, indices[rank::world]))
         batch = {name: value.to(accelerator.device) for name, value in batch.items()}
+        method.before_step(batch, run)
         with compute_precision(precision, accelerator.device):
             outputs = prepared_model(**batch)
             terms = {"nll": outputs.loss, **method.loss(batch, outputs, run)}

@@ -33,6 +33,8 @@ class Routing:
         self.training_task = 0  # the task being trained: every training sample routes to it
         self.task_ids: torch.Tensor | None = None  # set per evaluation batch by the method's selector
         self.enabled = True  # False: adapters add nothing (the frozen base model, e.g. for embeddings)
+        # D-MoLE in training: per sample a past task whose experts join the training task's (-1: none)
+        self.past_ids: torch.Tensor | None = None
 
     def ids(self, batch_size: int, device: torch.device) -> torch.Tensor:
         if self.task_ids is None:
@@ -195,7 +197,10 @@ class TaskExperts(nn.Module):
             return x.new_zeros(*x.shape[:-1], self.d_out)
         ids = self.routing.ids(x.shape[0], x.device)
         owners = torch.tensor(self.owners, device=x.device)
-        active = (ids.unsqueeze(1) == owners.unsqueeze(0)).to(x.dtype)  # [b, experts]
+        active = ids.unsqueeze(1) == owners.unsqueeze(0)  # [b, experts]
+        if self.routing.past_ids is not None:  # a past task the router picked for this training sample
+            active |= self.routing.past_ids.to(x.device).unsqueeze(1) == owners.unsqueeze(0)
+        active = active.to(x.dtype)
         down = torch.cat(list(self.lora_A), dim=0)  # [experts * r, d_in]
         up = torch.cat(list(self.lora_B), dim=1)  # [d_out, experts * r]
         low = (x @ down.T).unflatten(-1, (len(self.owners), self.rank))

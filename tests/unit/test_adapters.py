@@ -85,6 +85,25 @@ def test_task_experts_sum_only_the_experts_of_the_sample_task():
     assert out[2].abs().max() == 0  # routed to no task: the base model
 
 
+def test_task_experts_in_training_add_the_past_task_the_router_picked():
+    routing = Routing()
+    layer = TaskExperts(d_in=6, d_out=5, rank=2, alpha=2.0, routing=routing)
+    generator = torch.Generator().manual_seed(0)
+    for task in (0, 1, 2):
+        layer.add_expert(task, generator, torch.device("cpu"))
+    randomise(layer, 7)
+    x = torch.randn(3, 4, 6, generator=torch.Generator().manual_seed(8))
+    routing.training_task, routing.past_ids = 2, torch.tensor([0, -1, 1])  # D-MoLE's training-time routing
+    out = layer(x)
+
+    def expert(e, xs):
+        return xs @ layer.lora_A[e].T @ layer.lora_B[e].T
+
+    torch.testing.assert_close(out[0], expert(2, x[0]) + expert(0, x[0]))
+    torch.testing.assert_close(out[1], expert(2, x[1]))  # no past task passed its threshold
+    torch.testing.assert_close(out[2], expert(2, x[2]) + expert(1, x[2]))
+
+
 def test_attach_adapters_keeps_names_and_adds_the_output():
     model = nn.Sequential(nn.Linear(4, 3), nn.Tanh())
     before = model(torch.ones(1, 4))

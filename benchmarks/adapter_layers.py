@@ -11,7 +11,7 @@ and included, as in a real layer. Prints milliseconds per batch and the ratios:
 - BranchLoRA / MoELoRA (the paper: 51 / 62 ms = 0.82 on a GPU);
 - naive per-expert loop / batched MoELoRA (aim >= 2x).
 
-    python benchmarks/adapter_layers.py [--repeats 30]
+    python benchmarks/adapter_layers.py [--rounds 10]
 """
 
 from __future__ import annotations
@@ -73,22 +73,31 @@ def nonzero(model: nn.Module) -> nn.Module:
     return model
 
 
-def time_model(model: nn.Module, x: torch.Tensor, repeats: int) -> float:
-    model.train()
-    timings = []
-    for i in range(repeats + 3):
-        started = time.perf_counter()
-        model(x).square().mean().backward()
-        elapsed = time.perf_counter() - started
-        model.zero_grad(set_to_none=True)
-        if i >= 3:  # warm-up
-            timings.append(elapsed)
-    return 1000 * statistics.median(timings)
+def step_ms(model: nn.Module, x: torch.Tensor) -> float:
+    """One forward + backward pass, in milliseconds."""
+    started = time.perf_counter()
+    model(x).square().mean().backward()
+    elapsed = time.perf_counter() - started
+    model.zero_grad(set_to_none=True)
+    return 1000 * elapsed
+
+
+def side_by_side(models: dict[str, nn.Module], x: torch.Tensor, rounds: int, per_round: int = 3) -> dict[str, float]:
+    """Median ms per model, timed in alternating rounds so that drift of the machine hits all alike."""
+    for model in models.values():
+        model.train()
+        for _ in range(3):  # warm-up
+            step_ms(model, x)
+    timings: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            timings[name] += [step_ms(model, x) for _ in range(per_round)]
+    return {name: statistics.median(values) for name, values in timings.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=10, help="alternating rounds of 3 passes per layer")
     args = parser.parse_args()
     torch.manual_seed(0)
     x = torch.randn(BATCH, TOKENS, D)
@@ -101,22 +110,34 @@ def main() -> None:
         layer.add_router(torch.Generator().manual_seed(0))
         return layer
 
-    moe_model = nonzero(with_base(lambda: MoELoRA(D, D, EXPERTS, RANK, 2.0 * RANK)))
+    def moelora() -> MoELoRA:
+        return MoELoRA(D, D, EXPERTS, RANK, 2.0 * RANK)
+
+    moe_model = nonzero(with_base(moelora))
     # the same weights computed expert by expert, on a base layer of its own
     naive_model = nn.Sequential(nn.Linear(D, D))
     naive_model[0].load_state_dict({"weight": moe_model[0].weight, "bias": moe_model[0].bias})
     naive_model[0].requires_grad_(False)
     naive = NaiveMoELoRA(moe_model[0].adapter)
     naive_model[0].register_forward_hook(lambda m, i, o: o + naive(i[0]))
-    models = {"peft LoRA": nonzero(peft_lora()), "MoELoRA": moe_model, "BranchLoRA": nonzero(with_base(branch))}
-    ms = {name: time_model(model, x, args.repeats) for name, model in models.items()}
-    ms["MoELoRA, per-expert loop"] = time_model(naive_model, x, args.repeats)
+    models = {
+        "peft LoRA": nonzero(peft_lora()),
+        "MoELoRA": moe_model,
+        "BranchLoRA": nonzero(with_base(branch)),
+        "MoELoRA, per-expert loop": naive_model,
+        # the adapters alone: what the mixture itself costs, without the frozen base matmul both share
+        "MoELoRA adapter only": nonzero(moelora()),
+        "BranchLoRA adapter only": nonzero(branch()),
+    }
+    ms = side_by_side(models, x, args.rounds)
     print(f"shape: {BATCH} x {TOKENS} tokens, d_in = d_out = {D}, {EXPERTS} experts/branches, total rank {RANK}; "
-          f"forward + backward, median of {args.repeats}, {torch.get_num_threads()} threads")
+          f"forward + backward, median of {3 * args.rounds} passes in {args.rounds} alternating rounds, "
+          f"{torch.get_num_threads()} threads")
     for name, value in ms.items():
         print(f"  {name:28s} {value:8.2f} ms")
     print(f"MoELoRA / peft LoRA:          {ms['MoELoRA'] / ms['peft LoRA']:.2f}")
     print(f"BranchLoRA / MoELoRA:         {ms['BranchLoRA'] / ms['MoELoRA']:.2f}  (paper 51/62 = 0.82)")
+    print(f"  adapters alone:             {ms['BranchLoRA adapter only'] / ms['MoELoRA adapter only']:.2f}")
     print(f"per-expert loop / batched:    {ms['MoELoRA, per-expert loop'] / ms['MoELoRA']:.2f}x")
 
 

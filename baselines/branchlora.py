@@ -27,7 +27,7 @@ from mcit_bench.adapters.experts import BranchLoRA, Routing, attach_adapters
 from mcit_bench.adapters.lora import freeze_all, language_linear_names, unfreeze_projector
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
 from mcit_bench.methods.selector import KeySelector, sample_queries
-from mcit_bench.models.loading import vision_tower
+from mcit_bench.models.loading import image_feature_dim
 
 
 class BranchLoRAOptions(MethodOptions):
@@ -70,7 +70,7 @@ class BranchLoRAMethod(Method):
             lambda name, linear: BranchLoRA(linear.in_features, linear.out_features, o.branches, o.rank, o.alpha,
                                             o.top_k, self.routing))
         self.frozen = {name: [] for name in self.layers}
-        self.selector = KeySelector(vision_tower(model).config.hidden_size, model.get_input_embeddings().embedding_dim)
+        self.selector = KeySelector(image_feature_dim(model), model.get_input_embeddings().embedding_dim)
         model.add_module("task_selector", self.selector)
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(name.endswith("lora_A") or ".branches." in name)

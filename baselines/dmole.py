@@ -33,7 +33,7 @@ from mcit_bench.adapters.lora import freeze_all
 from mcit_bench.errors import ConfigError
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
 from mcit_bench.methods.selector import instruction_mask
-from mcit_bench.models.loading import language_model, vision_tower
+from mcit_bench.models.loading import image_row_samples, language_model, pooled_image_features, vision_tower
 from mcit_bench.train import rows_of
 
 NO_TASK = -1  # routed to no task: the base model answers
@@ -169,9 +169,7 @@ class DMoLE(Method):
         """Max-pooled vision features and instruction embeddings, experts off, L2-normalised."""
         self.routing.enabled = False
         try:
-            vision = vision_tower(self.model)
-            pixels = batch["pixel_values"].to(next(vision.parameters()).dtype)
-            image = vision(pixel_values=pixels).last_hidden_state.amax(1)
+            _, image = pooled_image_features(self.model, batch)
             instruction = instruction_mask(self.model, batch)
             text = self.model.get_input_embeddings()(batch["input_ids"])
             text = text.masked_fill(~instruction.unsqueeze(-1), float("-inf")).amax(1)
@@ -215,12 +213,14 @@ class DMoLE(Method):
         # the paper's training-time routing: a past task the routers pick adds its experts, frozen
         if self.options.past_experts and self.routers:
             self.routing.past_ids = self.choose(batch)
+            self.routing.row_samples = image_row_samples(self.model, batch)
 
     def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> torch.Tensor | None:
         if not self.routers:
             return None
         chosen = self.choose(batch)
         self.routing.task_ids, self.routing.past_ids = chosen, None
+        self.routing.row_samples = image_row_samples(self.model, batch)
         return chosen
 
     # ------------------------------------------------------------------ state

@@ -4,7 +4,7 @@ Each task adds a copy of the base vision-language projector; only that copy and 
 train, everything else (vision tower, language model, older projectors) stays frozen. At
 evaluation each sample picks the projector of the task whose image and instruction keys match it
 best (mcit_bench.methods.selector), without its label; before any task the base projector serves.
-The projectors of one batch are applied together from stacked weights, per sample.
+The projectors of one batch are applied together (vmap over stacked weights), per sample.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from mcit_bench.adapters.lora import freeze_all
 from mcit_bench.errors import ConfigError
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
 from mcit_bench.methods.selector import KeySelector, sample_queries
-from mcit_bench.models.loading import projector, vision_tower
+from mcit_bench.models.loading import image_feature_dim, image_row_samples, projector
 
 
 class ExpansionOptions(MethodOptions):
@@ -31,12 +31,15 @@ class ExpansionOptions(MethodOptions):
 
 
 class ProjectorBank(nn.Module):
-    """The base projector plus one trainable copy per task; each sample goes through its task's copy."""
+    """The base projector plus one trainable copy per task; each sample goes through its task's copy.
+
+    In training every sample belongs to the task being trained, so only its copy runs. At evaluation
+    the copies run together (vmap over their stacked weights) and each sample, or each image row of
+    a vision encoder that flattens its images (Qwen2-VL), takes its own task's output.
+    """
 
     def __init__(self, base: nn.Module, routing: Routing) -> None:
         super().__init__()
-        if not all(hasattr(base, part) for part in ("linear_1", "act", "linear_2")):
-            raise ConfigError(f"expansion needs a LLaVA-style two-layer projector; {type(base).__name__} is not one")
         self.base = base
         self.tasks = nn.ModuleList()
         self.routing = routing
@@ -47,13 +50,13 @@ class ProjectorBank(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if not len(self.tasks):
             return self.base(features)
-        ids = self.routing.ids(features.shape[0], features.device)
-        w1 = torch.stack([p.linear_1.weight for p in self.tasks])[ids]
-        b1 = torch.stack([p.linear_1.bias for p in self.tasks])[ids]
-        w2 = torch.stack([p.linear_2.weight for p in self.tasks])[ids]
-        b2 = torch.stack([p.linear_2.bias for p in self.tasks])[ids]
-        hidden = self.base.act(torch.einsum("bnd,bhd->bnh", features, w1) + b1.unsqueeze(1))
-        return torch.einsum("bnh,boh->bno", hidden, w2) + b2.unsqueeze(1)
+        if self.routing.task_ids is None:
+            return self.tasks[self.routing.training_task](features)
+        names = [name for name, _ in self.base.named_parameters()]
+        stacked = {name: torch.stack([dict(task.named_parameters())[name] for task in self.tasks]) for name in names}
+        outputs = torch.func.vmap(lambda params: torch.func.functional_call(self.base, params, (features,)))(stacked)
+        ids = self.routing.ids(outputs.shape[1], features.device)
+        return outputs[ids, torch.arange(len(ids), device=features.device)]
 
 
 def replace_projector(model: nn.Module, bank: nn.Module) -> None:
@@ -79,11 +82,11 @@ class Expansion(Method):
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         freeze_all(model)
-        if isinstance(model.config.vision_feature_layer, list):
+        if isinstance(getattr(model.config, "vision_feature_layer", -1), list):
             raise ConfigError("expansion supports a single vision feature layer")
         self.bank = ProjectorBank(projector(model), self.routing)
         replace_projector(model, self.bank)
-        self.selector = KeySelector(vision_tower(model).config.hidden_size, model.get_input_embeddings().embedding_dim)
+        self.selector = KeySelector(image_feature_dim(model), model.get_input_embeddings().embedding_dim)
         model.add_module("task_selector", self.selector)
         self.model = model
         return model
@@ -113,6 +116,7 @@ class Expansion(Method):
         if self.selector.n_tasks == 0:
             return None
         self.routing.task_ids = self.selector.select(sample_queries(self.model, batch))
+        self.routing.row_samples = image_row_samples(self.model, batch)
         return self.routing.task_ids
 
     def state_dict(self) -> dict[str, Any]:

@@ -35,15 +35,24 @@ class Routing:
         self.enabled = True  # False: adapters add nothing (the frozen base model, e.g. for embeddings)
         # D-MoLE in training: per sample a past task whose experts join the training task's (-1: none)
         self.past_ids: torch.Tensor | None = None
+        # vision encoders that flatten every image's patches into one axis (Qwen2-VL): for each such
+        # row count, the sample each row belongs to
+        self.row_samples: dict[int, torch.Tensor] = {}
 
-    def ids(self, batch_size: int, device: torch.device) -> torch.Tensor:
-        if self.task_ids is None:
-            return torch.full((batch_size,), self.training_task, dtype=torch.long, device=device)
-        if self.task_ids.shape[0] != batch_size:
+    def per_row(self, per_sample: torch.Tensor, rows: int, device: torch.device) -> torch.Tensor:
+        """``per_sample`` values spread over a layer input whose first axis has ``rows`` entries."""
+        if rows in self.row_samples:
+            return per_sample.to(device)[self.row_samples[rows].to(device)]
+        if per_sample.shape[0] != rows:
             # a silent fallback would route a whole batch to the training task and hide the bug
-            raise RuntimeError(f"routing holds {self.task_ids.shape[0]} task ids but an adapter layer sees a "
-                               f"batch of {batch_size}; the layer's first axis is not the sample axis")
-        return self.task_ids.to(device)
+            raise RuntimeError(f"routing holds {per_sample.shape[0]} task ids but an adapter layer sees a "
+                               f"first axis of {rows}; it is neither the sample axis nor a known patch axis")
+        return per_sample.to(device)
+
+    def ids(self, rows: int, device: torch.device) -> torch.Tensor:
+        if self.task_ids is None:
+            return torch.full((rows,), self.training_task, dtype=torch.long, device=device)
+        return self.per_row(self.task_ids, rows, device)
 
 
 def _add_adapter_output(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
@@ -199,7 +208,8 @@ class TaskExperts(nn.Module):
         owners = torch.tensor(self.owners, device=x.device)
         active = ids.unsqueeze(1) == owners.unsqueeze(0)  # [b, experts]
         if self.routing.past_ids is not None:  # a past task the router picked for this training sample
-            active |= self.routing.past_ids.to(x.device).unsqueeze(1) == owners.unsqueeze(0)
+            past = self.routing.per_row(self.routing.past_ids, x.shape[0], x.device)
+            active |= past.unsqueeze(1) == owners.unsqueeze(0)
         active = active.to(x.dtype)
         down = torch.cat(list(self.lora_A), dim=0)  # [experts * r, d_in]
         up = torch.cat(list(self.lora_B), dim=1)  # [d_out, experts * r]

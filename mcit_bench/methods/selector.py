@@ -1,10 +1,10 @@
 """Task selection without labels: per-task image and instruction keys (expansion, BranchLoRA).
 
 Each sample gives two queries from frozen parts of the model: the vision tower's class-token
-feature of its image and the mean input embedding of its instruction tokens. Each trained task owns
-an image key and a text key, pulled towards its samples' queries by a (1 - cos) loss while the task
-trains. At evaluation a sample goes to the task whose keys are the most similar (summed cosine),
-one choice per sample, so a batch of mixed tasks stays one batch.
+feature of its image (the mean patch feature for towers without one) and the mean input embedding
+of its instruction tokens. Each trained task owns an image key and a text key, pulled towards its
+samples' queries by a (1 - cos) loss while the task trains. At evaluation a sample goes to the task
+whose keys are the most similar (summed cosine), one choice per sample, so a batch of mixed tasks stays one batch.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mcit_bench.models.collate import IGNORE_INDEX
-from mcit_bench.models.loading import vision_tower
+from mcit_bench.models.loading import pooled_image_features
 
 
 def instruction_mask(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -28,9 +28,7 @@ def instruction_mask(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.
 @torch.no_grad()
 def sample_queries(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """(image query, instruction query) per sample, from the frozen vision tower and input embeddings."""
-    vision = vision_tower(model)
-    pixels = batch["pixel_values"].to(next(vision.parameters()).dtype)
-    image_query = vision(pixel_values=pixels).last_hidden_state[:, 0]
+    image_query, _ = pooled_image_features(model, batch)
     embeddings = model.get_input_embeddings()(batch["input_ids"])
     weights = instruction_mask(model, batch).unsqueeze(-1).to(embeddings.dtype)
     text_query = (embeddings * weights).sum(1) / weights.sum(1).clamp_min(1.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -14,7 +14,17 @@ from PIL import Image
 from mcit_bench.errors import DataError
 
 IGNORE_INDEX = -100
-Encoded = tuple[list[int], dict[str, torch.Tensor]]  # prompt ids, image tensors of one sample
+# processor outputs with one value per prompt token (Qwen2-VL marks its image tokens for M-RoPE):
+# padded and extended over the answer like the input ids, text tokens being 0
+TOKEN_ALIGNED = ("mm_token_type_ids", "token_type_ids")
+
+
+class Encoded(NamedTuple):
+    """One sample's prompt as the backend's processor encodes it."""
+
+    ids: list[int]
+    token_types: dict[str, list[int]]  # the TOKEN_ALIGNED outputs
+    images: dict[str, torch.Tensor]  # pixel values and whatever else the processor gives per image
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -49,6 +59,18 @@ def expand_to_square(image: Image.Image, fill: tuple[int, int, int]) -> Image.Im
     square = Image.new("RGB", (side, side), fill)
     square.paste(image, ((side - width) // 2, (side - height) // 2))
     return square
+
+
+def split_output(out: Any, index: int, per_image_rows: bool) -> Encoded:
+    """Sample ``index`` of a processor's output. With ``per_image_rows`` every image tensor has one row
+    per sample (LLaVA); otherwise the output holds this one sample (patches flattened, as in Qwen2-VL)."""
+    images = {}
+    for name, value in out.items():
+        if name in ("input_ids", "attention_mask") or name in TOKEN_ALIGNED:
+            continue
+        images[name] = torch.as_tensor(np.asarray(value[index]))[None] if per_image_rows else torch.as_tensor(value)
+    return Encoded([int(t) for t in out["input_ids"][index]],
+                   {name: [int(t) for t in out[name][index]] for name in TOKEN_ALIGNED if name in out}, images)
 
 
 class InstructionCollator:
@@ -108,20 +130,14 @@ class InstructionCollator:
                   for image, _ in samples]
         prompts = [self.prompt(instruction) for _, instruction in samples]
         out = self.processor(text=prompts, images=images)
-        extra = {name: value for name, value in out.items() if name not in ("input_ids", "attention_mask")}
-        if all(len(value) == len(samples) for value in extra.values()):
-            return [(list(out["input_ids"][i]),
-                     {name: torch.as_tensor(np.asarray(value[i]))[None] for name, value in extra.items()})
-                    for i in range(len(samples))]
-        encoded = []
-        for prompt, image in zip(prompts, images):
-            single = self.processor(text=[prompt], images=[image], return_tensors="pt")
-            encoded.append((single["input_ids"][0].tolist(),
-                            {k: v for k, v in single.items() if k not in ("input_ids", "attention_mask")}))
-        return encoded
+        if all(len(value) == len(samples) for name, value in out.items() if name not in TOKEN_ALIGNED):
+            return [split_output(out, i, per_image_rows=True) for i in range(len(samples))]
+        singles = (self.processor(text=[prompt], images=[image], return_tensors="pt")
+                   for prompt, image in zip(prompts, images))
+        return [split_output(single, 0, per_image_rows=False) for single in singles]
 
-    def _encode_rows(self, rows: Sequence[dict[str, Any]]) -> tuple[list[list[int]], dict[str, torch.Tensor]]:
-        """Prompt token ids (placeholder expanded the backend's way) and stacked image tensors."""
+    def _encode_rows(self, rows: Sequence[dict[str, Any]]) -> list[Encoded]:
+        """Each row's prompt, placeholder expanded the backend's way."""
         keys = [(row["image"], row["instruction"]) if isinstance(row["image"], str) else None for row in rows]
         found: dict[int, Encoded] = {}
         for index, key in enumerate(keys):
@@ -137,36 +153,47 @@ class InstructionCollator:
                     self._encoded[keys[index]] = item
             while len(self._encoded) > self._cache_size:
                 self._encoded.popitem(last=False)
-        encoded = [found[index] for index in range(len(rows))]
+        return [found[index] for index in range(len(rows))]
+
+    @staticmethod
+    def image_inputs(encoded: list[Encoded]) -> dict[str, torch.Tensor]:
         # every backend's image tensors concatenate along the first axis (images, or patches)
-        tensors = {name: torch.cat([item[1][name] for item in encoded]) for name in encoded[0][1]}
-        return [item[0] for item in encoded], tensors
+        return {name: torch.cat([item.images[name] for item in encoded]) for name in encoded[0].images}
 
     def train_batch(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Right-padded inputs with labels: -100 everywhere but the answer and its end marker."""
-        prompt_ids, image_inputs = self._encode_rows(rows)
-        sequences, labels = [], []
-        for row, ids in zip(rows, prompt_ids):
+        encoded = self._encode_rows(rows)
+        sequences, labels, token_types = [], [], []
+        for row, item in zip(rows, encoded):
             answer_ids = self.answer_ids(row["instruction"], row["target"])
-            sequences.append((ids + answer_ids)[: self.max_length])
-            labels.append(([IGNORE_INDEX] * len(ids) + answer_ids)[: self.max_length])
+            sequences.append((item.ids + answer_ids)[: self.max_length])
+            labels.append(([IGNORE_INDEX] * len(item.ids) + answer_ids)[: self.max_length])
+            token_types.append({name: (values + [0] * len(answer_ids))[: self.max_length]
+                                for name, values in item.token_types.items()})
         width = max(len(seq) for seq in sequences)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         label_ids = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
+        types = {name: torch.zeros((len(rows), width), dtype=torch.long) for name in encoded[0].token_types}
         for i, (seq, lab) in enumerate(zip(sequences, labels)):
             input_ids[i, : len(seq)] = torch.tensor(seq)
             label_ids[i, : len(lab)] = torch.tensor(lab)
             attention[i, : len(seq)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids, **image_inputs}
+            for name, values in token_types[i].items():
+                types[name][i, : len(values)] = torch.tensor(values)
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids, **types,
+                **self.image_inputs(encoded)}
 
     def generation_batch(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Left-padded prompts, so every row's next token sits in the last column."""
-        prompt_ids, image_inputs = self._encode_rows(rows)
-        width = max(len(ids) for ids in prompt_ids)
+        encoded = self._encode_rows(rows)
+        width = max(len(item.ids) for item in encoded)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, ids in enumerate(prompt_ids):
-            input_ids[i, width - len(ids) :] = torch.tensor(ids)
-            attention[i, width - len(ids) :] = 1
-        return {"input_ids": input_ids, "attention_mask": attention, **image_inputs}
+        types = {name: torch.zeros((len(rows), width), dtype=torch.long) for name in encoded[0].token_types}
+        for i, item in enumerate(encoded):
+            input_ids[i, width - len(item.ids) :] = torch.tensor(item.ids)
+            attention[i, width - len(item.ids) :] = 1
+            for name, values in item.token_types.items():
+                types[name][i, width - len(values) :] = torch.tensor(values)
+        return {"input_ids": input_ids, "attention_mask": attention, **types, **self.image_inputs(encoded)}

@@ -70,11 +70,64 @@ def compute_precision(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def images_only(processor_class: type) -> type:
+    """``processor_class`` without its video processor slot.
+
+    Qwen2-VL-style processors take a video processor, and transformers builds video processors on
+    torchvision only; the harness feeds images alone, so where torchvision is not installed (CPU
+    machines, where only CUDA builds of it may be on offer) the processor is built without that slot.
+    """
+
+    def get_attributes(cls) -> list[str]:
+        # the processor mixin pairs the parts it is given with these names, so the video processor
+        # slot the parent passes on (None) is dropped instead of checked against a missing class
+        return [name for name in processor_class.get_attributes() if name != "video_processor"]
+
+    # the same name, so a saved folder still names the real class and loads anywhere
+    return type(processor_class.__name__, (processor_class,), {"get_attributes": classmethod(get_attributes)})
+
+
+def processor_class_name(path: str) -> str | None:
+    """The processor class a model folder or cached hub id names, if any."""
+    import json
+
+    from transformers.utils import cached_file
+
+    for filename in ("processor_config.json", "preprocessor_config.json"):
+        found = cached_file(path, filename, _raise_exceptions_for_missing_entries=False)
+        if found:
+            name = json.loads(Path(found).read_text()).get("processor_class")
+            if name:
+                return name
+    return None
+
+
+def load_processor(path: str):
+    """AutoProcessor, or the images-only variant of the model's processor when torchvision is missing."""
+    import transformers
+    from transformers import AutoProcessor
+    from transformers.utils import is_torchvision_available
+
+    try:
+        return AutoProcessor.from_pretrained(path)
+    except (AttributeError, ImportError, OSError, TypeError, ValueError) as error:
+        if is_torchvision_available():
+            raise
+        try:
+            name = processor_class_name(path)
+        except OSError:
+            raise error from None
+        processor_class = getattr(transformers, name, None) if name else None
+        if processor_class is None or "video_processor" not in processor_class.get_attributes():
+            raise
+        return images_only(processor_class).from_pretrained(path)
+
+
 def load_model(name: str, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, object]:
     """(model, processor) for a registered name, a local folder or a hub id (offline-safe)."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
 
-    processor, model = _loading(name, lambda path: (AutoProcessor.from_pretrained(path),
+    processor, model = _loading(name, lambda path: (load_processor(path),
                                                     AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)))
     if getattr(processor, "tokenizer", None) is not None and processor.tokenizer.pad_token is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
@@ -89,16 +142,69 @@ def language_model(model: nn.Module) -> nn.Module:
     return decoder
 
 
-def projector(model: nn.Module) -> nn.Module:
-    """The vision-language projector (LLaVA's ``multi_modal_projector``)."""
+# module names of the vision-language projector and the vision encoder, per architecture family
+PROJECTOR_NAMES = ("multi_modal_projector", "visual.merger")  # LLaVA and InternVL; Qwen2-VL and Qwen2.5-VL
+VISION_TOWER_NAMES = ("vision_tower", "visual")
+
+
+def _named_part(model: nn.Module, suffixes: tuple[str, ...], what: str) -> nn.Module:
     for module_name, module in model.named_modules():
-        if module_name.endswith("multi_modal_projector"):
+        if any(module_name == suffix or module_name.endswith("." + suffix) for suffix in suffixes):
             return module
-    raise ConfigError(f"{type(model).__name__} has no vision-language projector this harness knows")
+    raise ConfigError(f"{type(model).__name__} has no {what} this harness knows")
+
+
+def projector(model: nn.Module) -> nn.Module:
+    """The vision-language projector (LLaVA's ``multi_modal_projector``, Qwen2-VL's ``visual.merger``)."""
+    return _named_part(model, PROJECTOR_NAMES, "vision-language projector")
 
 
 def vision_tower(model: nn.Module) -> nn.Module:
-    for module_name, module in model.named_modules():
-        if module_name.endswith("vision_tower"):
-            return module
-    raise ConfigError(f"{type(model).__name__} has no vision tower this harness knows")
+    """The vision encoder (LLaVA's ``vision_tower``; Qwen2-VL's ``visual``, its merger included)."""
+    return _named_part(model, VISION_TOWER_NAMES, "vision tower")
+
+
+def image_feature_dim(model: nn.Module) -> int:
+    """Width of the vision encoder's own features (before the projector)."""
+    config = vision_tower(model).config
+    return getattr(config, "embed_dim", None) or config.hidden_size  # Qwen2-VL names its width embed_dim
+
+
+def patches_per_image(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+    """Rows each image occupies in a vision encoder that flattens all images together (Qwen2-VL:
+    pixel values are [patches of all images, ...] with each image's grid in ``image_grid_thw``);
+    None for encoders with an image axis (LLaVA)."""
+    grid = batch.get("image_grid_thw")
+    return None if grid is None else grid.prod(dim=-1)
+
+
+@torch.no_grad()
+def pooled_image_features(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image, from the frozen vision encoder: (summary, max-pool) of its features, [images, dim] each.
+
+    The summary is the class token where the encoder has one (CLIP), else the mean over patches.
+    """
+    vision = vision_tower(model)
+    pixels = batch["pixel_values"].to(next(vision.parameters()).dtype)
+    rows = patches_per_image(batch)
+    if rows is None:
+        features = vision(pixel_values=pixels).last_hidden_state  # [images, tokens, dim]
+        if features.shape[0] != batch["input_ids"].shape[0]:
+            raise ConfigError(f"the processor gives {features.shape[0]} image tiles for {batch['input_ids'].shape[0]} "
+                              f"samples; methods that route by image need one tile per image (InternVL: set "
+                              f"crop_to_patches to false in the model's preprocessor_config.json)")
+        return features[:, 0], features.amax(1)
+    flat = vision(pixels, grid_thw=batch["image_grid_thw"]).last_hidden_state  # [all patches, dim]
+    parts = flat.split(rows.tolist())
+    return torch.stack([part.mean(0) for part in parts]), torch.stack([part.amax(0) for part in parts])
+
+
+def image_row_samples(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """For a vision encoder that flattens the patches of all images (one image per sample), the
+    sample of every row, keyed by row count: before and after the merge of neighbouring patches."""
+    rows = patches_per_image(batch)
+    if rows is None:
+        return {}
+    merged = rows // vision_tower(model).config.spatial_merge_size ** 2
+    samples = torch.arange(len(rows), device=rows.device)
+    return {int(rows.sum()): samples.repeat_interleave(rows), int(merged.sum()): samples.repeat_interleave(merged)}

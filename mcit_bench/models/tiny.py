@@ -67,25 +67,33 @@ def build_vocabulary(texts: list[str]) -> list[str]:
     return sorted(pieces)
 
 
-def build_tokenizer(vocabulary: list[str]):
-    """A word-level fast tokenizer; unknown pieces map to ``<unk>``."""
+def build_tokenizer(vocabulary: list[str], extra_special_tokens: dict[str, str] | None = None,
+                    eos_token: str = "</s>"):
+    """A word-level fast tokenizer; unknown pieces map to ``<unk>``.
+
+    ``extra_special_tokens`` names an architecture's own markers (its image token, turn markers),
+    by default LLaVA's ``image_token``; each becomes a special token and a named attribute.
+    """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
+    extra = extra_special_tokens or {"image_token": IMAGE_TOKEN}
+    specials = list(SPECIAL_TOKENS) + [token for token in extra.values() if token not in SPECIAL_TOKENS]
+    specials += [eos_token] if eos_token not in specials else []
+    vocab = {token: index for index, token in enumerate(specials)}
     for piece in vocabulary:
         vocab.setdefault(piece, len(vocab))
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(Regex(PIECE_PATTERN), behavior="isolated")
     backend.decoder = decoders.Fuse()
-    backend.add_special_tokens(list(SPECIAL_TOKENS))
+    backend.add_special_tokens(specials)
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<s>",
-        eos_token="</s>",
+        eos_token=eos_token,
         pad_token="<pad>",
         unk_token="<unk>",
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        extra_special_tokens=extra,
         clean_up_tokenization_spaces=False,
         model_max_length=256,
         padding_side="left",

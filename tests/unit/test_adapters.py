@@ -62,7 +62,7 @@ def test_branchlora_routes_each_sample_with_its_own_task_router():
         routing.task_ids, routing.training_task = None, task
         torch.testing.assert_close(layer(x), per_sample)
     routing.task_ids = torch.tensor([0, 1, 0])
-    with pytest.raises(RuntimeError, match="routing holds 3 task ids but an adapter layer sees a batch of 2"):
+    with pytest.raises(RuntimeError, match="routing holds 3 task ids but an adapter layer sees a first axis of 2"):
         layer(x)
 
 
@@ -114,3 +114,22 @@ def test_attach_adapters_keeps_names_and_adds_the_output():
     assert not torch.equal(model(torch.ones(1, 4)), before)
     with pytest.raises(ConfigError, match="not a linear layer"):
         attach_adapters(model, ["1"], lambda name, linear: MoELoRA(4, 3, 2, 2, 2.0))
+
+
+def test_task_experts_route_the_rows_of_a_flattened_vision_encoder_by_their_sample():
+    # Qwen2-VL's vision blocks see the patches of all images in one axis: 3 rows of sample 0, 2 of sample 1
+    routing = Routing()
+    layer = TaskExperts(d_in=6, d_out=5, rank=2, alpha=2.0, routing=routing)
+    generator = torch.Generator().manual_seed(0)
+    for task in (0, 1):
+        layer.add_expert(task, generator, torch.device("cpu"))
+    randomise(layer, 3)
+    x = torch.randn(5, 6, generator=torch.Generator().manual_seed(4))
+    routing.task_ids = torch.tensor([1, 0])
+    routing.row_samples = {5: torch.tensor([0, 0, 0, 1, 1])}
+    out = layer(x)
+    expected = [1, 1, 1, 0, 0]
+    for row, task in enumerate(expected):
+        torch.testing.assert_close(out[row], x[row] @ layer.lora_A[task].T @ layer.lora_B[task].T)
+    with pytest.raises(RuntimeError, match="first axis of 4"):
+        layer(x[:4])  # a row count the routing knows nothing of

@@ -1,0 +1,75 @@
+"""The other backends end to end on CPU: tiny random Qwen2-VL, Qwen2.5-VL and InternVL models built
+locally from their configs, every registered method on the two-task slice of synth-coin through the CLI."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mcit_bench.cli import app
+from mcit_bench.methods.base import METHODS
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.slow
+
+SELECTING = {"expansion", "branchlora", "dmole"}
+BACKENDS = ("qwen2-vl", "qwen2.5-vl", "internvl")
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    from mcit_bench.models.tiny_archs import build_tiny_internvl, build_tiny_qwen2_vl, save_tiny
+
+    builders = {"qwen2-vl": lambda: build_tiny_qwen2_vl(0, "2"), "qwen2.5-vl": lambda: build_tiny_qwen2_vl(0, "2.5"),
+                "internvl": lambda: build_tiny_internvl(0)}
+    return {name: save_tiny(*build(), tmp_path_factory.mktemp(name)) for name, build in builders.items()}
+
+
+def lora_count(config, rank: int = 16) -> int:
+    """seqft's LoRA by hand: rank * (d_in + d_out) for the 7 linear layers of each decoder layer."""
+    text = config["text_config"]
+    hidden, inter = text["hidden_size"], text["intermediate_size"]
+    kv = text["num_key_value_heads"] * hidden // text["num_attention_heads"]
+    shapes = [(hidden, hidden), (hidden, kv), (hidden, kv), (hidden, hidden),
+              (hidden, inter), (hidden, inter), (inter, hidden)]
+    return text["num_hidden_layers"] * sum(rank * (d_in + d_out) for d_in, d_out in shapes)
+
+
+def image_width(config, backend: str) -> int:
+    """The vision encoder's own feature width (Qwen2-VL calls it embed_dim)."""
+    return config["vision_config"]["embed_dim" if backend == "qwen2-vl" else "hidden_size"]
+
+
+def projector_count(config, backend: str) -> int:
+    """The projector by hand. Qwen: a norm over the encoder width, then (4 x width) -> (4 x width) -> LM
+    width on each 2 x 2 patch group. InternVL: a LayerNorm over the pixel-shuffled (4 x width) features,
+    then -> LM width -> LM width."""
+    width, text = image_width(config, backend), config["text_config"]["hidden_size"]
+    merged = 4 * width
+    if backend == "internvl":
+        return 2 * merged + merged * text + text + text * text + text
+    norm = 2 * width if backend == "qwen2-vl" else width  # LayerNorm (weight, bias) or RMSNorm (weight)
+    return norm + merged * merged + merged + merged * text + text
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_runs_on_a_tiny_model_of_each_backend(tmp_path, tiny_dirs, backend, method):
+    model_dir = tiny_dirs[backend]
+    result = CliRunner().invoke(app, [
+        "run", "--method", method, "--sequence", str(FIXTURES / "two_task.yaml"), "--model", str(model_dir),
+        "--steps-per-task", "2", "--batch-size", "4", "--output", str(tmp_path / "runs"),
+        "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "runs" / "two-task" / method / "seed0" / "results.json").read_text())
+    assert results["tasks"] == ["imagenet", "textvqa"]
+    assert len(results["matrix"]) == 3 and all(len(row) == 2 for row in results["matrix"])
+    last = results["stages"][-1]
+    assert set(last["task_selection"]) == ({"imagenet", "textvqa"} if method in SELECTING else set())
+    config = json.loads((model_dir / "config.json").read_text())
+    if method == "seqft":  # LoRA on the language model plus the whole projector
+        assert last["trainable_params"] == lora_count(config) + projector_count(config, backend)
+        assert results["cost"]["added_params"] == lora_count(config)
+    if method == "expansion":  # one projector copy per task plus its image and text keys
+        keys = image_width(config, backend) + config["text_config"]["hidden_size"]
+        assert last["trainable_params"] == projector_count(config, backend) + keys

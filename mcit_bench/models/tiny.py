@@ -34,6 +34,9 @@ CHAT_TEMPLATE = (
 )
 
 
+TINY_NAME = "mcit-tiny"  # the registered name of the packaged model
+
+
 @dataclass(frozen=True)
 class TinyShape:
     """The architecture of mcit-tiny; changing it changes the committed weights."""

@@ -4,7 +4,9 @@ All base weights stay frozen. Before task t:
 - Zero-cost proxy: the language-modelling loss of ``proxy_fraction`` of its training batches (at
   least one) is back-propagated through the base model, and each candidate linear layer (every
   linear layer of the vision encoder and of the language model) scores the norm of its weight's
-  gradient, summed over the batches.
+  gradient, summed over the batches. A layer the loss does not reach (no gradient: a vision layer
+  after the hidden state the projector reads, as all four of mcit-tiny's) cannot change an answer
+  and is not a candidate for that task.
 - Inter-modal curriculum: a budget of ``budget_fraction`` of the candidates is split between the
   vision and language sides in proportion to their summed scores, the vision side keeping at least
   ``min_vision_share`` (the public code keeps 25%); the top-scored layers of each side get a new
@@ -116,7 +118,9 @@ class DMoLE(Method):
         return model
 
     # ------------------------------------------------------------------ allocation
-    def proxy_scores(self, stage: Stage, run: RunContext) -> dict[str, float]:
+    def proxy_scores(self, stage: Stage, run: RunContext) -> dict[str, float | None]:
+        """Per candidate, its weight's gradient norm summed over the proxy batches; None where the
+        loss never reaches the layer."""
         data = self.train_data(stage, run)
         n_batches = max(1, math.ceil(self.options.proxy_fraction * len(data) / self.options.proxy_batch_size))
         generator = torch.Generator().manual_seed(run.seed * 1000 + stage.index)
@@ -125,7 +129,7 @@ class DMoLE(Method):
         weights = {name: modules[name].weight for name in self.experts}
         for weight in weights.values():
             weight.requires_grad_(True)
-        scores = dict.fromkeys(self.experts, 0.0)
+        scores: dict[str, float | None] = dict.fromkeys(self.experts)
         self.routing.enabled = False
         try:
             for b in range(n_batches):
@@ -134,7 +138,8 @@ class DMoLE(Method):
                 self.model.zero_grad(set_to_none=True)
                 self.model(**batch).loss.backward()
                 for name, weight in weights.items():
-                    scores[name] += 0.0 if weight.grad is None else float(weight.grad.norm())
+                    if weight.grad is not None:
+                        scores[name] = (scores[name] or 0.0) + float(weight.grad.norm())
         finally:
             self.routing.enabled = True
             for weight in weights.values():
@@ -145,8 +150,8 @@ class DMoLE(Method):
     def before_task(self, stage: Stage, run: RunContext) -> None:
         task = stage.index - 1
         if len(self.allocations) <= task:
-            scores = self.proxy_scores(stage, run)
-            budget = max(1, round(self.options.budget_fraction * len(self.experts)))
+            scores = {name: score for name, score in self.proxy_scores(stage, run).items() if score is not None}
+            budget = max(1, round(self.options.budget_fraction * len(scores)))
             self.allocations.append(allocate(scores, self.vision_names, budget, self.options.min_vision_share))
             self.grow(task, run.seed)
         freeze_all(self.model)

@@ -3,7 +3,8 @@
 An entry is keyed by the sequence at its version and content hash, the model, the method and the
 protocol (whether the method was told the task at evaluation). ``submit`` accepts a run only when
 its results validate, its summary is what its matrix gives, the run finished, its sequence is a
-known one with the same content hash, and its (key, seed) is not there yet. The file is written
+known one with the same content hash, a run on the packaged mcit-tiny used the weights shipped
+with this version, and its (key, seed) is not there yet. The file is written
 whole to a temporary file and renamed, sorted and indented, so it diffs line by line.
 """
 
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mcit_bench.data.stream import load_stream
 from mcit_bench.errors import ConfigError, DataError, first_problem
 from mcit_bench.io import atomic_write_json
+from mcit_bench.models.fingerprint import weights_fingerprint
+from mcit_bench.models.tiny import TINY_NAME, packaged_path
 from mcit_bench.schema import Results, load_results
 from mcit_bench.scoring.continual import CONTINUAL_METRICS
 
@@ -146,6 +149,15 @@ def verify_submission(results: Results, source: str) -> None:
         raise DataError(f"{source}: sequence {sequence.name}@{sequence.version} with content hash "
                         f"{sequence.content_hash[:12]} is not the shipped {sequence.name}@{version} "
                         f"({content_hash[:12]}); rerun on the current sequence")
+    if results.run.model == TINY_NAME and results.run.model_weights != shipped_tiny_weights():
+        ran_on = results.run.model_weights[:12] if results.run.model_weights else "weights it did not record"
+        raise DataError(f"{source}: the run used {TINY_NAME} with {ran_on}, not the weights this mcit-bench "
+                        f"ships ({shipped_tiny_weights()[:12]}); rerun with this version")
+
+
+@functools.lru_cache(maxsize=1)
+def shipped_tiny_weights() -> str:
+    return weights_fingerprint(packaged_path())
 
 
 @functools.lru_cache(maxsize=64)

@@ -29,7 +29,8 @@ from mcit_bench.errors import ConfigError, DataError, first_problem
 from mcit_bench.evaluate import generate_answers, test_rows, write_predictions
 from mcit_bench.io import atomic_write_json
 from mcit_bench.methods.base import METHODS, Method, RunContext
-from mcit_bench.models.loading import PRECISIONS, compute_precision
+from mcit_bench.models.fingerprint import weights_fingerprint
+from mcit_bench.models.loading import PRECISIONS, compute_precision, resolve_model_path
 from mcit_bench.results import (
     device_description,
     git_state,
@@ -420,6 +421,7 @@ def build_results(config, stream, method, rows, stage_log, paths, model, base_id
             "config": config.model_dump(mode="json"),
             "sequence": sequence_reference(stream),
             "model": config.model,
+            "model_weights": weights_fingerprint(Path(resolve_model_path(config.model))),
             "seed": config.seed,
             "harness_version": __version__,
             "git": git_state(),

@@ -19,7 +19,9 @@ from mcit_bench.errors import DataError, first_problem
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, summarize
 from mcit_bench.scoring.task_metrics import METRICS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the version this mcit-bench writes
+# version 1 did not record run.model_weights; it is read with the weights unknown (None)
+READABLE_SCHEMA_VERSIONS = (1, 2)
 # A stored summary may differ from the one recomputed from the stored matrix by rounding only.
 SUMMARY_TOLERANCE = 1e-3
 
@@ -43,6 +45,9 @@ class RunInfo(_Strict):
     config: dict[str, Any]
     sequence: SequenceRef
     model: str
+    # sha256 of the model folder's safetensors (models/loading.py weights_fingerprint); None for a hub
+    # id, and for results of schema version 1, which did not record it
+    model_weights: str | None = None
     seed: int
     harness_version: str
     git: dict[str, Any]
@@ -82,7 +87,7 @@ class Cost(_Strict):
 class Results(_Strict):
     """One finished run: its identity, the accuracy matrix, the summary derived from it, its cost."""
 
-    schema_version: Literal[1]
+    schema_version: Literal[1, 2]
     run: RunInfo
     tasks: list[str] = Field(min_length=1)
     task_info: dict[str, TaskInfo]
@@ -136,12 +141,12 @@ def parse_results(data: Any, source: str) -> Results:
     if not isinstance(data, dict):
         raise DataError(f"{source} is not a results document (a JSON object); pass the results.json of a run")
     found = data.get("schema_version")
-    if found != SCHEMA_VERSION:
-        if isinstance(found, int) and found < SCHEMA_VERSION:
+    if found not in READABLE_SCHEMA_VERSIONS:
+        if isinstance(found, int) and found < min(READABLE_SCHEMA_VERSIONS):
             raise DataError(f"{source} has schema_version {found}, which this mcit-bench no longer reads; "
-                            f"re-score the run with 'mcit-bench score RUN_DIR' to write version {SCHEMA_VERSION}")
-        raise DataError(f"{source} has schema_version {found!r}; this mcit-bench reads version {SCHEMA_VERSION} "
-                        f"(upgrade mcit-bench to read newer files)")
+                            f"rerun the run with this version to write version {SCHEMA_VERSION}")
+        raise DataError(f"{source} has schema_version {found!r}; this mcit-bench reads versions "
+                        f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))} (upgrade mcit-bench to read newer files)")
     try:
         return Results.model_validate(data)
     except ValidationError as error:

@@ -275,8 +275,9 @@ def describe_sample(rng: np.random.Generator) -> tuple[Image.Image, str]:
         return image, f"{w.article(size)} {size} {colour} {shape} at the {where}."
     if kind == "scene":
         # region descriptions with boxes, as in the region-level data LLaVA-1.5 is trained on
+        # in random order, so that only an object's name says which box comes next: the lookup that
+        # grounding and gqa need (in reading order the model learnt to walk the grid instead)
         objects = w.sample_scene(rng, int(rng.integers(1, 5)))
-        objects.sort(key=lambda o: (o.box.y0 // w.CELL, o.box.x0 // w.CELL))
         parts = [f"{w.article(o.colour)} {o.name} at {box_answer(o.box)}" for o in objects]
         return w.render_scene(rng, objects), ", ".join(parts) + "."
     if kind == "icon":

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mcit_bench.errors import ConfigError
-from mcit_bench.models.tiny import packaged_path
+from mcit_bench.models.tiny import TINY_NAME, packaged_path
 from mcit_bench.registry import Registry
 
 
@@ -22,8 +22,8 @@ class ModelEntry:
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
-MODELS.add("mcit-tiny", ModelEntry(
-    "mcit-tiny", "embedded 1.7M-parameter LLaVA (CLIP vision, Llama text), pre-trained on descriptions",
+MODELS.add(TINY_NAME, ModelEntry(
+    TINY_NAME, "embedded 1.7M-parameter LLaVA (CLIP vision, Llama text), pre-trained on descriptions",
     packaged_path()))
 
 

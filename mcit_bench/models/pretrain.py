@@ -27,7 +27,7 @@ from mcit_bench.models.tiny import TinyShape, build_tiny
 @dataclass(frozen=True)
 class PretrainConfig:
     seed: int = 0
-    steps: int = 3000
+    steps: int = 4000
     batch_size: int = 64
     lr: float = 1e-3
     warmup_steps: int = 100

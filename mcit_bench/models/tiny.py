@@ -34,6 +34,9 @@ CHAT_TEMPLATE = (
 )
 
 
+TINY_NAME = "mcit-tiny"  # the registered name of the packaged model
+
+
 @dataclass(frozen=True)
 class TinyShape:
     """The architecture of mcit-tiny; changing it changes the committed weights."""
@@ -47,6 +50,10 @@ class TinyShape:
     text_layers: int = 4
     text_heads: int = 4
     text_intermediate: int = 384
+    # which of the tower's hidden states feeds the projector: 0 is the patch and position embeddings.
+    # Features from the last layer mix every patch with every other, and on them the language model
+    # never learnt to find an object by its name (grounding, gqa); see docs/DATA.md
+    vision_feature_layer: int = 0
 
 
 def build_vocabulary(texts: list[str]) -> list[str]:
@@ -154,7 +161,8 @@ def build_config(tokenizer, shape: TinyShape):
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         image_seq_length=n_patches,
         vision_feature_select_strategy="default",
-        vision_feature_layer=-1,
+        # counted from the end: transformers reads a feature layer of 0 as "no hidden states wanted"
+        vision_feature_layer=shape.vision_feature_layer - shape.vision_layers - 1,
         projector_hidden_act="gelu",
     )
 

@@ -13,7 +13,7 @@ import pytest
 from mcit_bench.check import compare
 from mcit_bench.data.stream import load_stream
 from mcit_bench.errors import DataError
-from mcit_bench.leaderboard import aggregate, read_leaderboard, stat, submit_all
+from mcit_bench.leaderboard import aggregate, read_leaderboard, shipped_tiny_weights, stat, submit_all
 from mcit_bench.report import latex, markdown, to_csv
 from mcit_bench.schema import SCHEMA_VERSION, parse_results
 from mcit_bench.scoring.continual import summarize
@@ -31,7 +31,8 @@ def results_doc(matrix=MATRIX, method: str = "seqft", seed: int = 0, subset: str
                for name, value in summarize(np.array(matrix)).items()}
     return {
         "schema_version": SCHEMA_VERSION,
-        "run": {"method": method, "method_options": {}, "config": {}, "model": "mcit-tiny", "seed": seed,
+        "run": {"method": method, "method_options": {}, "config": {}, "model": "mcit-tiny",
+                "model_weights": shipped_tiny_weights(), "seed": seed,
                 "sequence": {"name": stream.name, "version": stream.version, "subset": subset,
                              "content_hash": stream.content_hash(), "tasks": tasks},
                 "harness_version": "0.1.0", "git": {"commit": "abc", "dirty": False}, "packages": {},
@@ -71,6 +72,9 @@ def test_hand_computed_summary_round_trips():
     (lambda d: d["run"]["sequence"].update(content_hash="0" * 64), "is not the shipped synth-coin"),
     (lambda d: d["run"]["sequence"].update(name="my-stream"), "is not one this mcit-bench ships"),
     (lambda d: d["matrix"][1].__setitem__(0, 101.0), "matrix column 0 (sqa, vqa_accuracy) must lie in 0-100"),
+    (lambda d: d["run"].update(model_weights="0" * 64), "used mcit-tiny with 000000000000, not the weights"),
+    # schema version 1 did not record the weights: readable, but not a run on the shipped mcit-tiny
+    (lambda d: d.update(schema_version=1) or d["run"].pop("model_weights"), "weights it did not record"),
 ])
 def test_bad_submission_is_refused_and_the_leaderboard_is_untouched(tmp_path, edit, reason):
     board = tmp_path / "leaderboard.json"
@@ -171,3 +175,17 @@ def test_a_write_killed_half_way_leaves_the_old_leaderboard(tmp_path, monkeypatc
         submit_all([write_doc(tmp_path, "b.json", results_doc(seed=1))], board)
     assert board.read_bytes() == before
     assert [path.name for path in tmp_path.iterdir() if path.name.startswith(".leaderboard")] == []
+
+
+def test_weights_fingerprint_hashes_names_and_bytes_of_the_safetensors(tmp_path):
+    import hashlib
+
+    from mcit_bench.models.fingerprint import weights_fingerprint
+
+    assert weights_fingerprint(tmp_path) is None  # no safetensors: a fingerprint would claim too much
+    (tmp_path / "b.safetensors").write_bytes(b"second")
+    (tmp_path / "a.safetensors").write_bytes(b"first")
+    (tmp_path / "config.json").write_text("{}")  # not part of the weights
+    expected = hashlib.sha256(b"a.safetensors" b"first" b"b.safetensors" b"second").hexdigest()
+    assert weights_fingerprint(tmp_path) == expected
+    assert weights_fingerprint(tmp_path / "missing") is None

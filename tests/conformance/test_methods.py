@@ -1,5 +1,5 @@
 """Conformance of every registered method, generated from the registry: a method added later gets
-these tests with no edit. Each runs the two-task slice of synth-coin on mcit-tiny."""
+these tests with no edit. Each runs a quick two-task slice of synth-coin on mcit-tiny."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from mcit_bench.runner import (
 from mcit_bench.train import train_stage
 from tests.conftest import FIXTURES
 
-SEQUENCE = str(FIXTURES / "two_task.yaml")
+SEQUENCE = str(FIXTURES / "two_task_quick.yaml")
 ALL_METHODS = METHODS.names()
 SELECTING = {"expansion", "branchlora", "dmole"}  # choose their route without the task label
 

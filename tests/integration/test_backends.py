@@ -1,5 +1,5 @@
 """The other backends end to end on CPU: tiny random Qwen2-VL, Qwen2.5-VL and InternVL models built
-locally from their configs, every registered method on the two-task slice of synth-coin through the CLI."""
+locally from their configs, every registered method on the quick two-task slice of synth-coin through the CLI."""
 
 import json
 
@@ -54,14 +54,14 @@ def projector_count(config, backend: str) -> int:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("method", METHODS.names())
-def test_every_method_runs_on_a_tiny_model_of_each_backend(tmp_path, tiny_dirs, backend, method):
+def test_every_method_runs_on_a_tiny_model_of_each_backend(tmp_path, cache_root, tiny_dirs, backend, method):
     model_dir = tiny_dirs[backend]
     result = CliRunner().invoke(app, [
-        "run", "--method", method, "--sequence", str(FIXTURES / "two_task.yaml"), "--model", str(model_dir),
+        "run", "--method", method, "--sequence", str(FIXTURES / "two_task_quick.yaml"), "--model", str(model_dir),
         "--steps-per-task", "2", "--batch-size", "4", "--output", str(tmp_path / "runs"),
-        "--cache-dir", str(tmp_path / "cache")])
+        "--cache-dir", str(cache_root)])
     assert result.exit_code == 0, result.output
-    results = json.loads((tmp_path / "runs" / "two-task" / method / "seed0" / "results.json").read_text())
+    results = json.loads((tmp_path / "runs" / "two-task-quick" / method / "seed0" / "results.json").read_text())
     assert results["tasks"] == ["imagenet", "textvqa"]
     assert len(results["matrix"]) == 3 and all(len(row) == 2 for row in results["matrix"])
     last = results["stages"][-1]

@@ -1,5 +1,6 @@
 """Two processes on CPU (gloo, through accelerate launch) give the matrix of one process: each takes
-half of every global batch, evaluation is sharded and gathered with no answer lost or doubled."""
+half of every global batch, evaluation is sharded and gathered with no answer lost or doubled. Eight
+steps a task: what is compared is how the work is split, not how far the model learns."""
 
 import json
 import subprocess
@@ -23,7 +24,7 @@ def run(method: str, processes: int, output: Path, cache: Path) -> subprocess.Co
               "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517", "-m",
               "mcit_bench.cli"] if processes > 1 else [str(bin_dir / "mcit-bench")]
     command = launch + ["run", "--method", method, "--sequence", str(FIXTURES / "two_task.yaml"),
-                        "--output", str(output), "--cache-dir", str(cache)]
+                        "--steps-per-task", "8", "--output", str(output), "--cache-dir", str(cache)]
     return subprocess.run(command, capture_output=True, text=True, timeout=900)
 
 

@@ -1,4 +1,8 @@
-"""A wheel built from the repository runs the harness outside the checkout, in a fresh venv."""
+"""A wheel built from the repository runs the harness outside the checkout, in a fresh venv.
+
+Its `--subset ci` seqft run is also CI's seqft regression run: the test checks it against the committed
+golden results, and with MCIT_BENCH_CI_RUNS set it leaves the run there for `.ci/run` to show (one run,
+not two, in CI's fifteen minutes)."""
 
 import os
 import subprocess
@@ -42,12 +46,17 @@ def test_wheel_installs_and_runs_the_ci_subset(tmp_path, cache_root):
     where = subprocess.run([str(python), "-c", "import mcit_bench; print(mcit_bench.__file__)"], cwd=outside, env=env,
                            check=True, capture_output=True, text=True).stdout
     assert str(env_dir) in where  # the installed copy, not the checkout
-    result = subprocess.run([str(env_dir / "bin" / "mcit-bench"), "run", "--subset", "ci", "--method", "seqft"],
+    runs = Path(os.environ.get("MCIT_BENCH_CI_RUNS") or outside / "runs").resolve()
+    result = subprocess.run([str(env_dir / "bin" / "mcit-bench"), "run", "--subset", "ci", "--method", "seqft",
+                             "--output", str(runs), "--overwrite"],
                             cwd=outside, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Accuracy matrix R" in result.stdout and "BWT" in result.stdout
-    run_dir = outside / "runs" / "synth-coin" / "seqft" / "seed0-ci"
-    assert (run_dir / "results.json").is_file()
+    run_dir = runs / "synth-coin" / "seqft" / "seed0-ci"
+    check = subprocess.run([str(env_dir / "bin" / "mcit-bench"), "check", str(run_dir), "--against",
+                            str(REPO / "tests" / "golden" / "ci-seqft.json"), "--tolerance", "5"],
+                           cwd=outside, env=env, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout[-3000:] + check.stderr[-2000:]
     page = subprocess.run([str(env_dir / "bin" / "mcit-bench"), "leaderboard", str(run_dir), "--format", "html",
                            "--out", "board.html"], cwd=outside, env=env, capture_output=True, text=True)
     assert page.returncode == 0, page.stderr[-2000:]

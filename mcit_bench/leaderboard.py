@@ -27,7 +27,7 @@ from mcit_bench.io import atomic_write_json
 from mcit_bench.models.fingerprint import weights_fingerprint
 from mcit_bench.models.tiny import TINY_NAME, packaged_path
 from mcit_bench.schema import Results, load_results
-from mcit_bench.scoring.continual import CONTINUAL_METRICS
+from mcit_bench.scoring.continual import CONTINUAL_METRICS, shown_summary
 
 LEADERBOARD_VERSION = 1
 Protocol = Literal["task-aware", "task-agnostic", "upper-bound"]
@@ -248,9 +248,10 @@ def aggregate(entries: Iterable[Entry]) -> list[Row]:
         group.sort(key=lambda entry: entry.seed)
         matrix = np.mean([np.array(entry.matrix) for entry in group], axis=0)
         selections = [float(np.mean(list(entry.task_selection.values()))) for entry in group if entry.task_selection]
+        summaries = [shown_summary(entry.summary, group[0].key.protocol == "upper-bound") for entry in group]
         rows.append(Row(
             key=group[0].key, seeds=[entry.seed for entry in group], tasks=group[0].tasks,
-            metrics={name: stat(entry.summary[name] for entry in group) for name in CONTINUAL_METRICS},
+            metrics={name: stat(summary[name] for summary in summaries) for name in CONTINUAL_METRICS},
             matrix=matrix.round(2).tolist(), stage_curve=[round(v, 2) for v in seen_task_curve(matrix)],
             task_selection=stat(selections), trainable_params=group[0].trainable_params,
             added_params=group[0].added_params, wall_seconds=stat(entry.wall_seconds for entry in group)))

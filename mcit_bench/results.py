@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mcit_bench.errors import DataError
-from mcit_bench.scoring.continual import DISPLAY_NAMES, summarize
+from mcit_bench.scoring.continual import DISPLAY_NAMES, shown_summary, summarize
 
 PACKAGES = ("mcit-bench", "torch", "transformers", "peft", "accelerate", "datasets", "numpy")
 
@@ -89,7 +89,7 @@ def print_results(results: dict[str, Any], console) -> None:
     if results["run"].get("upper_bound"):
         labels = ["base"] + ["joint"] * len(tasks)
     console.print(matrix_table(matrix, tasks, labels, "Accuracy matrix R (rows: after training stage)"))
-    console.print(summary_table(summarize(matrix)))
+    console.print(summary_table(shown_summary(summarize(matrix), bool(results["run"].get("upper_bound")))))
     for metric, by_task in results.get("extra_scores", {}).items():  # reported beside the matrix
         shown = ", ".join(f"{task} {values[-1]:.1f}" for task, values in by_task.items())
         console.print(f"{metric} after the last stage: {shown}")

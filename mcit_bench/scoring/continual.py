@@ -85,3 +85,14 @@ DISPLAY_NAMES: dict[str, str] = {
 def summarize(matrix: np.ndarray) -> dict[str, float | None]:
     """Every continual metric of the matrix."""
     return {name: metric(matrix) for name, metric in CONTINUAL_METRICS.items()}
+
+
+# An upper bound's matrix repeats its one jointly trained row after every stage, so FWT would read
+# that model as "the model before task j": a number, but not forward transfer. Tables show n/a.
+UNDEFINED_FOR_UPPER_BOUND = frozenset({"fwt"})
+
+
+def shown_summary(summary: dict[str, float | None], upper_bound: bool) -> dict[str, float | None]:
+    """The summary as tables show it: the metrics an upper bound does not define become None."""
+    return {name: None if upper_bound and name in UNDEFINED_FOR_UPPER_BOUND else value
+            for name, value in summary.items()}

@@ -145,6 +145,23 @@ def test_aggregate_groups_seeds_and_averages_matrices(tmp_path):
     assert values["final_acc_mean"] == "55.0000" and values["seeds"] == "0 1"
 
 
+def test_an_upper_bound_shows_no_forward_transfer(tmp_path):
+    joint_row = [70.0, 60.0, 50.0]
+    doc = results_doc(matrix=[[0.0, 10.0, 0.0]] + [joint_row] * 3, method="joint")
+    doc["run"]["upper_bound"] = True
+    doc["stages"] = [{**doc["stages"][0], "tasks": doc["tasks"]}]
+    doc["cost"]["trainable_params_per_stage"] = [1000]
+    assert doc["summary"]["fwt"] == pytest.approx(((60 - 10) + (50 - 0)) / 2)  # the repeated row, not transfer
+    board = tmp_path / "leaderboard.json"
+    submit_all([write_doc(tmp_path, "joint.json", doc), write_doc(tmp_path, "seqft.json", results_doc())], board)
+    rows = {row.key.protocol: row for row in aggregate(read_leaderboard(board).entries)}
+    assert rows["upper-bound"].metrics["fwt"] is None and rows["upper-bound"].metrics["final_acc"].mean == 60.0
+    assert rows["task-aware"].metrics["fwt"].mean == pytest.approx(5.0)
+    header, _, line = markdown([rows["upper-bound"]]).splitlines()
+    cells = dict(zip(header.split("|"), line.split("|"), strict=True))
+    assert cells[" FWT "] == " – " and cells[" ACC "] == " 60.0 "
+
+
 def test_check_flags_worsened_cells_and_metrics():
     baseline = parse_results(results_doc(), "baseline")
     worse_matrix = copy.deepcopy(MATRIX)

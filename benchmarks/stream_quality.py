@@ -16,6 +16,8 @@ import json
 import statistics
 from pathlib import Path
 
+from mcit_bench.scoring.continual import shown_summary
+
 
 def mean_std(values: list[float | None]) -> str:
     if any(value is None for value in values):
@@ -31,13 +33,13 @@ def figures(results: dict) -> dict[str, float]:
     matrix = results["matrix"]
     tasks = len(results["tasks"])
     diagonal = [matrix[i + 1][i] for i in range(tasks)]
-    summary = results["summary"]
+    summary = shown_summary(results["summary"], results["run"].get("upper_bound", False))
     return {
         "final_acc": summary["final_acc"],
         "MAA": summary["avg_incremental_acc"],
         "BWT": summary["bwt"] if summary["bwt"] is not None else 0.0,
         "forgetting": summary["forgetting"] if summary["forgetting"] is not None else 0.0,
-        "FWT": summary["fwt"] if summary["fwt"] is not None else 0.0,
+        "FWT": summary["fwt"],  # none for an upper bound: shown as –
         "base row": sum(matrix[0]) / tasks,
         "min diagonal": min(diagonal),
         "task sel.": statistics.mean(selection.values()) if (selection := results["stages"][-1]["task_selection"])

@@ -90,3 +90,22 @@ def test_pretraining_command_is_recorded_beside_the_weights():
     record = json.loads((packaged_path() / "pretraining.json").read_text())
     assert record["command"].startswith("mcit-bench pretrain-tiny --seed 0 --steps ")
     assert record["shape"] == TinyShape().__dict__
+
+
+def test_prompt_cache_is_bounded_by_image_bytes_and_exact(tiny, tmp_path):
+    _, processor = tiny
+    one_image = 3 * 64 * 64 * 4  # mcit-tiny's pixel values: 3 x 64 x 64 float32
+    collator = InstructionCollator(processor, cache_bytes=3 * one_image)
+    rng = np.random.default_rng(2)
+    rows = []
+    for index in range(5):
+        sample = TASKS["imagenet"].generate(rng)
+        path = tmp_path / f"{index}.png"
+        sample.image.save(path)
+        rows.append({"image": str(path), "instruction": sample.instruction, "target": sample.answers[0]})
+    first = collator.train_batch(rows[:1])
+    collator.train_batch(rows + rows[:2])  # five new samples, two of them twice in the batch
+    assert collator.cached_bytes == 3 * one_image  # the three most recent fit; the oldest went
+    assert [key[0] for key in collator._encoded] == [rows[i]["image"] for i in (2, 3, 4)]
+    again = collator.train_batch(rows[:1])  # evicted, encoded afresh: the same batch
+    assert all(torch.equal(first[name], again[name]) for name in first)

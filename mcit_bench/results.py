@@ -63,9 +63,10 @@ def matrix_table(matrix: np.ndarray, tasks: list[str], row_labels: list[str], ti
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", padding=(0, 1))
-    table.add_column("after", style="bold", no_wrap=True)
+    table.add_column("after", style="bold", no_wrap=True, overflow="ellipsis", min_width=6)
+    # on an 80-column terminal a long task name folds onto two header lines; a number is never cut
     for task in tasks:
-        table.add_column(task, justify="right", no_wrap=True)
+        table.add_column(task, justify="right", min_width=5, overflow="fold")
     for label, row in zip(row_labels, matrix):
         table.add_row(label, *(f"{value:.1f}" for value in row))
     return table

@@ -206,3 +206,21 @@ def test_weights_fingerprint_hashes_names_and_bytes_of_the_safetensors(tmp_path)
     expected = hashlib.sha256(b"a.safetensors" b"first" b"b.safetensors" b"second").hexdigest()
     assert weights_fingerprint(tmp_path) == expected
     assert weights_fingerprint(tmp_path / "missing") is None
+
+
+def test_matrix_table_keeps_every_number_whole_on_an_80_column_terminal():
+    from rich.console import Console
+
+    from mcit_bench.results import matrix_table
+
+    stream = load_stream("synth-coin")
+    tasks = stream.task_names
+    matrix = np.full((len(tasks) + 1, len(tasks)), 100.0)
+    labels = ["base"] + [f"{i + 1} {task}" for i, task in enumerate(tasks)]
+    console = Console(width=80, record=True)
+    console.print(matrix_table(matrix, tasks, labels, "R"))
+    lines = console.export_text().splitlines()
+    rows = [line for line in lines if line.startswith("│")]
+    assert len(rows) == len(tasks) + 1
+    assert all(line.count("100.0") == len(tasks) and len(line) <= 80 for line in rows)
+    assert "6 grounding" in "\n".join(rows)

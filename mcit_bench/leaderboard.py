@@ -29,7 +29,9 @@ from mcit_bench.models.tiny import TINY_NAME, packaged_path
 from mcit_bench.schema import Results, load_results
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, shown_summary
 
-LEADERBOARD_VERSION = 1
+# 2: entry keys carry the model's weights (version 1 files are read with the weights unknown)
+LEADERBOARD_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 Protocol = Literal["task-aware", "task-agnostic", "upper-bound"]
 # Two-sided 95% Student t quantiles by degrees of freedom; beyond the table the normal 1.96 is close.
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -45,12 +47,16 @@ class EntryKey(_Strict):
     subset: str | None
     content_hash: str
     model: str
+    # sha256 of the model's safetensors (results' run.model_weights): the same name on other weights is
+    # another model, so its seeds never average with these; None for a hub id or a version 1 entry
+    model_weights: str | None = None
     method: str
     protocol: Protocol
 
     def label(self) -> str:
         subset = f"[{self.subset}]" if self.subset else ""
-        return f"{self.sequence}{subset} / {self.model} / {self.method} ({self.protocol})"
+        weights = f" ({self.model_weights[:12]})" if self.model_weights else ""
+        return f"{self.sequence}{subset} / {self.model}{weights} / {self.method} ({self.protocol})"
 
     def sort_key(self) -> tuple:
         return (self.sequence, self.subset or "", self.model, self.method, self.protocol)
@@ -72,7 +78,7 @@ class Entry(_Strict):
 
 
 class Leaderboard(_Strict):
-    leaderboard_version: Literal[1] = LEADERBOARD_VERSION
+    leaderboard_version: Literal[2] = LEADERBOARD_VERSION
     entries: list[Entry] = Field(default_factory=list)
 
 
@@ -87,8 +93,8 @@ def entry_from_results(results: Results) -> Entry:
     # a variant is another stream of the same tasks: its own leaderboard rows
     label = f"{sequence.name}@{sequence.version}" + (f":{sequence.variant}" if sequence.variant else "")
     key = EntryKey(sequence=label, subset=sequence.subset,
-                   content_hash=sequence.content_hash, model=results.run.model, method=results.run.method,
-                   protocol=protocol_of(results))
+                   content_hash=sequence.content_hash, model=results.run.model,
+                   model_weights=results.run.model_weights, method=results.run.method, protocol=protocol_of(results))
     return Entry(key=key, seed=results.run.seed, tasks=results.tasks, matrix=results.matrix,
                  summary=results.summary, task_selection=results.stages[-1].task_selection,
                  trainable_params=max(results.cost.trainable_params_per_stage),
@@ -107,10 +113,12 @@ def read_leaderboard(path: Path) -> Leaderboard:
     except json.JSONDecodeError as error:
         raise DataError(f"leaderboard {path} is not valid JSON ({error.msg} at line {error.lineno}); "
                         f"restore it from version control") from None
-    if not isinstance(data, dict) or data.get("leaderboard_version") != LEADERBOARD_VERSION:
-        found = data.get("leaderboard_version") if isinstance(data, dict) else None
+    found = data.get("leaderboard_version") if isinstance(data, dict) else None
+    if found not in READABLE_VERSIONS:
         raise DataError(f"leaderboard {path} has leaderboard_version {found!r}; this mcit-bench reads "
-                        f"version {LEADERBOARD_VERSION}")
+                        f"versions {', '.join(map(str, READABLE_VERSIONS))}")
+    if found == 1:  # written before keys named the weights: read as unknown, written back as version 2
+        data["leaderboard_version"] = LEADERBOARD_VERSION
     try:
         return Leaderboard.model_validate(data)
     except ValidationError as error:
@@ -277,7 +285,8 @@ def board_summary(rows: list[Row]) -> dict[str, Any]:
                                            "ci95": round(value.ci95, 3), "n": value.n}
 
     return {"rows": [{
-        "sequence": row.key.sequence, "subset": row.key.subset, "model": row.key.model, "method": row.key.method,
+        "sequence": row.key.sequence, "subset": row.key.subset, "model": row.key.model,
+        "model_weights": row.key.model_weights, "method": row.key.method,
         "protocol": row.key.protocol, "seeds": row.seeds, "tasks": row.tasks,
         "metrics": {name: stat_dict(value) for name, value in row.metrics.items()},
         "task_selection": stat_dict(row.task_selection), "matrix": row.matrix, "stage_curve": row.stage_curve,

@@ -8,6 +8,7 @@ import json
 from typer.testing import CliRunner
 
 from mcit_bench.cli import app
+from mcit_bench.leaderboard import shipped_tiny_weights
 from mcit_bench.schema import json_schema
 from tests.unit.test_leaderboard import MATRIX, results_doc, write_doc
 
@@ -23,7 +24,8 @@ def test_submit_then_every_leaderboard_format(tmp_path):
     board = tmp_path / "board.json"
     runs = [write_doc(tmp_path, f"{seed}.json", results_doc(seed=seed)) for seed in (0, 1)]
     result, text = invoke("submit", *runs, "--leaderboard", board)
-    assert result.exit_code == 0 and text.count("added synth-coin@1[ci] / mcit-tiny / seqft") == 2
+    label = f"added synth-coin@1[ci] / mcit-tiny ({shipped_tiny_weights()[:12]}) / seqft"
+    assert result.exit_code == 0 and text.count(label) == 2
     result, text = invoke("leaderboard", "--leaderboard", board)
     assert result.exit_code == 0 and "seqft" in text and "50.0" in text
     for fmt, marker in (("markdown", "| sequence |"), ("csv", "final_acc_mean"), ("latex", r"\toprule"),

@@ -94,7 +94,8 @@ def test_duplicate_and_unfinished_runs_are_refused(tmp_path):
     first = write_doc(tmp_path, "a.json", results_doc())
     submit_all([first], board)
     before = board.read_bytes()
-    with pytest.raises(DataError, match="already has synth-coin@1\\[ci\\] / mcit-tiny / seqft \\(task-aware\\) seed 0"):
+    label = f"synth-coin@1[ci] / mcit-tiny ({shipped_tiny_weights()[:12]}) / seqft (task-aware) seed 0"
+    with pytest.raises(DataError, match=re.escape(f"already has {label}")):
         submit_all([write_doc(tmp_path, "b.json", results_doc())], board)
     unfinished = tmp_path / "run"
     unfinished.mkdir()
@@ -224,3 +225,28 @@ def test_matrix_table_keeps_every_number_whole_on_an_80_column_terminal():
     assert len(rows) == len(tasks) + 1
     assert all(line.count("100.0") == len(tasks) and len(line) <= 80 for line in rows)
     assert "6 grounding" in "\n".join(rows)
+
+
+def test_entries_are_keyed_by_the_weights_and_a_version_1_board_reads_them_as_unknown(tmp_path):
+    board = tmp_path / "leaderboard.json"
+    submit_all([write_doc(tmp_path, "a.json", results_doc()), write_doc(tmp_path, "b.json", results_doc(seed=1))],
+               board)
+    data = json.loads(board.read_text())
+    assert data["leaderboard_version"] == 2
+    assert {entry["key"]["model_weights"] for entry in data["entries"]} == {shipped_tiny_weights()}
+    # a board written before keys named the weights (version 1): its entries are of unknown weights,
+    # so they never average with the seeds of the shipped mcit-tiny
+    old = copy.deepcopy(data)
+    old["leaderboard_version"] = 1
+    for entry in old["entries"]:
+        del entry["key"]["model_weights"]
+        entry["seed"] += 10
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps({"leaderboard_version": 1, "entries": old["entries"]}))
+    entries = read_leaderboard(mixed).entries + read_leaderboard(board).entries
+    rows = aggregate(entries)
+    by_weights = {row.key.model_weights: row.seeds for row in rows}
+    assert by_weights == {None: [10, 11], shipped_tiny_weights(): [0, 1]}
+    (tmp_path / "v3.json").write_text(json.dumps({"leaderboard_version": 3, "entries": []}))
+    with pytest.raises(DataError, match=re.escape("has leaderboard_version 3; this mcit-bench reads versions 1, 2")):
+        read_leaderboard(tmp_path / "v3.json")

@@ -124,3 +124,24 @@ def test_memory_saving_settings_keep_the_golden_matrix(tmp_path, cache_root, set
 
         model, _ = load_model("mcit-tiny", torch.bfloat16)
         assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_results_record_the_commit_the_run_started_on(tmp_path, cache_root, monkeypatch):
+    """A commit made while a run trains is not the code the run imported: the start's commit is kept."""
+    import mcit_bench.runner as runner
+    import mcit_bench.train as train
+
+    checkout = {"commit": "started-on", "dirty": False}
+    monkeypatch.setattr(runner, "git_state", lambda: dict(checkout))
+    original = train.train_stage
+
+    def train_then_commit(*args, **kwargs):
+        stats = original(*args, **kwargs)
+        checkout.update(commit="committed-meanwhile", dirty=True)
+        return stats
+
+    monkeypatch.setattr(train, "train_stage", train_then_commit)
+    quick = str(FIXTURES / "two_task_quick.yaml")
+    results = run_stream(RunConfig(method="seqft", sequence=quick, seed=0), tmp_path, cache_root=cache_root)
+    assert checkout["commit"] == "committed-meanwhile"  # the commit did happen during the run
+    assert results["run"]["git"] == {"commit": "started-on", "dirty": False}

@@ -59,7 +59,7 @@ class EntryKey(_Strict):
         return f"{self.sequence}{subset} / {self.model}{weights} / {self.method} ({self.protocol})"
 
     def sort_key(self) -> tuple:
-        return (self.sequence, self.subset or "", self.model, self.method, self.protocol)
+        return (self.sequence, self.subset or "", self.model, self.model_weights or "", self.method, self.protocol)
 
 
 class Entry(_Strict):
@@ -263,7 +263,7 @@ def aggregate(entries: Iterable[Entry]) -> list[Row]:
             matrix=matrix.round(2).tolist(), stage_curve=[round(v, 2) for v in seen_task_curve(matrix)],
             task_selection=stat(selections), trainable_params=group[0].trainable_params,
             added_params=group[0].added_params, wall_seconds=stat(entry.wall_seconds for entry in group)))
-    rows.sort(key=lambda row: (row.key.sort_key()[:3], -(row.metrics["final_acc"].mean
+    rows.sort(key=lambda row: (row.key.sort_key()[:4], -(row.metrics["final_acc"].mean
                                                          if row.metrics["final_acc"] else 0.0)))
     return rows
 

@@ -314,7 +314,7 @@ def run_stream(
     from mcit_bench.train import stage_seed, train_stage
 
     started = time.perf_counter()
-    code = git_state()  # the checkout whose code this process imported, not whatever it holds at the end
+    checkout = git_state()  # the checkout whose code this process imported, not whatever it holds at the end
     cache_root = cache_root or default_cache_root()
     stream = load_stream(config.sequence, config.subset, config.variant)
     for task in stream.tasks:  # a metric that cannot run fails now, not after hours of training
@@ -397,7 +397,7 @@ def run_stream(
     if len(stage_log) < len(stages):
         return {"status": "stopped", "stages_done": len(stage_log)}
     results = build_results(config, stream, method, rows, stage_log, paths, model, base_ids,
-                            previous_wall + time.perf_counter() - started, test_sets, code)
+                            previous_wall + time.perf_counter() - started, test_sets, checkout)
     if main:
         extra = companion_scores(paths.root, {task.name: task.type for task in stream.tasks},
                                  [0] + [entry["stage"] for entry in stage_log])
@@ -409,7 +409,7 @@ def run_stream(
 
 
 def build_results(config, stream, method, rows, stage_log, paths, model, base_ids, seconds, test_sets,
-                  code: dict[str, Any]) -> dict:
+                  checkout: dict[str, Any]) -> dict:
     """The results document; its summary is computed from the matrix, never stored separately."""
     tasks = stream.task_names
     matrix = matrix_from_rows(rows, tasks)
@@ -426,7 +426,7 @@ def build_results(config, stream, method, rows, stage_log, paths, model, base_id
             "model_weights": weights_fingerprint(Path(resolve_model_path(config.model))),
             "seed": config.seed,
             "harness_version": __version__,
-            "git": code,
+            "git": checkout,
             "packages": package_versions(),
             "device": device_description(),
             "upper_bound": method.capabilities.upper_bound,

@@ -316,7 +316,7 @@ def data_check(
     says where its parts are published.
     """
     from mcit_bench.data.audit import audit_stream
-    from mcit_bench.data.stream import SyntheticSource, load_stream
+    from mcit_bench.data.stream import SyntheticSource, candidates, load_stream, locate_variant
     from mcit_bench.runner import default_cache_root, prepare_data_root
 
     try:
@@ -334,21 +334,30 @@ def data_check(
     for column in ("task", "like", "train", "test", "annotations", "status"):
         table.add_column(column)
     for report in reports:
-        cells = {split.role: (f"{split.records:,} record{'s' * (split.records != 1)}" if split.role != "annotations"
+        cells = {split.role: (f"{split.records:,} record{'s' * (split.records != 1)}"
+                              + (f" ({split.text_only:,} text only)" if split.text_only else "")
+                              if split.role != "annotations"
                               else "present")
-                 if split.present else "[red]missing[/]" for split in report.splits}
+                 if split.present else "absent (optional)" if split.role == "annotations"
+                 and report.task.annotations.optional else "[red]missing[/]" for split in report.splits}
         table.add_row(report.task.name, report.task.like or "", cells["train"], cells["test"],
                       cells.get("annotations", "–"), "[green]ok[/]" if report.ok else f"[red]{len(report.problems)} "
                       f"problem{'s' * (len(report.problems) != 1)}[/]")
     console.print(table)
+    folder = locate_variant(stream, data_root)
+    if folder is not None:
+        console.print(f"instructions ({stream.variant}): {folder} (one of "
+                      f"{', '.join(candidates(stream.definition.variants[stream.variant]))})", highlight=False,
+                      soft_wrap=True, markup=False)
     for report in reports:
-        if report.ok:
-            continue
-        console.print(f"\n[bold]{report.task.name}[/]", highlight=False)
+        console.print(f"\n{report.task.name}", style="bold", highlight=False, markup=False)
+        for note in report.notes:
+            console.print(f"  {note}", highlight=False, soft_wrap=True, markup=False)
         for problem in report.problems:
-            console.print(f"  - {problem}", highlight=False, soft_wrap=True)
-        for part, where in report.task.published.items():
-            console.print(f"  {part} are published at {where}", highlight=False, soft_wrap=True)
+            console.print(f"  - {problem}", highlight=False, soft_wrap=True, markup=False)
+        if not report.ok:
+            for part, where in report.task.published.items():
+                console.print(f"  {part} are published at {where}", highlight=False, soft_wrap=True, markup=False)
     if any(not report.ok for report in reports):
         raise typer.Exit(code=1)
 

@@ -94,3 +94,9 @@ def print_results(results: dict[str, Any], console) -> None:
     for metric, by_task in results.get("extra_scores", {}).items():  # reported beside the matrix
         shown = ", ".join(f"{task} {values[-1]:.1f}" for task, values in by_task.items())
         console.print(f"{metric} after the last stage: {shown}")
+    published = results.get("as_published")
+    if published:  # each source's own scoring of the same predictions, to set beside its paper's table
+        final = published["summary"]["final_acc"]
+        shown = ", ".join(f"{task} {value:.1f}" for task, value in zip(tasks, published["matrix"][-1]))
+        console.print(f"as published (the sources' own scripts), after the last stage: {shown}; final_acc "
+                      f"{'n/a' if final is None else f'{final:.2f}'}", highlight=False)

@@ -21,9 +21,9 @@ import torch
 
 from mcit_bench import __version__
 from mcit_bench.config import RunConfig
-from mcit_bench.data.formats import AnswerFile, load_split, row_to_record
+from mcit_bench.data.formats import load_split, row_to_record
 from mcit_bench.data.hub import load_hub_split
-from mcit_bench.data.stream import SyntheticSource, TaskStream, load_stream
+from mcit_bench.data.stream import LocatedTask, SyntheticSource, TaskStream, load_stream, locate_stream
 from mcit_bench.data.synthetic import SyntheticSpec, generate
 from mcit_bench.errors import ConfigError, DataError, first_problem
 from mcit_bench.evaluate import generate_answers, test_rows, write_predictions
@@ -40,7 +40,7 @@ from mcit_bench.results import (
 )
 from mcit_bench.schema import SCHEMA_VERSION
 from mcit_bench.scoring.continual import summarize
-from mcit_bench.scoring.rescore import companion_scores
+from mcit_bench.scoring.rescore import companion_scores, published_scores
 from mcit_bench.scoring.task_metrics import DEFAULT_METRIC, METRICS, score_task
 
 if TYPE_CHECKING:
@@ -158,20 +158,21 @@ def load_stream_data(stream: TaskStream, root: Path, cache_root: Path) -> tuple[
     """Train and test datasets of every task, through the arrow cache."""
     arrow_cache = cache_root / "arrow"
     train, test = {}, {}
-    for task in stream.tasks:
+    for located in locate_stream(stream, root):
+        task = located.task
         if task.hub is not None:
             train[task.name] = load_hub_split(task.hub, root, task.train, task.type, cache_root)
             test_set = load_hub_split(task.hub, root, task.test, task.type, cache_root)
+            sources = (root / task.hub.dataset,) * 2
         else:
-            images = root / task.images
-            answer_file = (AnswerFile(root / task.annotations.file, task.annotations.format)
-                           if task.annotations else None)
-            train[task.name] = load_split(root / task.train, images, task.type, "train", arrow_cache)
-            test_set = load_split(root / task.test, images, task.type, "test", arrow_cache, answer_file)
+            train_spec, test_spec = located.split_specs()
+            train[task.name] = load_split(train_spec, arrow_cache)
+            test_set = load_split(test_spec, arrow_cache)
+            sources = (located.train, located.test)
         if stream.test_per_task is not None and len(test_set) > stream.test_per_task:
             test_set = test_set.select(range(stream.test_per_task))
-        for split, dataset in (("train", train[task.name]), ("test", test_set)):
-            require_images(dataset, root / (task.train if split == "train" else task.test))
+        for source, dataset in zip(sources, (train[task.name], test_set)):
+            require_images(dataset, source)
         if len(train[task.name]) == 0 or len(test_set) == 0:
             raise DataError(f"task {task.name!r} has an empty {'train' if not len(train[task.name]) else 'test'} split "
                             f"under {root}; check the files named in the sequence")
@@ -181,7 +182,7 @@ def load_stream_data(stream: TaskStream, root: Path, cache_root: Path) -> tuple[
 
 def require_images(dataset, source: Path) -> None:
     """Every image a split names must exist; the first few missing ones are named."""
-    missing = sorted({path for path in dataset["image"] if not os.path.isfile(path)})
+    missing = sorted({path for path in dataset["image"] if path and not os.path.isfile(path)})  # "": text only
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise DataError(f"{source}: {len(missing)} image files are missing ({shown}); check --data-root or the "
@@ -310,7 +311,7 @@ def run_stream(
     )
 
     from mcit_bench.models.collate import InstructionCollator
-    from mcit_bench.models.loading import check_model, load_model
+    from mcit_bench.models.loading import check_model, load_model, unreadable_tasks
     from mcit_bench.train import stage_seed, train_stage
 
     started = time.perf_counter()
@@ -335,6 +336,9 @@ def run_stream(
     console = console if main else None
     torch.manual_seed(config.seed)
     model, processor = load_model(config.model, PRECISIONS[config.precision])
+    if console is not None and main:
+        for warning in unreadable_tasks(processor.tokenizer, train_sets):
+            console.print(warning, style="yellow", highlight=False, markup=False)
     base_ids = {id(p) for p in model.parameters()}  # adapters may rename base weights, never replace them
     collator = InstructionCollator(processor)
     run = RunContext(stream=stream, seed=config.seed, train_data=train_sets, device=accelerator.device,
@@ -403,6 +407,10 @@ def run_stream(
                                  [0] + [entry["stage"] for entry in stage_log])
         if extra:  # only runs with caption tasks carry the key
             results["extra_scores"] = extra
+        published = published_scores(paths.root, tasks, stage_log, {
+            task.name: task.as_published.metric for task in stream.tasks if task.as_published is not None})
+        if published is not None:
+            results["as_published"] = published
         atomic_write_json(paths.results, results)
     accelerator.wait_for_everyone()
     return results

@@ -84,6 +84,15 @@ class Cost(_Strict):
     peak_memory_mb: float = Field(ge=0)
 
 
+class PublishedScores(_Strict):
+    """The same predictions scored by each source's own evaluation script (``scoring/published.py``):
+    the numbers to set beside a paper's table. The leaderboard and ``check`` use the sound matrix."""
+
+    metrics: dict[str, str]  # task -> published rule
+    matrix: list[list[float]]
+    summary: dict[str, float | None]
+
+
 class Results(_Strict):
     """One finished run: its identity, the accuracy matrix, the summary derived from it, its cost."""
 
@@ -98,6 +107,7 @@ class Results(_Strict):
     # metrics reported beside the matrix (BLEU-4 of caption tasks): metric -> task -> value after
     # each evaluated stage, the base model first
     extra_scores: dict[str, dict[str, list[float]]] = {}
+    as_published: PublishedScores | None = None  # real streams whose sources publish their scoring
 
     @model_validator(mode="after")
     def _consistent(self) -> Results:
@@ -117,6 +127,14 @@ class Results(_Strict):
                 raise ValueError(f"matrix column {column} ({task}, {self.task_info[task].metric}) must lie in {limits}")
         if set(self.summary) != set(CONTINUAL_METRICS):
             raise ValueError(f"summary must have exactly the metrics {sorted(CONTINUAL_METRICS)}")
+        if self.as_published is not None:
+            published = self.as_published
+            if set(published.metrics) != set(self.tasks):
+                raise ValueError("as_published.metrics must name one rule per task")
+            if [len(row) for row in published.matrix] != [len(row) for row in self.matrix]:
+                raise ValueError("as_published.matrix must have the matrix's shape")
+            if set(published.summary) != set(CONTINUAL_METRICS):
+                raise ValueError(f"as_published.summary must have exactly the metrics {sorted(CONTINUAL_METRICS)}")
         if len(self.cost.trainable_params_per_stage) != len(self.stages):
             raise ValueError("cost.trainable_params_per_stage must have one entry per stage")
         return self

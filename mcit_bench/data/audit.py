@@ -11,8 +11,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from mcit_bench.data.formats import AnswerFile, read_split
-from mcit_bench.data.stream import TaskDef, TaskStream
+from mcit_bench.data.formats import SplitSpec, read_split
+from mcit_bench.data.stream import LocatedTask, TaskDef, TaskStream, candidates, locate_stream
 from mcit_bench.errors import DataError
 
 SHOWN_MISSING = 3  # missing images named per split; the rest are counted
@@ -24,6 +24,7 @@ class SplitReport:
     path: Path
     present: bool
     records: int = 0
+    text_only: int = 0  # records without an image
     images_missing: list[str] = field(default_factory=list)
     images_unreadable: list[str] = field(default_factory=list)
 
@@ -33,6 +34,7 @@ class TaskReport:
     task: TaskDef
     splits: list[SplitReport]
     problems: list[str]
+    notes: list[str] = field(default_factory=list)  # which published names were found, how it is scored
 
     @property
     def ok(self) -> bool:
@@ -53,24 +55,21 @@ def image_problem(path: str) -> str | None:
     return None
 
 
-def audit_split(task: TaskDef, role: str, root: Path, check_images: bool) -> tuple[SplitReport, list[str]]:
-    path = root / getattr(task, role)
-    report = SplitReport(role, path, path.is_file())
+def audit_split(spec: SplitSpec, task: TaskDef, check_images: bool) -> tuple[SplitReport, list[str]]:
+    report = SplitReport(spec.split, spec.path, spec.path.is_file())
     problems: list[str] = []
     if not report.present:
-        problems.append(f"{path} is missing (the {role} split of {task.name})")
+        problems.append(f"{spec.path} is missing (the {spec.split} split of {task.name})")
         return report, problems
-    answer_file = None
-    if role == "test" and task.annotations is not None:
-        answer_file = AnswerFile(root / task.annotations.file, task.annotations.format)
     try:
-        records = read_split(path, root / task.images, task.type, role, answer_file, problems)
+        records = read_split(spec, problems)
     except DataError as error:  # the file as a whole is unreadable, or its answer file is
         problems.append(str(error))
         return report, problems
     report.records = len(records)
+    report.text_only = sum(1 for record in records if not record.image)
     if check_images:
-        for image in sorted({record.image for record in records}):
+        for image in sorted({record.image for record in records if record.image}):
             why = image_problem(image)
             if why == "missing":
                 report.images_missing.append(image)
@@ -79,9 +78,9 @@ def audit_split(task: TaskDef, role: str, root: Path, check_images: bool) -> tup
     if report.images_missing:
         shown = ", ".join(report.images_missing[:SHOWN_MISSING])
         more = len(report.images_missing) - SHOWN_MISSING
-        problems.append(f"{path}: {len(report.images_missing)} images are missing ({shown}"
-                        + (f" and {more} more" if more > 0 else "") + f"); they belong under {root / task.images}")
-    problems.extend(f"{path}: image {line}; replace the file or drop its record" for line in report.images_unreadable)
+        problems.append(f"{spec.path}: {len(report.images_missing)} images are missing ({shown}"
+                        + (f" and {more} more" if more > 0 else "") + f"); they belong under {spec.images}")
+    problems.extend(f"{spec.path}: image {line}; replace the file or drop its record" for line in report.images_unreadable)
     return report, problems
 
 
@@ -107,19 +106,45 @@ def audit_hub_task(task: TaskDef, root: Path) -> TaskReport:
     return TaskReport(task, splits, problems)
 
 
-def audit_task(task: TaskDef, root: Path, check_images: bool = True) -> TaskReport:
+def scoring_notes(located: LocatedTask, root: Path) -> list[str]:
+    """How the task will be scored with the files present: the sound matrix's references, and the
+    source's own rule with the official files it found or falls back without."""
+    from mcit_bench.scoring.task_metrics import DEFAULT_METRIC
+
+    task = located.task
+    metric = task.metric or DEFAULT_METRIC[task.type]
+    if task.annotations is None:
+        references = "the test file's answers"
+    elif located.annotations is not None:
+        references = f"every reference in {located.annotations.relative_to(root)}"
+    else:
+        references = f"the test file's answers (optional {' or '.join(candidates(task.annotations.file))} absent)"
+    notes = [f"scored: {metric} against {references}"]
+    if task.as_published is not None:
+        found = ", ".join(f"{role} {path.relative_to(root)}" for role, path in sorted(located.extras.items()))
+        absent = ", ".join(located.absent_extras)
+        notes.append(f"as published: {task.as_published.metric}"
+                     + (f" with {found}" if found else "")
+                     + (f"; without {absent} (absent: the rule's fallback applies)" if absent else ""))
+    return notes
+
+
+def audit_task(located: LocatedTask, root: Path, check_images: bool = True) -> TaskReport:
+    task = located.task
     if task.hub is not None:
         return audit_hub_task(task, root)
     splits, problems = [], []
-    for role in ("train", "test"):
-        split, found = audit_split(task, role, root, check_images)
+    for spec in located.split_specs():
+        split, found = audit_split(spec, task, check_images)
         splits.append(split)
         problems.extend(found)
     if task.annotations is not None:
-        path = root / task.annotations.file
-        splits.append(SplitReport("annotations", path, path.is_file()))
-    return TaskReport(task, splits, problems)
+        path = located.annotations
+        splits.append(SplitReport("annotations", path or root / str(task.annotations.file), path is not None))
+        if path is not None and not path.is_file():
+            problems.append(f"{path} is missing (the answer file of {task.name})")
+    return TaskReport(task, splits, problems, list(located.notes) + scoring_notes(located, root))
 
 
 def audit_stream(stream: TaskStream, root: Path, check_images: bool = True) -> list[TaskReport]:
-    return [audit_task(task, root, check_images) for task in stream.tasks]
+    return [audit_task(located, root, check_images) for located in locate_stream(stream, root)]

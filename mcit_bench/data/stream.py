@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mcit_bench.data.formats import AnswerFile, SplitSpec
 from mcit_bench.data.records import TASK_TYPES
 from mcit_bench.data.synthetic import GENERATOR_VERSION
 from mcit_bench.errors import ConfigError, first_problem
@@ -25,17 +26,53 @@ class _Strict(BaseModel):
 VARIANT_PLACEHOLDER = "{variant}"
 
 
+# One path, or the names a source has used for it over its releases: the first present wins.
+PathChoice = str | list[str]
+
+
+def candidates(paths: PathChoice) -> list[str]:
+    return [paths] if isinstance(paths, str) else list(paths)
+
+
 class Annotations(_Strict):
     """An official answer file joined to the test records: every annotator's answer, or every caption.
 
     Formats: ``textvqa`` (``{"data": [{"question_id", "answers": [...]}]}``), ``vqav2``
     (``{"annotations": [{"question_id", "answers": [{"answer"}]}]}``), ``vizwiz`` (``[{"image",
-    "answers": [{"answer"}]}]``, joined by image file name), ``coco_captions`` (``{"annotations":
-    [{"image_id", "caption"}]}``, joined by question id).
+    "answers": [{"answer"}]}]``), ``coco_captions`` (``{"annotations": [{"image_id", "caption"}]}``).
+    ``join`` says how a test record finds its entry: by question id, by image file name (VizWiz's
+    own file), or by position (the record's place in the test file is the caption file's image id
+    1..N, MCITlib's rule). An ``optional`` file that is absent leaves the test file's own answers.
     """
 
-    file: str
+    file: PathChoice
     format: Literal["textvqa", "vqav2", "vizwiz", "coco_captions"]
+    join: Literal["question_id", "image", "position"] | None = None  # None: by image for vizwiz, else by id
+    optional: bool = False
+
+    @property
+    def join_rule(self) -> str:
+        return self.join or ("image" if self.format == "vizwiz" else "question_id")
+
+
+class PublishedScoring(_Strict):
+    """How the source's own evaluation script scores the task (the results' ``as_published`` matrix).
+
+    ``metric`` names a rule in ``mcit_bench.scoring.published``; ``extras`` are the official files
+    that script reads beside the test file (role -> path or candidate paths), used where present.
+    """
+
+    metric: str
+    extras: dict[str, PathChoice] = {}
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        from mcit_bench.scoring.published import PUBLISHED_METRICS
+
+        if value not in PUBLISHED_METRICS:
+            raise ValueError(PUBLISHED_METRICS.unknown_message(value))
+        return value
 
 
 class HubSource(_Strict):
@@ -59,29 +96,45 @@ class HubSource(_Strict):
         return self
 
 
+TEST_FORMATS = ("coin", "dmole_vqa", "dmole_choice", "dmole_grounding", "coco_caption")
+BOX_CONVENTIONS = ("padded_square", "pixel", "thousand")
+
+
 class TaskDef(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     type: str
     metric: str | None = None  # None: the task type's default metric
     like: str | None = None  # the real benchmark a synthetic task mirrors, or the data set's name
-    train: str
-    test: str
-    images: str = "."  # image paths in the JSON are relative to data_root/images
+    train: PathChoice
+    test: PathChoice
+    images: str = "."  # image paths in the files are relative to data_root/images
+    test_images: str | None = None  # where the test file's images are, when not under ``images``
+    # conversation dialect of the training file (JSON list or JSONL): LLaVA's needs the <image> tag
+    # wherever a record has an image; InternVL's puts it first when it is absent
+    train_format: Literal["llava", "internvl"] = "llava"
+    test_format: Literal[TEST_FORMATS] = "coin"  # see mcit_bench.data.formats.TEST_READERS
+    prompt: str | None = None  # what the source's evaluation appends to each test question
+    # how grounding boxes are written, in training answers and model outputs: normalised 0-1 on the
+    # image padded to a square (LLaVA/CoIN), pixels of the image, or 0-1000 per axis (InternVL)
+    boxes: Literal[BOX_CONVENTIONS] = "padded_square"
     # this task's training budget in steps; None: the stream's steps_per_task. Real streams differ
     # in size per task (CoIN trains one epoch on each), so budgets may differ too.
     steps: int | None = Field(default=None, gt=0)
     annotations: Annotations | None = None
+    as_published: PublishedScoring | None = None
     hub: HubSource | None = None  # read from a Hugging Face dataset; train and test are then split names
     # where each part is published ("instructions", "images", ...): shown by 'mcit-bench data check'
     published: dict[str, str] = {}
 
-    def files(self) -> dict[str, str]:
-        """The files this task reads, by role, relative to the data root (none for a Hub dataset)."""
+    def files(self) -> dict[str, list[str]]:
+        """The files this task reads, by role, as candidate paths under the data root (none for a Hub dataset)."""
         if self.hub is not None:
             return {}
-        named = {"train": self.train, "test": self.test}
+        named = {"train": candidates(self.train), "test": candidates(self.test)}
         if self.annotations is not None:
-            named["annotations"] = self.annotations.file
+            named["annotations"] = candidates(self.annotations.file)
+        if self.as_published is not None:
+            named.update({f"extra:{role}": candidates(paths) for role, paths in self.as_published.extras.items()})
         return named
 
     @field_validator("type")
@@ -90,6 +143,12 @@ class TaskDef(_Strict):
         if value not in TASK_TYPES:
             raise ValueError(f"unknown task type {value!r}; known types are {', '.join(TASK_TYPES)}")
         return value
+
+    @model_validator(mode="after")
+    def _hub_splits_are_names(self) -> TaskDef:
+        if self.hub is not None and not (isinstance(self.train, str) and isinstance(self.test, str)):
+            raise ValueError("a hub task's train and test name one split each")
+        return self
 
 
 class SyntheticSource(_Strict):
@@ -121,15 +180,17 @@ class SequenceDef(_Strict):
     tasks: list[TaskDef] = Field(min_length=1)
     subsets: dict[str, Subset] = {}
     # instruction variants (CoIN's original, diverse, ten types): name -> folder put in place of
-    # "{variant}" in the tasks' paths; the first is the default
-    variants: dict[str, str] = {}
+    # "{variant}" in the tasks' paths (or the names it has had: the first present is used); the first
+    # variant is the default
+    variants: dict[str, PathChoice] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> SequenceDef:
         names = [task.name for task in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError("task names must be unique")
-        templated = any(VARIANT_PLACEHOLDER in path for task in self.tasks for path in task.files().values())
+        templated = any(VARIANT_PLACEHOLDER in path for task in self.tasks for paths in task.files().values()
+                        for path in paths)
         if templated != bool(self.variants):
             raise ValueError("tasks' paths use '{variant}' exactly when the sequence lists variants")
         for subset_name, subset in self.subsets.items():
@@ -188,11 +249,18 @@ class TaskStream:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
+# Fields a task gained after hashes were first recorded: left out of its identity while they hold their
+# default, so a task that does not use them keeps the hash it always had.
+_LATER_FIELDS = ("annotations", "hub", "as_published", "test_images", "train_format", "test_format", "prompt",
+                 "boxes")
+
+
 def task_identity(task: TaskDef) -> dict:
-    """What makes a task's data and scoring what they are: not where it is published, and no key a
-    task without annotations lacks (so hashes recorded before those fields existed stay valid)."""
-    absent = {name for name in ("annotations", "hub") if getattr(task, name) is None}
-    return task.model_dump(exclude={"published"} | absent)
+    """What makes a task's data and scoring what they are: not where it is published, and no field
+    that holds its default and was added later (so recorded hashes stay valid)."""
+    defaults = {name: TaskDef.model_fields[name].default for name in _LATER_FIELDS}
+    unused = {name for name in _LATER_FIELDS if getattr(task, name) == defaults[name]}
+    return task.model_dump(exclude={"published"} | unused)
 
 
 def builtin_sequences() -> dict[str, Path]:
@@ -230,35 +298,108 @@ def read_sequence(path: Path) -> SequenceDef:
         raise ConfigError(f"sequence file {path} field {field}: {message}") from None
 
 
-def resolve_variant(definition: SequenceDef, variant: str | None) -> tuple[str | None, list[TaskDef]]:
-    """The chosen instruction variant (None: the first listed) and the tasks with their paths filled in."""
+def resolve_variant(definition: SequenceDef, variant: str | None) -> str | None:
+    """The chosen instruction variant (None: the first listed; None for sequences without variants)."""
     if not definition.variants:
         if variant is not None:
             raise ConfigError(f"sequence {definition.name!r} has no instruction variants; drop --variant")
-        return None, list(definition.tasks)
+        return None
     chosen = variant or next(iter(definition.variants))
     if chosen not in definition.variants:
         raise ConfigError(f"sequence {definition.name!r} has no variant {chosen!r}; its variants are "
                           f"{', '.join(definition.variants)}")
-    folder = definition.variants[chosen]
+    return chosen
 
-    def fill(path: str) -> str:
-        return path.replace(VARIANT_PLACEHOLDER, folder)
 
-    tasks = []
-    for task in definition.tasks:
-        update: dict[str, object] = {"train": fill(task.train), "test": fill(task.test)}
-        if task.annotations is not None:
-            update["annotations"] = task.annotations.model_copy(update={"file": fill(task.annotations.file)})
-        tasks.append(task.model_copy(update=update))
-    return chosen, tasks
+@dataclass(frozen=True)
+class LocatedTask:
+    """A task's files found under one data root: each role's path (the first candidate present, or
+    the first candidate when none is, so errors name the canonical place), and what was found where."""
+
+    task: TaskDef
+    root: Path
+    train: Path
+    test: Path
+    images: Path
+    test_images: Path
+    annotations: Path | None  # None: no answer file, or an optional one that is absent
+    extras: dict[str, Path]  # the official files present for the published scoring
+    absent_extras: tuple[str, ...]  # roles of those that are not
+    notes: tuple[str, ...]  # which of several published names was found, for 'data check'
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def split_specs(self) -> tuple[SplitSpec, SplitSpec]:
+        """How the train and test files are read: their formats, images and official files."""
+        task = self.task
+        answer_file = (AnswerFile(self.annotations, task.annotations.format, task.annotations.join_rule)
+                       if task.annotations is not None and self.annotations is not None else None)
+        train = SplitSpec(self.train, self.images, task.type, "train", self.root, train_format=task.train_format)
+        test = SplitSpec(self.test, self.test_images, task.type, "test", self.root, test_format=task.test_format,
+                         prompt=task.prompt, boxes=task.boxes, answer_file=answer_file,
+                         extras=tuple(sorted(self.extras.items())))
+        return train, test
+
+
+def first_present(root: Path, paths: list[str]) -> tuple[Path, bool]:
+    for path in paths:
+        if (root / path).exists():
+            return root / path, True
+    return root / paths[0], False
+
+
+def locate_variant(stream: TaskStream, root: Path) -> str | None:
+    """The folder of the stream's instruction variant under ``root``: the first of its names present."""
+    if stream.variant is None:
+        return None
+    folder, _ = first_present(root, candidates(stream.definition.variants[stream.variant]))
+    return str(folder.relative_to(root))
+
+
+def locate_task(task: TaskDef, root: Path, variant_folder: str | None = None) -> LocatedTask:
+    """Where each of ``task``'s files is under ``root`` (see ``LocatedTask``)."""
+    notes: list[str] = []
+
+    def find(role: str, paths: PathChoice) -> tuple[Path, bool]:
+        options = [path.replace(VARIANT_PLACEHOLDER, variant_folder or "") for path in candidates(paths)]
+        found, present = first_present(root, options)
+        if present and len(options) > 1:
+            notes.append(f"{role}: {found.relative_to(root)} (one of {', '.join(options)})")
+        return found, present
+
+    train, _ = find("train", task.train)
+    test, _ = find("test", task.test)
+    annotations = None
+    if task.annotations is not None:
+        path, present = find("annotations", task.annotations.file)
+        annotations = path if present or not task.annotations.optional else None
+    extras: dict[str, Path] = {}
+    absent: list[str] = []
+    for role, paths in (task.as_published.extras.items() if task.as_published else ()):
+        path, present = find(role, paths)
+        if present:
+            extras[role] = path
+        else:
+            absent.append(role)
+    images = root / task.images
+    test_images = root / task.test_images if task.test_images is not None else images
+    return LocatedTask(task, root, train, test, images, test_images, annotations, extras, tuple(absent),
+                       tuple(notes))
+
+
+def locate_stream(stream: TaskStream, root: Path) -> list[LocatedTask]:
+    folder = locate_variant(stream, root)
+    return [locate_task(task, root, folder) for task in stream.tasks]
 
 
 def load_stream(name_or_path: str, subset: str | None = None, variant: str | None = None) -> TaskStream:
     """Read a sequence and resolve it for ``subset`` (None: the full stream) and instruction ``variant``."""
     path = sequence_path(name_or_path)
     definition = read_sequence(path)
-    variant, tasks = resolve_variant(definition, variant)
+    variant = resolve_variant(definition, variant)
+    tasks = list(definition.tasks)
     steps = definition.steps_per_task
     source = definition.source
     train = source.train_per_task if isinstance(source, SyntheticSource) else None

@@ -78,6 +78,11 @@ def split_output(out: Any, index: int, per_image_rows: bool) -> Encoded:
                    {name: [int(t) for t in out[name][index]] for name in TOKEN_ALIGNED if name in out}, images)
 
 
+def token_type_names(encoded: list[Encoded]) -> list[str]:
+    """The token-aligned outputs any sample of a batch has (text-only samples may lack some: zeros)."""
+    return sorted({name for item in encoded for name in item.token_types})
+
+
 class InstructionCollator:
     """Builds training batches (right padded, labels on the answer) and generation batches (left padded).
 
@@ -104,47 +109,65 @@ class InstructionCollator:
         self._answers: dict[tuple[str, str], list[int]] = {}
         self._answer_cache_size = answer_cache_size
 
-    def prompt(self, instruction: str) -> str:
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True)
+    @staticmethod
+    def user_turn(instruction: str, has_image: bool) -> dict[str, Any]:
+        """The user's message; a text-only sample (no image, as text-only ScienceQA items) has no image slot."""
+        image = [{"type": "image"}] if has_image else []
+        return {"role": "user", "content": [*image, {"type": "text", "text": instruction}]}
 
-    def answer_suffix(self, instruction: str, answer: str) -> str:
+    def prompt(self, instruction: str, has_image: bool = True) -> str:
+        return self.processor.apply_chat_template([self.user_turn(instruction, has_image)],
+                                                  add_generation_prompt=True)
+
+    def answer_suffix(self, instruction: str, answer: str, has_image: bool = True) -> str:
         """The text the template puts after the generation prompt for this answer."""
         messages = [
-            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]},
+            self.user_turn(instruction, has_image),
             {"role": "assistant", "content": [{"type": "text", "text": answer}]},
         ]
         full = self.processor.apply_chat_template(messages)
-        prompt = self.prompt(instruction)
+        prompt = self.prompt(instruction, has_image)
         if not full.startswith(prompt):
             raise ValueError("the chat template renders the prompt differently with an answer; cannot mask labels")
         return full[len(prompt) :]
 
-    def answer_ids(self, instruction: str, answer: str) -> list[int]:
-        """Token ids of the answer turn (answer and end-of-turn marker), cached per (instruction, answer)."""
-        key = (instruction, answer)
+    def answer_ids(self, instruction: str, answer: str, has_image: bool = True) -> list[int]:
+        """Token ids of the answer turn (answer and end-of-turn marker), cached per sample kind."""
+        key = (instruction, answer, has_image)
         if key not in self._answers:
             if len(self._answers) >= self._answer_cache_size:
                 self._answers.clear()
-            suffix = self.answer_suffix(instruction, answer)
+            suffix = self.answer_suffix(instruction, answer, has_image)
             self._answers[key] = self.tokenizer(suffix, add_special_tokens=False)["input_ids"]
         return self._answers[key]
 
     def _encode_uncached(self, samples: list[tuple[str | Image.Image, str]]) -> list[Encoded]:
-        """Run the processor once over several samples and split its output per sample.
+        """Run the processor over several samples and split its output per sample.
 
-        Processors that return one tensor row per image (LLaVA's) are split by row; any other layout
-        (flattened patches with a grid per image, as in Qwen2-VL) is processed one sample at a time.
+        Samples with an image go through the processor together; processors that return one tensor
+        row per image (LLaVA's) are split by row, any other layout (flattened patches with a grid per
+        image, as in Qwen2-VL) is processed one sample at a time. A text-only sample (image "") is
+        its prompt's tokens alone.
         """
-        images = [expand_to_square(load_image(image) if isinstance(image, str) else to_rgb(image), self.pad_fill)
-                  for image, _ in samples]
-        prompts = [self.prompt(instruction) for _, instruction in samples]
-        out = self.processor(text=prompts, images=images)
-        if all(len(value) == len(samples) for name, value in out.items() if name not in TOKEN_ALIGNED):
-            return [split_output(out, i, per_image_rows=True) for i in range(len(samples))]
-        singles = (self.processor(text=[prompt], images=[image], return_tensors="pt")
-                   for prompt, image in zip(prompts, images))
-        return [split_output(single, 0, per_image_rows=False) for single in singles]
+        with_image = [i for i, (image, _) in enumerate(samples) if not (isinstance(image, str) and not image)]
+        encoded: dict[int, Encoded] = {}
+        for index in set(range(len(samples))) - set(with_image):
+            out = self.processor(text=[self.prompt(samples[index][1], has_image=False)])
+            encoded[index] = split_output(out, 0, per_image_rows=True)
+        if with_image:
+            chosen = [samples[i] for i in with_image]
+            images = [expand_to_square(load_image(image) if isinstance(image, str) else to_rgb(image), self.pad_fill)
+                      for image, _ in chosen]
+            prompts = [self.prompt(instruction) for _, instruction in chosen]
+            out = self.processor(text=prompts, images=images)
+            if all(len(value) == len(chosen) for name, value in out.items() if name not in TOKEN_ALIGNED):
+                parts = [split_output(out, i, per_image_rows=True) for i in range(len(chosen))]
+            else:
+                singles = (self.processor(text=[prompt], images=[image], return_tensors="pt")
+                           for prompt, image in zip(prompts, images))
+                parts = [split_output(single, 0, per_image_rows=False) for single in singles]
+            encoded.update(zip(with_image, parts))
+        return [encoded[index] for index in range(len(samples))]
 
     def _encode_rows(self, rows: Sequence[dict[str, Any]]) -> list[Encoded]:
         """Each row's prompt, placeholder expanded the backend's way."""
@@ -174,24 +197,28 @@ class InstructionCollator:
 
     @staticmethod
     def image_inputs(encoded: list[Encoded]) -> dict[str, torch.Tensor]:
-        # every backend's image tensors concatenate along the first axis (images, or patches)
-        return {name: torch.cat([item.images[name] for item in encoded]) for name in encoded[0].images}
+        # every backend's image tensors concatenate along the first axis (images, or patches); a
+        # text-only sample adds none, and a batch of text-only samples has no image inputs at all
+        with_images = [item for item in encoded if item.images]
+        if not with_images:
+            return {}
+        return {name: torch.cat([item.images[name] for item in with_images]) for name in with_images[0].images}
 
     def train_batch(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Right-padded inputs with labels: -100 everywhere but the answer and its end marker."""
         encoded = self._encode_rows(rows)
         sequences, labels, token_types = [], [], []
         for row, item in zip(rows, encoded):
-            answer_ids = self.answer_ids(row["instruction"], row["target"])
+            answer_ids = self.answer_ids(row["instruction"], row["target"], bool(item.images))
             sequences.append((item.ids + answer_ids)[: self.max_length])
             labels.append(([IGNORE_INDEX] * len(item.ids) + answer_ids)[: self.max_length])
-            token_types.append({name: (values + [0] * len(answer_ids))[: self.max_length]
-                                for name, values in item.token_types.items()})
+            token_types.append({name: (item.token_types.get(name, [0] * len(item.ids)) + [0] * len(answer_ids))
+                                [: self.max_length] for name in token_type_names(encoded)})
         width = max(len(seq) for seq in sequences)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         label_ids = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
-        types = {name: torch.zeros((len(rows), width), dtype=torch.long) for name in encoded[0].token_types}
+        types = {name: torch.zeros((len(rows), width), dtype=torch.long) for name in token_type_names(encoded)}
         for i, (seq, lab) in enumerate(zip(sequences, labels)):
             input_ids[i, : len(seq)] = torch.tensor(seq)
             label_ids[i, : len(lab)] = torch.tensor(lab)
@@ -207,7 +234,7 @@ class InstructionCollator:
         width = max(len(item.ids) for item in encoded)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
-        types = {name: torch.zeros((len(rows), width), dtype=torch.long) for name in encoded[0].token_types}
+        types = {name: torch.zeros((len(rows), width), dtype=torch.long) for name in token_type_names(encoded)}
         for i, item in enumerate(encoded):
             input_ids[i, width - len(item.ids) :] = torch.tensor(item.ids)
             attention[i, width - len(item.ids) :] = 1

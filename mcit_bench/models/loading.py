@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -178,33 +179,82 @@ def patches_per_image(batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
     return None if grid is None else grid.prod(dim=-1)
 
 
+def samples_with_images(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Which samples of a batch show an image (text-only ones, as text-only ScienceQA items, do not)."""
+    return (batch["input_ids"] == model.config.image_token_id).any(dim=1)
+
+
 @torch.no_grad()
 def pooled_image_features(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per image, from the frozen vision encoder: (summary, max-pool) of its features, [images, dim] each.
+    """Per sample, from the frozen vision encoder: (summary, max-pool) of its image's features, [samples, dim] each.
 
-    The summary is the class token where the encoder has one (CLIP), else the mean over patches.
+    The summary is the class token where the encoder has one (CLIP), else the mean over patches. A
+    text-only sample has no image: its rows are zeros, so a router compares it by its text alone.
     """
+    has_image = samples_with_images(model, batch)
+    width = image_feature_dim(model)
     vision = vision_tower(model)
-    pixels = batch["pixel_values"].to(next(vision.parameters()).dtype)
+    dtype = next(vision.parameters()).dtype
+    summary = torch.zeros(len(has_image), width, dtype=dtype, device=has_image.device)
+    pooled = torch.zeros_like(summary)
+    if not has_image.any():
+        return summary, pooled
+    pixels = batch["pixel_values"].to(dtype)
     rows = patches_per_image(batch)
     if rows is None:
         features = vision(pixel_values=pixels).last_hidden_state  # [images, tokens, dim]
-        if features.shape[0] != batch["input_ids"].shape[0]:
-            raise ConfigError(f"the processor gives {features.shape[0]} image tiles for {batch['input_ids'].shape[0]} "
-                              f"samples; methods that route by image need one tile per image (InternVL: set "
-                              f"crop_to_patches to false in the model's preprocessor_config.json)")
-        return features[:, 0], features.amax(1)
-    flat = vision(pixels, grid_thw=batch["image_grid_thw"]).last_hidden_state  # [all patches, dim]
-    parts = flat.split(rows.tolist())
-    return torch.stack([part.mean(0) for part in parts]), torch.stack([part.amax(0) for part in parts])
+        if features.shape[0] != int(has_image.sum()):
+            raise ConfigError(f"the processor gives {features.shape[0]} image tiles for {int(has_image.sum())} "
+                              f"samples with an image; methods that route by image need one tile per image "
+                              f"(InternVL: set crop_to_patches to false in the model's preprocessor_config.json)")
+        image_summary, image_pooled = features[:, 0], features.amax(1)
+    else:
+        flat = vision(pixels, grid_thw=batch["image_grid_thw"]).last_hidden_state  # [all patches, dim]
+        parts = flat.split(rows.tolist())
+        image_summary = torch.stack([part.mean(0) for part in parts])
+        image_pooled = torch.stack([part.amax(0) for part in parts])
+    summary[has_image], pooled[has_image] = image_summary.to(dtype), image_pooled.to(dtype)
+    return summary, pooled
 
 
 def image_row_samples(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
-    """For a vision encoder that flattens the patches of all images (one image per sample), the
-    sample of every row, keyed by row count: before and after the merge of neighbouring patches."""
+    """The sample of every image row the vision side sees, keyed by that axis's length, wherever it is
+    not simply the batch: a vision encoder that flattens the patches of all images (one image per
+    sample; before and after the merge of neighbouring patches), or an image axis that skips the
+    text-only samples of a batch."""
+    has_image = samples_with_images(model, batch)
+    samples = has_image.nonzero().flatten()  # image i belongs to sample samples[i]
     rows = patches_per_image(batch)
     if rows is None:
-        return {}
+        return {} if bool(has_image.all()) else {len(samples): samples}
     merged = rows // vision_tower(model).config.spatial_merge_size ** 2
-    samples = torch.arange(len(rows), device=rows.device)
+    samples = samples.to(rows.device)
     return {int(rows.sum()): samples.repeat_interleave(rows), int(merged.sum()): samples.repeat_interleave(merged)}
+
+UNKNOWN_WORDS_WARNING = 0.2  # a task whose words the tokenizer maps to its unknown token this often
+
+
+def unknown_word_share(tokenizer: Any, texts: list[str]) -> tuple[float, list[str]]:
+    """The share of the words of ``texts`` that the tokenizer maps (in part) to its unknown token,
+    and the first few such words; (0, []) for tokenizers that have none (byte-level BPE)."""
+    unknown_id = getattr(tokenizer, "unk_token_id", None)
+    words = [word for text in texts for word in text.split()]
+    if unknown_id is None or not words:
+        return 0.0, []
+    encoded = tokenizer(words, add_special_tokens=False)["input_ids"]
+    unknown = [word for word, ids in zip(words, encoded) if unknown_id in ids]
+    return len(unknown) / len(words), list(dict.fromkeys(unknown))[:5]
+
+
+def unreadable_tasks(tokenizer: Any, train_sets: dict[str, Any], samples: int = 200) -> list[str]:
+    """One warning per task whose text the model's tokenizer cannot read (mcit-tiny, whose vocabulary
+    is synth-coin's, on real text): such a run can only score near zero, and should say so first."""
+    warnings = []
+    for task, dataset in train_sets.items():
+        rows = dataset.select(range(min(samples, len(dataset))))
+        share, examples = unknown_word_share(tokenizer, [f"{row['instruction']} {row['target']}" for row in rows])
+        if share > UNKNOWN_WORDS_WARNING:
+            warnings.append(f"warning: the model's tokenizer maps {share:.0%} of task {task!r}'s words to its unknown "
+                            f"token (e.g. {', '.join(examples)}); it can hardly read this task and will score near "
+                            f"zero: use a model whose vocabulary covers the data")
+    return warnings

@@ -108,19 +108,36 @@ _NUMBER = r"\s*(-?\d+(?:\.\d+)?|-?\.\d+)\s*"
 _BOX = re.compile(r"\[" + ",".join([_NUMBER] * 4) + r"\]")
 
 
-def parse_box(output: str) -> tuple[float, float, float, float] | None:
-    """The first ``[x1, y1, x2, y2]`` in an output, normalised 0-1; None if absent or malformed.
+def box_limits(convention: str, size: tuple[float, float] | None) -> tuple[float, float]:
+    """The largest x and y a box may reach: 1 on the padded square (LLaVA, CoIN), 1000 (InternVL), or
+    the image's own width and height for pixel boxes."""
+    if convention == "pixel":
+        if size is None:
+            raise ValueError("pixel boxes need the image size")
+        return float(size[0]), float(size[1])
+    return (1000.0, 1000.0) if convention == "thousand" else (1.0, 1.0)
 
-    A box is malformed when a coordinate lies outside [0, 1] (pixel boxes are a different
-    convention, not a near miss) or when it has no area.
+
+def box_inside(box: tuple[float, ...] | list[float], convention: str, size: tuple[float, float] | None) -> bool:
+    """A box with area that lies within the frame of its convention."""
+    width, height = box_limits(convention, size)
+    x1, y1, x2, y2 = box
+    return 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
+
+
+def parse_box(output: str, convention: str = "padded_square",
+              size: tuple[float, float] | None = None) -> tuple[float, float, float, float] | None:
+    """The first ``[x1, y1, x2, y2]`` in an output (InternVL's ``[[...]]`` included), in the task's box
+    convention; None if absent or malformed.
+
+    A box is malformed when a coordinate lies outside its convention's frame (a pixel box in a 0-1
+    task is a different convention, not a near miss) or when it has no area.
     """
     match = _BOX.search(output)
     if match is None:
         return None
-    x1, y1, x2, y2 = (float(value) for value in match.groups())
-    if not all(0.0 <= value <= 1.0 for value in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
-        return None
-    return (x1, y1, x2, y2)
+    box = tuple(float(value) for value in match.groups())
+    return box if box_inside(box, convention, size) else None  # type: ignore[return-value]
 
 
 def box_iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:

@@ -83,3 +83,28 @@ def bleu4_corpus(predictions: Sequence[str], records: Sequence[Record]) -> float
     with contextlib.redirect_stdout(io.StringIO()):
         corpus, _ = Bleu(4).compute_score(references, outputs, verbose=0)
     return 100.0 * float(corpus[3])
+
+
+COCO_CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
+
+
+def coco_caption_scores(predictions: Sequence[str], records: Sequence[Record]) -> dict[str, float]:
+    """The seven numbers COCOEvalCap prints (BLEU-1..4, METEOR, ROUGE-L, CIDEr), x100, computed with
+    its scorers on PTB-tokenised text as ``COCOEvalCap.evaluate`` does, less SPICE (which downloads
+    Stanford CoreNLP models at first use, and which no source's table reports)."""
+    if not records:
+        return {name: 0.0 for name in COCO_CAPTION_METRICS}
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    references, outputs = _tokenized(predictions, records)
+    scores: dict[str, float] = {}
+    with contextlib.redirect_stdout(io.StringIO()), _silenced_stderr():
+        bleu, _ = Bleu(4).compute_score(references, outputs, verbose=0)
+        scores.update({f"Bleu_{n + 1}": float(value) for n, value in enumerate(bleu)})
+        scores["METEOR"], _ = Meteor().compute_score(references, outputs)  # its __del__ ends the Java process
+        scores["ROUGE_L"], _ = Rouge().compute_score(references, outputs)
+        scores["CIDEr"], _ = Cider().compute_score(references, outputs)
+    return {name: 100.0 * float(scores[name]) for name in COCO_CAPTION_METRICS}

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mcit_bench.data.records import Record
 from mcit_bench.evaluate import read_predictions
 from mcit_bench.io import atomic_write_json
 from mcit_bench.results import matrix_from_rows, rounded
 from mcit_bench.schema import load_results
 from mcit_bench.scoring.continual import summarize
+from mcit_bench.scoring.published import score_published
 from mcit_bench.scoring.task_metrics import COMPANION_METRICS, score_task
+
+TaskScorer = Callable[[str, Sequence[str], Sequence[Record]], float]
 
 
 def companion_scores(run_dir: Path, task_types: dict[str, str], stages: list[int]) -> dict[str, dict[str, list[float]]]:
@@ -27,34 +32,53 @@ def companion_scores(run_dir: Path, task_types: dict[str, str], stages: list[int
     return scores
 
 
-def rescore_run(run_dir: Path) -> dict[str, Any]:
-    """Score every saved prediction again and rewrite ``results.json``; returns the new results."""
-    run_dir = Path(run_dir)
-    results = load_results(run_dir / "results.json").model_dump(mode="json")
-    tasks: list[str] = results["tasks"]
-    metrics = {task: results["task_info"][task]["metric"] for task in tasks}
+def scored_matrix(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]], metrics: dict[str, str],
+                  score: TaskScorer) -> dict[str, Any]:
+    """The matrix (base row, then a row per trained task) and its summary, every cell scored again
+    from the saved predictions with ``score(metric, predictions, records)``."""
 
     def stage_scores(stage: int) -> dict[str, float]:
         scores = {}
         for task in tasks:
             predictions, records = read_predictions(run_dir / "predictions" / f"stage{stage}" / f"{task}.jsonl")
-            scores[task], _ = score_task(metrics[task], predictions, records)
+            scores[task] = score(metrics[task], predictions, records)
         return scores
 
     rows = {0: stage_scores(0)}
-    next_row = 1
-    for entry in results["stages"]:
+    for entry in stages:  # a stage that trained several tasks (joint) fills one row per task
         scores = stage_scores(entry["stage"])
         for _ in entry["tasks"]:
-            rows[next_row] = scores
-            next_row += 1
+            rows[len(rows)] = scores
     matrix = matrix_from_rows(rows, tasks)
-    results["matrix"] = [[round(v, 4) for v in row] for row in matrix.tolist()]
-    results["summary"] = {name: rounded(value) for name, value in summarize(matrix).items()}
+    return {"matrix": [[round(v, 4) for v in row] for row in matrix.tolist()],
+            "summary": {name: rounded(value) for name, value in summarize(matrix).items()}}
+
+
+def published_scores(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
+                     metrics: dict[str, str]) -> dict[str, Any] | None:
+    """The as-published matrix, when every task names its source's rule (None otherwise)."""
+    if not tasks or set(metrics) != set(tasks):
+        return None
+    return {"metrics": dict(metrics), **scored_matrix(run_dir, tasks, stages, metrics, score_published)}
+
+
+def rescore_run(run_dir: Path) -> dict[str, Any]:
+    """Score every saved prediction again and rewrite ``results.json``; returns the new results."""
+    run_dir = Path(run_dir)
+    results = load_results(run_dir / "results.json").model_dump(mode="json")
+    if results["as_published"] is None:  # only real streams whose sources publish a scoring carry the key
+        del results["as_published"]
+    tasks: list[str] = results["tasks"]
+    metrics = {task: results["task_info"][task]["metric"] for task in tasks}
+    results.update(scored_matrix(run_dir, tasks, results["stages"], metrics,
+                                 lambda metric, predictions, records: score_task(metric, predictions, records)[0]))
     task_types = {task: results["task_info"][task]["type"] for task in tasks}
     extra = companion_scores(run_dir, task_types, [0] + [entry["stage"] for entry in results["stages"]])
     results.pop("extra_scores", None)
     if extra:  # only runs with caption tasks carry the key
         results["extra_scores"] = extra
+    if "as_published" in results:
+        results["as_published"] = published_scores(run_dir, tasks, results["stages"],
+                                                   results["as_published"]["metrics"])
     atomic_write_json(run_dir / "results.json", results)
     return results

@@ -70,8 +70,13 @@ def option_accuracy(prediction: str, record: Record) -> float:
 
 
 def grounding_accuracy(prediction: str, record: Record) -> float:
-    predicted = parse_box(prediction)
-    reference = parse_box(record.target)
+    """IoU >= 0.5 in the task's box convention (``metadata['boxes']``: padded_square, pixel or thousand);
+    both boxes are in that one frame, and IoU does not change with a frame's scale per axis."""
+    convention = record.metadata.get("boxes", "padded_square")
+    size = tuple(record.metadata["size"]) if "size" in record.metadata else None
+    predicted = parse_box(prediction, convention, size)
+    reference = tuple(record.metadata["box"]) if "box" in record.metadata else parse_box(record.target, convention,
+                                                                                          size)
     if predicted is None or reference is None:
         return 0.0
     return float(box_iou(predicted, reference) >= IOU_THRESHOLD)

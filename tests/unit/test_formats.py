@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from mcit_bench.data.formats import load_split, read_coin_test, read_llava_conversations, row_to_record
+from mcit_bench.data.formats import (
+    ImagePlace,
+    SplitSpec,
+    load_entries,
+    load_split,
+    read_coin_test,
+    read_llava_conversations,
+    row_to_record,
+)
 from mcit_bench.errors import DataError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
@@ -34,9 +42,10 @@ def test_coin_grounding_keeps_box_and_image_size():
 
 
 def test_split_round_trips_through_the_arrow_cache(tmp_path):
-    first = load_split(FIXTURES / "train.json", FIXTURES, "short_answer", "train", tmp_path)
+    spec = SplitSpec(FIXTURES / "train.json", FIXTURES, "short_answer", "train")
+    first = load_split(spec, tmp_path)
     cached = list(tmp_path.iterdir())
-    second = load_split(FIXTURES / "train.json", FIXTURES, "short_answer", "train", tmp_path)
+    second = load_split(spec, tmp_path)
     assert len(cached) == 1 and (cached[0] / "dataset_info.json").exists()
     assert first[:] == second[:]
     assert row_to_record(second[3]).target == "a grey square."
@@ -52,10 +61,14 @@ GOOD_TURNS = [{"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value"
 
 
 @pytest.mark.parametrize("payload,fragment", [
-    ("[{\"id\": 1,", "not valid JSON (line 1"),
+    ("[{\"id\": 1,", "is neither a JSON list nor JSONL (line 1"),
     ({"id": 1}, "must hold a JSON list"),
-    ([{"image": "x.png", "conversations": GOOD_TURNS}], "record 0 (id 0) has no field 'id'"),
-    ([{"id": "a", "conversations": GOOD_TURNS}], "record 0 (id 'a') has no field 'image'"),
+    ([{"image": "x.png", "conversations": GOOD_TURNS}], "record 0 (id 'none') has no field 'id'"),
+    # a record without an image is text-only: it may not carry the tag
+    ([{"id": "a", "conversations": GOOD_TURNS}],
+     "has 1 '<image>' tags in the first human turn; exactly 0 expected (the record has no 'image'"),
+    ([{"id": "a", "image": "../../etc/x.png", "conversations": GOOD_TURNS}], "leads outside the data root"),
+    ([{"id": "a", "image": "/etc/x.png", "conversations": GOOD_TURNS}], "leads outside the data root"),
     ([{"id": "a", "image": "x.png", "conversations": [GOOD_TURNS[0]]}], "must alternate human and gpt turns"),
     ([{"id": "a", "image": "x.png", "conversations": [{"from": "human", "value": "Q?"}, GOOD_TURNS[1]]}],
      "has 0 '<image>' tags in the first human turn"),
@@ -83,4 +96,39 @@ def test_bad_test_files_name_the_field(tmp_path, payload, kind, fragment):
 
 def test_missing_file_says_what_to_do(tmp_path):
     with pytest.raises(DataError, match="does not exist; check --data-root"):
-        load_split(tmp_path / "nope.json", tmp_path, "vqa", "test", None)
+        load_split(SplitSpec(tmp_path / "nope.json", tmp_path, "vqa", "test"), None)
+
+
+def test_jsonl_is_read_line_by_line_and_bad_lines_are_named(tmp_path):
+    good = {"id": "a", "image": "x.png", "conversations": GOOD_TURNS}
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps({**good, "id": "b"}) + "\n")
+    assert [entry.where for entry in load_entries(path)] == ["line 1", "line 3"]
+    assert [r.id for r in read_llava_conversations(path, tmp_path, "vqa")] == ["a", "b"]
+    path.write_text(json.dumps(good) + "\n{not json\n")
+    with pytest.raises(DataError, match="train.jsonl line 2 is not JSON"):
+        read_llava_conversations(path, tmp_path, "vqa")
+    # JSONL under a .json name is still JSONL; a file that is neither is refused with its line
+    other = tmp_path / "train.json"
+    other.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
+    assert len(load_entries(other)) == 2
+    other.write_text("{\"a\": 1} trailing")  # one line: not JSONL either
+    with pytest.raises(DataError, match="is neither a JSON list nor JSONL"):
+        load_entries(other)
+
+
+def test_internvl_conversations_may_leave_out_the_image_tag(tmp_path):
+    record = {"id": 0, "image": "x.png", "conversations": [{"from": "human", "value": "Q?"}, GOOD_TURNS[1]]}
+    path = write(tmp_path, [record])
+    (parsed,) = read_llava_conversations(path, tmp_path, "vqa", dialect="internvl")
+    assert parsed.instruction == "Q?" and parsed.image == str(tmp_path / "x.png")
+    with pytest.raises(DataError, match="has 0 '<image>' tags"):
+        read_llava_conversations(path, tmp_path, "vqa")  # LLaVA's dialect needs it
+
+
+def test_text_only_records_have_no_image():
+    place = ImagePlace(FIXTURES, FIXTURES)
+    assert place.path_of("x", "images/red.png") == str(FIXTURES / "images" / "red.png")
+    records = read_llava_conversations(FIXTURES.parent / "published/coin/playground/Instructions_Original/ScienceQA/"
+                                       "train.json", FIXTURES, "multiple_choice")
+    assert records[-1].image == "" and records[-1].instruction.startswith("Context: N/A")

@@ -10,6 +10,7 @@ COCO caption evaluation, so the numbers match published ones.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 from collections.abc import Iterator, Sequence
@@ -47,16 +48,23 @@ def require_caption_tools() -> None:
 
 def _tokenized(predictions: Sequence[str], records: Sequence[Record]) -> tuple[dict, dict]:
     """(references, predictions) keyed by sample position, PTB-tokenised and lower-cased."""
+    return _tokenized_texts(tuple(predictions), tuple(record.answers for record in records))
+
+
+@functools.lru_cache(maxsize=16)
+def _tokenized_texts(predictions: tuple[str, ...], references: tuple[tuple[str, ...], ...]) -> tuple[dict, dict]:
+    # cached: CIDEr, BLEU-4 and the as-published scores of one split tokenise the same texts, and each
+    # call starts Java anew (the scorers only read the dictionaries)
     try:
         from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
     except ImportError:
         raise MetricError(f"caption metrics need pycocoevalcap; {INSTALL_HINT}") from None
-    references = {str(i): [{"caption": answer} for answer in record.answers] for i, record in enumerate(records)}
+    by_sample = {str(i): [{"caption": answer} for answer in answers] for i, answers in enumerate(references)}
     outputs = {str(i): [{"caption": prediction}] for i, prediction in enumerate(predictions)}
     tokenizer = PTBTokenizer()
     try:
         with _silenced_stderr():  # CoreNLP reports its speed on the process's own stderr
-            return tokenizer.tokenize(references), tokenizer.tokenize(outputs)
+            return tokenizer.tokenize(by_sample), tokenizer.tokenize(outputs)
     except FileNotFoundError:
         raise MetricError(JAVA_HINT) from None
 
@@ -85,6 +93,16 @@ def bleu4_corpus(predictions: Sequence[str], records: Sequence[Record]) -> float
     return 100.0 * float(corpus[3])
 
 
+@functools.cache
+def meteor_scorer():
+    """One METEOR process for the whole run: it spends seconds loading its paraphrase table, which
+    every stage's evaluation of every caption task would otherwise pay again (its ``__del__`` ends it)."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    with _silenced_stderr():
+        return Meteor()
+
+
 COCO_CAPTION_METRICS = ("Bleu_1", "Bleu_2", "Bleu_3", "Bleu_4", "METEOR", "ROUGE_L", "CIDEr")
 
 
@@ -96,7 +114,6 @@ def coco_caption_scores(predictions: Sequence[str], records: Sequence[Record]) -
         return {name: 0.0 for name in COCO_CAPTION_METRICS}
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
     references, outputs = _tokenized(predictions, records)
@@ -104,7 +121,7 @@ def coco_caption_scores(predictions: Sequence[str], records: Sequence[Record]) -
     with contextlib.redirect_stdout(io.StringIO()), _silenced_stderr():
         bleu, _ = Bleu(4).compute_score(references, outputs, verbose=0)
         scores.update({f"Bleu_{n + 1}": float(value) for n, value in enumerate(bleu)})
-        scores["METEOR"], _ = Meteor().compute_score(references, outputs)  # its __del__ ends the Java process
+        scores["METEOR"], _ = meteor_scorer().compute_score(references, outputs)
         scores["ROUGE_L"], _ = Rouge().compute_score(references, outputs)
         scores["CIDEr"], _ = Cider().compute_score(references, outputs)
     return {name: 100.0 * float(scores[name]) for name in COCO_CAPTION_METRICS}

@@ -115,6 +115,9 @@ class Expansion(Method):
     def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> torch.Tensor | None:
         if self.selector.n_tasks == 0:
             return None
+        # the queries run the vision side (Qwen2-VL's includes the projector bank): the previous batch's
+        # routing, whose shapes this batch need not share, must not apply there
+        self.routing.task_ids, self.routing.row_samples = None, {}
         self.routing.task_ids = self.selector.select(sample_queries(self.model, batch))
         self.routing.row_samples = image_row_samples(self.model, batch)
         return self.routing.task_ids

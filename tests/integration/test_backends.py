@@ -73,3 +73,36 @@ def test_every_method_runs_on_a_tiny_model_of_each_backend(tmp_path, cache_root,
     if method == "expansion":  # one projector copy per task plus its image and text keys
         keys = image_width(config, backend) + config["text_config"]["hidden_size"]
         assert last["trainable_params"] == projector_count(config, backend) + keys
+
+
+TEXT_ONLY = FIXTURES / "text_only_quick.yaml"
+
+
+def run_text_only(tmp_path, cache_root, method: str, model: str) -> dict:
+    """The text-only stream: batches mix a question without an image with image ones, in training,
+    in generation and in the selectors' routing."""
+    result = CliRunner().invoke(app, [
+        "run", "--method", method, "--sequence", str(TEXT_ONLY), "--data-root", str(FIXTURES / "published" / "coin"),
+        "--model", model, "--batch-size", "4", "--output", str(tmp_path / "runs"), "--cache-dir", str(cache_root)])
+    assert result.exit_code == 0, result.output
+    run_dir = tmp_path / "runs" / "text-only-quick" / method / "seed0"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["tasks"] == ["sqa", "imagenet"] and results["task_info"]["sqa"]["test_samples"] == 2
+    last = len(results["stages"])  # joint trains both tasks in one stage
+    lines = (run_dir / f"predictions/stage{last}/sqa.jsonl").read_text().splitlines()
+    predictions = [json.loads(line) for line in lines]
+    assert [p["question_id"] for p in predictions] == ["5", "6"]  # "6" has no image
+    if method in SELECTING:  # the text-only question was routed too
+        assert set(results["stages"][-1]["task_selection"]) == {"sqa", "imagenet"}
+    return results
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_runs_text_only_samples_on_mcit_tiny(tmp_path, cache_root, method):
+    run_text_only(tmp_path, cache_root, method, "mcit-tiny")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method", ["seqft", "expansion", "branchlora", "dmole"])
+def test_text_only_samples_on_each_backend(tmp_path, cache_root, tiny_dirs, backend, method):
+    run_text_only(tmp_path, cache_root, method, str(tiny_dirs[backend]))

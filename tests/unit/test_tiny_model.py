@@ -109,3 +109,31 @@ def test_prompt_cache_is_bounded_by_image_bytes_and_exact(tiny, tmp_path):
     assert [key[0] for key in collator._encoded] == [rows[i]["image"] for i in (2, 3, 4)]
     again = collator.train_batch(rows[:1])  # evicted, encoded afresh: the same batch
     assert all(torch.equal(first[name], again[name]) for name in first)
+
+
+def test_text_only_samples_share_a_batch_with_image_ones(tiny):
+    from PIL import Image
+
+    from mcit_bench.models.loading import image_row_samples, pooled_image_features, unknown_word_share
+
+    model, processor = tiny
+    collator = InstructionCollator(processor)
+    picture = Image.new("RGB", (64, 64), (200, 30, 30))
+    with_image = {"image": picture, "instruction": "what color is the square?", "target": "red"}
+    text_only = {"image": "", "instruction": "what color is the square?", "target": "red"}
+    batch = collator.train_batch([text_only, with_image])
+    image_tokens = (batch["input_ids"] == model.config.image_token_id).sum(dim=1)
+    assert image_tokens.tolist() == [0, model.config.vision_config.image_size ** 2 // 16 ** 2]
+    assert batch["pixel_values"].shape[0] == 1  # one image for the one sample that has it
+    with torch.no_grad():
+        assert torch.isfinite(model(**batch).loss)
+    summary, pooled = pooled_image_features(model, batch)
+    alone, _ = pooled_image_features(model, collator.train_batch([with_image]))
+    assert torch.equal(summary[0], torch.zeros_like(summary[0])) and torch.equal(pooled[0], torch.zeros_like(pooled[0]))
+    torch.testing.assert_close(summary[1], alone[0])
+    assert image_row_samples(model, batch)[1].tolist() == [1]  # the image axis skips the text-only sample
+    generation = collator.generation_batch([text_only, text_only])
+    assert "pixel_values" not in generation  # no image at all: the model runs on text alone
+    # mcit-tiny's vocabulary is synth-coin's: real words fall to its unknown token
+    share, examples = unknown_word_share(processor.tokenizer, ["What color is the photosynthesis"])
+    assert share == pytest.approx(0.2) and examples == ["photosynthesis"]

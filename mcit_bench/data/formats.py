@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -337,6 +337,10 @@ def read_coco_caption_test(path: Path, place: ImagePlace, form: TestFormat,
     its captions from ``annotations`` by image id are the references."""
     raw = _read_json_object(path, "COCO caption file")
     try:
+        repeated = repeated_ids(int(item["id"]) for item in raw["images"])
+        if repeated:
+            raise DataError(f"{path} lists image id {repeated[0]} more than once in 'images' ({len(repeated)} ids "
+                            f"repeat); which captions belong to which would be a guess: use a clean copy")
         images = {int(item["id"]): item.get("file_name", item.get("image")) for item in raw["images"]}
         captions: dict[int, list[str]] = {}
         for item in raw["annotations"]:
@@ -364,6 +368,11 @@ def read_coco_caption_test(path: Path, place: ImagePlace, form: TestFormat,
     return records
 
 
+def repeated_ids(ids: Iterable[Any]) -> list[Any]:
+    """The ids that occur more than once, sorted."""
+    return sorted(key for key, count in Counter(ids).items() if count > 1)
+
+
 def _report(found: list[str], problems: list[str] | None) -> None:
     if found and problems is None:
         raise DataError(found[0])
@@ -387,7 +396,7 @@ def read_test(path: Path, place: ImagePlace, form: TestFormat, test_format: str 
         return read_coco_caption_test(path, place, form, problems)
     reader = TEST_READERS[test_format]
     records = _each_entry(path, lambda entry: [reader(path, place, form, entry)], problems)
-    repeated = sorted(key for key, count in Counter(record.id for record in records).items() if count > 1)
+    repeated = repeated_ids(record.id for record in records)
     if repeated:
         _report([f"{path}: question id {repeated[0]!r} is used by several records ({len(repeated)} ids repeat); "
                  f"every test record needs its own id"], problems)
@@ -435,6 +444,10 @@ def read_annotations(path: Path, kind: str) -> dict[str, tuple[str, ...]]:
         if kind == "vizwiz":
             return {Path(item["image"]).name: tuple(a["answer"] for a in item["answers"]) for item in raw}
         if kind == "coco_captions":
+            repeated = repeated_ids(str(image["id"]) for image in raw.get("images", []))
+            if repeated:
+                raise DataError(f"annotation file {path} lists image id {repeated[0]} more than once in 'images' "
+                                f"({len(repeated)} ids repeat); a join on it would be ambiguous: use a clean copy")
             return coco_caption_references(raw)
     except (KeyError, TypeError) as error:
         raise DataError(f"annotation file {path} is not in the {kind!r} format (no {error} where expected); "

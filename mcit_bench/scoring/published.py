@@ -168,7 +168,7 @@ def mcitlib_caption(predictions: Sequence[str], records: Sequence[Record]) -> fl
 
 # ---------------------------------------------------------------- D-MoLE (gcd19/D-MoLE, eval/)
 def dmole_vqa_score(prediction: str, record: Record) -> float:
-    """``eval/vqa/evaluate_vqa.py`` lines 508-520 (``vqa_score``): m4c accuracy against the
+    """``eval/vqa/evaluate_vqa.py`` lines 507-520 (``vqa_score``): m4c accuracy against the
     annotation file's answers (VizWiz)."""
     return m4c_accuracy(prediction, record.answers)
 

@@ -100,6 +100,10 @@ def test_ucit_captions_join_by_position_and_prove_it(published_tests, tmp_path):
     stream = load_stream("ucit")
     with pytest.raises(DataError, match="image id 1 is VizWiz_val_00000021.jpg but test record 1"):
         load_stream_data(replace(stream, tasks=stream.tasks[2:3]), root, tmp_path / "cache")
+    data["images"].append(dict(data["images"][0]))  # an image listed twice
+    path.write_text(json.dumps(data))
+    with pytest.raises(DataError, match="lists image id 1 more than once in 'images'"):
+        load_stream_data(replace(stream, tasks=stream.tasks[2:3]), root, tmp_path / "cache1")
     data["images"] = [{"id": 5, "file_name": "x.jpg"}]
     data["annotations"] = [{"image_id": 5, "id": 1, "caption": "x"}]
     path.write_text(json.dumps(data))
@@ -346,6 +350,10 @@ def test_data_check_reports_bad_dmole_files(tmp_path):
     data["annotations"].append({"image_id": 99, "id": 9, "caption": "orphan"})  # an id absent from images
     data["images"].append({"id": 8, "file_name": "x.png"})  # an image without captions
     captions.write_text(json.dumps(data))
+    flickr = root / "data/flickr30k/flickr30k_test_karpathy.json"
+    data = json.loads(flickr.read_text())
+    data["images"].append(dict(data["images"][0]))  # one image twice: its captions would be guessed
+    flickr.write_text(json.dumps(data))
     choices = root / "data/pmcvqa/test_clean.jsonl"
     choices.write_text(choices.read_text().replace('"answer": 1', '"answer": 7'))
     result = CliRunner().invoke(app, ["data", "check", "dmole9", "--data-root", str(root)])
@@ -354,6 +362,7 @@ def test_data_check_reports_bad_dmole_files(tmp_path):
     assert "1 captions name image ids absent from 'images' (first: 99)" in text
     assert "image id 8 has no caption" in text
     assert "line 1 field 'answer' is 7, not an index into its 4 choices" in text
+    assert "lists image id 10002456 more than once in 'images'" in text
 
 
 def test_a_run_refuses_fewer_than_ten_annotators(tmp_path):

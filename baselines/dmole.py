@@ -33,10 +33,17 @@ from torch.nn import functional as F
 from mcit_bench.adapters.experts import Routing, TaskExperts, attach_adapters
 from mcit_bench.adapters.lora import freeze_all
 from mcit_bench.errors import ConfigError
-from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
+from mcit_bench.methods.base import (
+    Capabilities,
+    Method,
+    MethodOptions,
+    RunContext,
+    Stage,
+    register_method,
+    rows_of,
+)
 from mcit_bench.methods.selector import instruction_mask
 from mcit_bench.models.loading import image_row_samples, language_model, pooled_image_features, vision_tower
-from mcit_bench.train import rows_of
 
 NO_TASK = -1  # routed to no task: the base model answers
 

@@ -19,8 +19,7 @@ from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
 from pydantic import Field
 from torch import nn
 
-from mcit_bench.methods.base import Method, RunContext, Stage, register_method
-from mcit_bench.train import rows_of
+from mcit_bench.methods.base import Method, RunContext, Stage, register_method, rows_of
 
 
 class EWCOptions(SeqFTOptions):

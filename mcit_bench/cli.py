@@ -22,7 +22,9 @@ errors = Console(stderr=True, soft_wrap=True)  # one sentence per error, never b
 
 
 def _fail(error: UserError) -> None:
-    errors.print(f"[bold red]error:[/] {error}", highlight=False)
+    # the message is plain text: brackets in it ("[a-z0-9]", "[ci]") are not rich markup
+    errors.print("error:", style="bold red", end=" ")
+    errors.print(str(error), highlight=False, markup=False)
     raise typer.Exit(code=2)
 
 
@@ -125,13 +127,18 @@ def _parse_seeds(text: str) -> list[int]:
 def score(run_dir: Annotated[Path, typer.Argument(help="a run directory with results.json and predictions/")]) -> None:
     """Re-score a run from its saved predictions and print its tables."""
     from mcit_bench.results import print_results
-    from mcit_bench.scoring.rescore import rescore_run
+    from mcit_bench.rescore import rescore_run
 
     try:
-        results = rescore_run(run_dir)
+        results, changes = rescore_run(run_dir)
     except UserError as error:
         _fail(error)
     print_results(results, console)
+    if changes:  # the stored numbers were not what the predictions give: say which, never silently
+        errors.print(f"results.json did not match its predictions; {len(changes)} value"
+                     f"{'s' * (len(changes) != 1)} rewritten:", highlight=False, markup=False)
+        for change in changes:
+            errors.print(f"  {change}", highlight=False, markup=False)
 
 
 @app.command()
@@ -159,11 +166,25 @@ class BoardFormat(str, Enum):
     json = "json"
 
 
+def shown_leaderboard_path() -> Path:
+    """The repository's leaderboard when run from a checkout, else the copy installed with the package."""
+    if DEFAULT_LEADERBOARD.is_file():
+        return DEFAULT_LEADERBOARD
+    from importlib.resources import files
+
+    shipped = Path(str(files("mcit_bench.shipped_leaderboard").joinpath("leaderboard.json")))
+    errors.print(f"showing the leaderboard shipped with mcit-bench ({shipped}); --leaderboard PATH shows another",
+                 highlight=False, markup=False)
+    return shipped
+
+
 @app.command(name="leaderboard")
 def show_leaderboard(
     runs: Annotated[Optional[list[Path]], typer.Argument(help="run directories or results files to aggregate "
                                                                "instead of a leaderboard file")] = None,
-    leaderboard: Annotated[Path, typer.Option(help="leaderboard JSON to show")] = DEFAULT_LEADERBOARD,
+    leaderboard: Annotated[Optional[Path], typer.Option(
+        help="leaderboard JSON to show (default: leaderboard/leaderboard.json here, else the one shipped with "
+             "mcit-bench)")] = None,
     format: Annotated[BoardFormat, typer.Option(help="output format")] = BoardFormat.table,
     out: Annotated[Optional[Path], typer.Option(help="write to this file instead of the terminal")] = None,
     sequence: Annotated[Optional[str], typer.Option(help="only this sequence (name@version or name)")] = None,
@@ -176,7 +197,14 @@ def show_leaderboard(
     from mcit_bench.leaderboard import aggregate, board_summary, read_leaderboard, results_entries
 
     try:
-        entries = results_entries(runs) if runs else read_leaderboard(leaderboard).entries
+        if runs:
+            entries = results_entries(runs)
+        else:
+            path = leaderboard or shown_leaderboard_path()
+            if not path.is_file():
+                raise ConfigError(f"leaderboard file {path} does not exist; pass --leaderboard PATH, or run "
+                                  f"directories to aggregate")
+            entries = read_leaderboard(path).entries
     except UserError as error:
         _fail(error)
     if sequence:

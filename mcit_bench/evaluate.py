@@ -12,9 +12,8 @@ from torch import nn
 from mcit_bench.data.records import Record
 from mcit_bench.errors import DataError
 from mcit_bench.io import atomic_write_text
-from mcit_bench.methods.base import Method, RunContext
+from mcit_bench.methods.base import Method, RunContext, rows_of
 from mcit_bench.models.collate import InstructionCollator
-from mcit_bench.train import rows_of
 
 # Only these fields reach the model and the method's router: never the task name or the answer.
 MODEL_FIELDS = ("image", "instruction")

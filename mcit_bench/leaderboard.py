@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcit_bench.data.stream import load_stream
 from mcit_bench.errors import ConfigError, DataError, first_problem
-from mcit_bench.io import atomic_write_json
+from mcit_bench.io import atomic_write_json, exclusive_lock
 from mcit_bench.models.fingerprint import weights_fingerprint
 from mcit_bench.models.tiny import TINY_NAME, packaged_path
 from mcit_bench.schema import Results, load_results
@@ -128,12 +129,52 @@ def read_leaderboard(path: Path) -> Leaderboard:
 
 
 def write_leaderboard(board: Leaderboard, path: Path) -> None:
+    """The whole board, sorted, as strict JSON (no NaN or infinity can reach the file)."""
     entries = sorted(board.entries, key=lambda entry: (entry.key.sort_key(), entry.seed))
-    atomic_write_json(Path(path), Leaderboard(entries=entries).model_dump(mode="json"))
+    atomic_write_json(Path(path), Leaderboard(entries=entries).model_dump(mode="json"), strict=True)
+
+
+def non_finite_fields(value: Any, where: str) -> list[str]:
+    """The places in a decoded JSON value that hold NaN or an infinity, as ``matrix[1][2]``-style paths."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [f"{where} ({value})"]
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in non_finite_fields(item, f"{where}.{key}")]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in non_finite_fields(item, f"{where}[{index}]")]
+    return []
+
+
+# What a name shown in every format may hold: no markup, formula or path trickery can pass it.
+METHOD_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+MODEL_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./\-]{0,199}$")
+
+
+def verify_names(results: Results, source: str) -> None:
+    """Method and model names in the registry's charset, the method a registered one."""
+    from mcit_bench.methods.base import METHODS
+
+    method, model = results.run.method, results.run.model
+    if not METHOD_NAME.match(method):
+        raise DataError(f"{source}: method name {method!r} is not a method name (lower-case letters, digits, "
+                        f"'_', '-' and '.'); register the method under such a name")
+    if method not in METHODS:
+        raise DataError(f"{source}: method {method!r} is not registered here; install the package that declares "
+                        f"it (entry point group mcit_bench.methods) before submitting")
+    if not MODEL_NAME.match(model):
+        raise DataError(f"{source}: model name {model!r} holds characters a model id does not (letters, digits, "
+                        f"'_', '.', '-', '/'); name the model by its Hugging Face id")
 
 
 def verify_consistent(results: Results, source: str) -> None:
-    """Refuse an unfinished run, or one whose summary is not what its matrix gives."""
+    """Refuse an unfinished run, one with a number that is not finite, or one whose summary is not
+    what its matrix gives."""
+    found = [place for name in ("matrix", "summary", "cost", "stages", "extra_scores", "as_published")
+             for place in non_finite_fields(results.model_dump(mode="python")[name], name)]
+    if found:
+        raise DataError(f"{source}: field {found[0]} is not a finite number"
+                        + (f" ({len(found) - 1} more)" if len(found) > 1 else "")
+                        + "; a finished run has finite scores and costs: rerun or re-score it")
     if len(results.stages) < 1 or not results.run.upper_bound and (
             sum(len(stage.tasks) for stage in results.stages) != len(results.tasks)):
         raise DataError(f"{source}: the run trained {sum(len(s.tasks) for s in results.stages)} of "
@@ -147,6 +188,7 @@ def verify_consistent(results: Results, source: str) -> None:
 def verify_submission(results: Results, source: str) -> None:
     """Refuse a results document whose numbers or identity cannot be trusted."""
     verify_consistent(results, source)
+    verify_names(results, source)
     sequence = results.run.sequence
     try:
         version, content_hash = shipped_sequence(sequence.name, sequence.subset, sequence.variant)
@@ -157,6 +199,10 @@ def verify_submission(results: Results, source: str) -> None:
         raise DataError(f"{source}: sequence {sequence.name}@{sequence.version} with content hash "
                         f"{sequence.content_hash[:12]} is not the shipped {sequence.name}@{version} "
                         f"({content_hash[:12]}); rerun on the current sequence")
+    expected = shipped_tasks(sequence.name, sequence.subset, sequence.variant)
+    if results.tasks != expected:
+        raise DataError(f"{source}: tasks {results.tasks} are not {sequence.name}'s own ({expected}); "
+                        f"a results file must name the tasks of the sequence it ran")
     if results.run.model == TINY_NAME and results.run.model_weights != shipped_tiny_weights():
         ran_on = results.run.model_weights[:12] if results.run.model_weights else "weights it did not record"
         raise DataError(f"{source}: the run used {TINY_NAME} with {ran_on}, not the weights this mcit-bench "
@@ -177,8 +223,23 @@ def shipped_sequence(name: str, subset: str | None, variant: str | None = None) 
     return stream.version, stream.content_hash()
 
 
+@functools.lru_cache(maxsize=64)
+def shipped_tasks(name: str, subset: str | None, variant: str | None = None) -> list[str]:
+    return load_stream(name, subset, variant).task_names
+
+
 def submit_all(results_paths: Iterable[Path], leaderboard_path: Path) -> list[Entry]:
-    """Verify runs and add them to the leaderboard in one write; the file is untouched unless all pass."""
+    """Verify runs and add them to the leaderboard in one write; the file is untouched unless all pass.
+
+    The read, the checks and the write happen under an exclusive lock on the leaderboard file, so
+    concurrent submits queue instead of overwriting each other's entries.
+    """
+    results_paths = list(results_paths)
+    with exclusive_lock(leaderboard_path):
+        return _submit_locked(results_paths, Path(leaderboard_path))
+
+
+def _submit_locked(results_paths: list[Path], leaderboard_path: Path) -> list[Entry]:
     board = read_leaderboard(leaderboard_path)
     taken = {(entry.key.model_dump_json(), entry.seed) for entry in board.entries}
     added = []

@@ -65,11 +65,24 @@ def rich_table(rows: list[Row]):
     return table
 
 
+def _markdown_escape(text: str) -> str:
+    """A table cell as text: no column break, line break or HTML gets through."""
+    text = " ".join(text.split())
+    for char in "\\`<>|":
+        text = text.replace(char, "\\" + char)
+    return text
+
+
 def markdown(rows: list[Row]) -> str:
     lines = ["| " + " | ".join(HEADINGS) + " |",
              "|" + "|".join("---" if i < 4 else "---:" for i in range(len(HEADINGS))) + "|"]
-    lines += ["| " + " | ".join(_cells(row, fmt_stat)) + " |" for row in rows]
+    lines += ["| " + " | ".join(_markdown_escape(cell) for cell in _cells(row, fmt_stat)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def _csv_text(text: str) -> str:
+    """A text cell a spreadsheet shows as text: one that opens like a formula gets a leading quote (OWASP)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def to_csv(rows: list[Row]) -> str:
@@ -85,16 +98,19 @@ def to_csv(rows: list[Row]) -> str:
         values = []
         for value in stats:
             values += ["", "", ""] if value is None else [f"{value.mean:.4f}", f"{value.std:.4f}", f"{value.ci95:.4f}"]
-        writer.writerow([row.key.sequence, row.key.subset or "", row.key.model, row.key.method, row.key.protocol,
-                         " ".join(map(str, row.seeds))] + values + [row.trainable_params, row.added_params])
+        texts = [row.key.sequence, row.key.subset or "", row.key.model, row.key.method, row.key.protocol]
+        writer.writerow([_csv_text(text) for text in texts] + [" ".join(map(str, row.seeds))] + values
+                        + [row.trainable_params, row.added_params])
     return buffer.getvalue()
 
 
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$",
+                  "{": r"\{", "}": r"\}", "^": r"\textasciicircum{}", "~": r"\textasciitilde{}"}
+
+
 def _latex_escape(text: str) -> str:
-    for char, escaped in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
-                          ("$", r"\$"), ("{", r"\{"), ("}", r"\}")):
-        text = text.replace(char, escaped)
-    return text
+    """Plain text in LaTeX, in one pass (a backslash becomes \\textbackslash{} whose braces stay braces)."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in " ".join(text.split()))
 
 
 def latex(rows: list[Row]) -> str:
@@ -125,6 +141,8 @@ def latex(rows: list[Row]) -> str:
 
 def html_page(rows: list[Row], title: str = "mcit-bench leaderboard") -> str:
     """One file, no network: the data is inlined as JSON and drawn by a small script (table, heatmaps, curves)."""
-    data = json.dumps(board_summary(rows), sort_keys=True).replace("</", "<\\/")
+    # JSON inside <script>: no "<" at all, so neither "</script>" nor "<!--" can end or disable it
+    data = (json.dumps(board_summary(rows), sort_keys=True)
+            .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     page = files("mcit_bench").joinpath("leaderboard_page.html").read_text(encoding="utf-8")
     return page.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)

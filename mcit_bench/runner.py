@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import time
@@ -40,7 +41,7 @@ from mcit_bench.results import (
 )
 from mcit_bench.schema import SCHEMA_VERSION
 from mcit_bench.scoring.continual import summarize
-from mcit_bench.scoring.rescore import companion_scores, published_scores
+from mcit_bench.rescore import companion_scores, published_scores
 from mcit_bench.scoring.task_metrics import DEFAULT_METRIC, METRICS, score_task
 
 if TYPE_CHECKING:
@@ -74,10 +75,23 @@ class RunPaths:
         return self.root / "checkpoints" / f"stage{stage}"
 
 
+PATH_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+\-]{0,127}$")
+
+
+def path_part(value: str, what: str) -> str:
+    """One folder name from a user or a file: letters, digits and ``_.@+-``, never ``..``, ``/`` or absolute."""
+    if not PATH_PART.match(value) or ".." in value:
+        raise ConfigError(f"{what} {value!r} cannot name a folder (it may hold letters, digits and '_.@+-', "
+                          f"start with a letter or digit, and contain no '/' or '..'); choose another")
+    return value
+
+
 def run_directory(output_root: Path, stream: TaskStream, config: RunConfig, run_id: str | None) -> Path:
+    """``<output>/<sequence>/<method>/<run id>``: each part checked, so a run never lands outside ``output``."""
     default_id = (f"seed{config.seed}" + (f"-{config.subset}" if config.subset else "")
                   + (f"-{config.variant}" if config.variant else ""))
-    return output_root / stream.name / config.method / (run_id or default_id)
+    return (output_root / path_part(stream.name, "sequence name") / path_part(config.method, "method name")
+            / path_part(run_id or default_id, "run id"))
 
 
 def build_method(config: RunConfig) -> Method:
@@ -370,7 +384,7 @@ def run_stream(
         save_progress()
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TextColumn("eta"),
+               TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"),  # no loss before step 1
                TimeRemainingColumn())
     with Progress(*columns, console=console, disable=console is None, transient=True) as progress:
         for stage in stages[done:]:

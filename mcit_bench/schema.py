@@ -158,6 +158,10 @@ def parse_results(data: Any, source: str) -> Results:
     """Validate a decoded results document; one sentence naming the file and the first bad field."""
     if not isinstance(data, dict):
         raise DataError(f"{source} is not a results document (a JSON object); pass the results.json of a run")
+    tasks = data.get("tasks")
+    if isinstance(tasks, list) and len(tasks) > MAX_TASKS:
+        raise DataError(f"{source} names {len(tasks)} tasks, more than any stream ({MAX_TASKS}); "
+                        f"it is not a results document")
     found = data.get("schema_version")
     if found not in READABLE_SCHEMA_VERSIONS:
         if isinstance(found, int) and found < min(READABLE_SCHEMA_VERSIONS):
@@ -179,13 +183,35 @@ def load_results(path: Path) -> Results:
         path = path / "results.json"
         if not path.exists():
             raise DataError(f"{path} does not exist: the run has not finished (resume it with --resume)")
+    return parse_results(read_bounded_json(path, "results file"), str(path))
+
+
+MAX_JSON_BYTES = 64 << 20  # a results file of the largest stream is well under a megabyte
+MAX_TASKS = 256  # far beyond any stream; a matrix of absurd shape is refused before it is built
+
+
+def read_bounded_json(path: Path, what: str) -> Any:
+    """A JSON file within sane bounds (size, nesting, strict numbers), or one sentence saying why not."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
     except FileNotFoundError:
-        raise DataError(f"results file {path} does not exist") from None
+        raise DataError(f"{what} {path} does not exist") from None
+    if size > MAX_JSON_BYTES:
+        raise DataError(f"{what} {path} is {size >> 20} MiB, more than any run writes ({MAX_JSON_BYTES >> 20} MiB); "
+                        f"it is not a results document")
+
+    def refuse_constant(name: str) -> float:
+        raise DataError(f"{what} {path} holds {name}, which is not a JSON number; a finished run writes "
+                        f"finite numbers only")
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse_constant)
     except json.JSONDecodeError as error:
-        raise DataError(f"results file {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-    return parse_results(data, str(path))
+        raise DataError(f"{what} {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{what} {path} is not UTF-8 text") from None
+    except RecursionError:
+        raise DataError(f"{what} {path} is nested too deeply to be a results document") from None
 
 
 def json_schema() -> dict[str, Any]:

@@ -12,7 +12,7 @@ from accelerate import Accelerator
 from torch import nn
 
 from mcit_bench.config import TrainingConfig
-from mcit_bench.methods.base import Method, RunContext, Stage
+from mcit_bench.methods.base import Method, RunContext, Stage, rows_of
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import compute_precision, projector
 
@@ -81,14 +81,6 @@ def optimizer_groups(method: Method, model: nn.Module, config: TrainingConfig) -
     return split
 
 
-def rows_of(dataset, indices: list[int]) -> list[dict]:
-    """Rows of a ``datasets.Dataset`` (or a list of rows) by index, read column-wise in one go."""
-    if isinstance(dataset, list):
-        return [dataset[i] for i in indices]
-    columns = dataset[indices]
-    return [dict(zip(columns, values)) for values in zip(*columns.values())]
-
-
 def train_stage(
     model: nn.Module,
     method: Method,
@@ -119,7 +111,7 @@ def train_stage(
     prepared_model.train()
     warmup = int(config.warmup_ratio * steps)
     world, rank = accelerator.num_processes, accelerator.process_index
-    task = progress.add_task(f"stage {stage.index} {stage.name}", total=steps, loss=float("nan")) if progress else None
+    task = progress.add_task(f"stage {stage.index} {stage.name}", total=steps, loss="") if progress else None
     started = time.perf_counter()
     recent: list[float] = []
     for step, indices in enumerate(batch_indices(len(data), config.batch_size, steps, generator)):
@@ -140,7 +132,7 @@ def train_stage(
         optimizer.zero_grad(set_to_none=True)
         recent = (recent + [float(total.detach())])[-20:]
         if progress is not None:
-            progress.update(task, advance=1, loss=sum(recent) / len(recent))
+            progress.update(task, advance=1, loss=f"loss {sum(recent) / len(recent):.3f}")
     accelerator.wait_for_everyone()
     accelerator.free_memory()
     model.eval()

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from mcit_bench.data.formats import AnswerFile, SplitSpec
 from mcit_bench.data.records import TASK_TYPES
 from mcit_bench.data.synthetic import GENERATOR_VERSION
+from mcit_bench.data.synthetic import TASKS as SYNTHETIC_TASKS
 from mcit_bench.errors import ConfigError, first_problem
 
 
@@ -172,7 +173,7 @@ class Subset(_Strict):
 
 
 class SequenceDef(_Strict):
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")  # a folder of every run: no '/' or '..'
     version: int = Field(ge=1)
     description: str
     source: SyntheticSource | FilesSource = Field(discriminator="kind")
@@ -189,6 +190,17 @@ class SequenceDef(_Strict):
         names = [task.name for task in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError("task names must be unique")
+        if ".." in self.name:
+            raise ValueError("the name may not contain '..'")
+        if isinstance(self.source, SyntheticSource):
+            import difflib
+
+            for name in names:
+                if name not in SYNTHETIC_TASKS:
+                    close = difflib.get_close_matches(name, list(SYNTHETIC_TASKS), n=1, cutoff=0.5)
+                    hint = f"did you mean {close[0]!r}? " if close else ""
+                    raise ValueError(f"there is no synthetic task {name!r}: {hint}the generator makes "
+                                     f"{', '.join(SYNTHETIC_TASKS)}")
         templated = any(VARIANT_PLACEHOLDER in path for task in self.tasks for paths in task.files().values()
                         for path in paths)
         if templated != bool(self.variants):

@@ -131,3 +131,12 @@ def register_method(name: str):
         return METHODS.add(name, cls)
 
     return decorate
+
+
+def rows_of(dataset, indices: list[int]) -> list[dict]:
+    """Rows of a ``datasets.Dataset`` (or a list of rows) by index, read column-wise in one go: how a
+    method reads its training data (``RunContext.train_data``), as the training loop does."""
+    if isinstance(dataset, list):
+        return [dataset[i] for i in indices]
+    columns = dataset[indices]
+    return [dict(zip(columns, values)) for values in zip(*columns.values())]

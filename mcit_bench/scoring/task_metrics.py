@@ -1,8 +1,8 @@
 """Per-task metrics: the cell values of the accuracy matrix, each in 0-100.
 
 Every metric gives each prediction a score (most score it alone; caption metrics need the whole
-split); a task's score is the mean over its test split, x100. An empty or unparseable prediction
-scores zero under every metric.
+split); a task's score is the mean over its test split, x100. An empty (whitespace-only) or
+unparseable prediction scores zero under every metric.
 """
 
 from __future__ import annotations
@@ -42,11 +42,13 @@ def vqa_soft_accuracy(prediction: str, references: Sequence[str]) -> float:
     """The official VQA accuracy: min(1, agreeing / 3) averaged over leave-one-out annotator subsets.
 
     With a single reference this is normalised exact match (the leave-one-out form would always
-    give zero there).
+    give zero there). An empty output (nothing but whitespace) never scores; an output the
+    normalisation empties ("the", the letter "a") is scored as the official evaluator scores it,
+    against references it empties too.
     """
-    answer = normalize_answer(prediction)
-    if not answer:
+    if not prediction.strip():
         return 0.0
+    answer = normalize_answer(prediction)
     normalised = [normalize_answer(reference) for reference in references]
     if len(normalised) == 1:
         return float(answer == normalised[0])
@@ -58,9 +60,12 @@ def vqa_soft_accuracy(prediction: str, references: Sequence[str]) -> float:
 
 
 def exact_match(prediction: str, references: Sequence[str]) -> float:
-    """Normalised exact match with any reference; never a substring match."""
+    """Normalised exact match with any reference; never a substring match. As in ``vqa_soft_accuracy``,
+    an empty output never scores and one the normalisation empties matches only a reference it empties."""
+    if not prediction.strip():
+        return 0.0
     answer = normalize_answer(prediction)
-    return float(bool(answer) and any(answer == normalize_answer(ref) for ref in references))
+    return float(any(answer == normalize_answer(ref) for ref in references))
 
 
 def option_accuracy(prediction: str, record: Record) -> float:

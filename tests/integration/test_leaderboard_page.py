@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mcit_bench.leaderboard import aggregate, read_leaderboard, submit_all
+from mcit_bench.leaderboard import aggregate, entry_from_results
 from mcit_bench.report import html_page
-from tests.unit.test_leaderboard import results_doc, write_doc
+from mcit_bench.schema import parse_results
+from tests.unit.test_leaderboard import results_doc
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Without these, Chromium keeps trying to reach Google's hosts, which this network refuses.
@@ -37,24 +38,23 @@ def _browser_or_skip():
     return sync_playwright
 
 
-def leaderboard_rows(tmp_path: Path):
-    methods = {"seqft": [[0, 10, 0], [80, 10, 10], [30, 70, 10], [20, 30, 60]],
-               "replay": [[0, 10, 0], [80, 10, 10], [60, 70, 10], [50, 55, 60]],
-               "branchlora": [[0, 10, 0], [85, 10, 10], [70, 75, 10], [65, 60, 62]]}
-    paths = []
+def leaderboard_rows(methods: dict[str, list[list[float]]] | None = None, edit=lambda doc: doc):
+    """Rows of two seeds per method, built from results documents (``edit`` may change each first)."""
+    methods = methods or {"seqft": [[0, 10, 0], [80, 10, 10], [30, 70, 10], [20, 30, 60]],
+                          "replay": [[0, 10, 0], [80, 10, 10], [60, 70, 10], [50, 55, 60]],
+                          "branchlora": [[0, 10, 0], [85, 10, 10], [70, 75, 10], [65, 60, 62]]}
+    entries = []
     for method, matrix in methods.items():
         for seed in (0, 1):
             jitter = [[min(100.0, value + seed) for value in row] for row in matrix]
-            paths.append(write_doc(tmp_path, f"{method}-{seed}.json",
-                                   results_doc(matrix=jitter, method=method, seed=seed)))
-    board = tmp_path / "leaderboard.json"
-    submit_all(paths, board)
-    return aggregate(read_leaderboard(board).entries)
+            doc = edit(results_doc(matrix=jitter, method=method, seed=seed))
+            entries.append(entry_from_results(parse_results(doc, f"{method}-{seed}")))
+    return aggregate(entries)
 
 
 def test_leaderboard_page_renders_sorts_and_shows_heatmaps(tmp_path):
     sync_playwright = _browser_or_skip()
-    rows = leaderboard_rows(tmp_path)
+    rows = leaderboard_rows()
     page_path = tmp_path / "leaderboard.html"
     page_path.write_text(html_page(rows))
     with sync_playwright() as playwright:
@@ -86,3 +86,43 @@ def test_leaderboard_page_renders_sorts_and_shows_heatmaps(tmp_path):
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(shot, Path(keep) / "leaderboard.png")
+
+
+HOSTILE = {"<!--<script>": [[0, 10, 0], [80, 10, 10], [30, 70, 10], [20, 30, 60]],
+           "</script><script>alert(1)</script>": [[0, 10, 0], [80, 10, 10], [60, 70, 10], [50, 55, 60]],
+           "<img src=x onerror=alert(2)>": [[0, 10, 0], [85, 10, 10], [70, 75, 10], [65, 60, 62]]}
+
+
+def hostile(doc: dict) -> dict:
+    """Names a forged or hand-edited board could hold: markup in the model and in every task name."""
+    tasks = ["<img src=x onerror=alert(3)>", "<svg onload=alert(4)>", "'\"><b>x</b>"]
+    doc["run"]["model"] = "<img src=x onerror=alert(5)>"
+    doc["run"]["sequence"]["tasks"] = doc["tasks"] = tasks
+    doc["task_info"] = {task: info for task, info in zip(tasks, doc["task_info"].values())}
+    doc["stages"] = [{**stage, "tasks": [task]} for stage, task in zip(doc["stages"], tasks)]
+    return doc
+
+
+def test_hostile_names_render_as_text_and_run_no_script(tmp_path):
+    sync_playwright = _browser_or_skip()
+    rows = leaderboard_rows(HOSTILE, hostile)
+    page_path = tmp_path / "hostile.html"
+    page_path.write_text(html_page(rows))
+    dialogs = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                   else route.abort())
+        page.goto(page_path.as_uri())
+        methods = page.locator("#board tbody tr.entry td:first-child").all_inner_texts()
+        assert sorted(methods) == sorted(HOSTILE)  # every row, its name shown as text
+        assert page.locator("svg.heatmap").count() == 1  # the best row opens by itself
+        for method in methods[1:]:  # open the others: task names go into SVG text and titles
+            page.locator("#board tbody tr.entry", has_text=method).click()
+        assert page.locator("svg.heatmap").count() == 3
+        assert page.locator("svg.heatmap text", has_text="<svg onload=alert(4)>").count() == 3 * 2
+        page.wait_for_timeout(200)
+        browser.close()
+    assert dialogs == []

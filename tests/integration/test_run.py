@@ -12,7 +12,7 @@ from mcit_bench.config import RunConfig
 from mcit_bench.errors import ConfigError
 from mcit_bench.runner import run_stream
 from mcit_bench.scoring.continual import summarize
-from mcit_bench.scoring.rescore import rescore_run
+from mcit_bench.rescore import rescore_run
 from tests.conftest import FIXTURES, GOLDEN
 
 SEQUENCE = str(FIXTURES / "two_task.yaml")
@@ -91,14 +91,16 @@ def test_rescoring_recomputes_from_predictions(finished, tmp_path):
     run_dir, results = finished
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
-    assert rescore_run(copy)["matrix"] == results["matrix"]
+    rescored, changes = rescore_run(copy)
+    assert rescored["matrix"] == results["matrix"] and changes == []
     predictions = copy / "predictions" / "stage2" / "textvqa.jsonl"
     lines = [json.loads(line) for line in predictions.read_text().splitlines()]
     for line in lines:
         line["prediction"] = ""  # an empty answer never scores
     predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    rescored = rescore_run(copy)
+    rescored, changes = rescore_run(copy)
     assert rescored["matrix"][2][1] == 0.0
+    assert f"matrix[2][1]: {results['matrix'][2][1]} -> 0.0" in changes  # reported, never silent
     assert rescored["summary"]["final_acc"] == pytest.approx(results["matrix"][2][0] / 2, abs=1e-4)
 
 

@@ -49,6 +49,18 @@ def results_doc(matrix=MATRIX, method: str = "seqft", seed: int = 0, subset: str
     }
 
 
+@pytest.fixture(autouse=True)
+def three_task_cut(monkeypatch, request):
+    """The documents here are a three-task cut of synth-coin (hand-computed 4 x 3 matrices); the
+    leaderboard is told that cut is the sequence's task list, except where that check is the subject."""
+    if "own_tasks" in request.node.name:
+        return
+    import mcit_bench.leaderboard as board
+
+    monkeypatch.setattr(board, "shipped_tasks",
+                        lambda name, subset, variant=None: load_stream(name, subset, variant).task_names[:3])
+
+
 def write_doc(folder: Path, name: str, doc: dict) -> Path:
     path = folder / name
     path.write_text(json.dumps(doc))
@@ -250,3 +262,95 @@ def test_entries_are_keyed_by_the_weights_and_a_version_1_board_reads_them_as_un
     (tmp_path / "v3.json").write_text(json.dumps({"leaderboard_version": 3, "entries": []}))
     with pytest.raises(DataError, match=re.escape("has leaderboard_version 3; this mcit-bench reads versions 1, 2")):
         read_leaderboard(tmp_path / "v3.json")
+
+
+def test_submissions_must_name_the_sequences_own_tasks(tmp_path):
+    board = tmp_path / "leaderboard.json"
+    with pytest.raises(DataError, match=r"tasks \['sqa', 'textvqa', 'imagenet'\] are not synth-coin's own"):
+        submit_all([write_doc(tmp_path, "cut.json", results_doc())], board)
+    assert not board.exists()
+
+
+def _submit_one(path: str, board: str) -> None:
+    submit_all([Path(path)], Path(board))
+
+
+def test_twenty_concurrent_submits_lose_no_entry(tmp_path):
+    import multiprocessing
+
+    board = tmp_path / "leaderboard.json"
+    paths = [write_doc(tmp_path, f"{seed}.json", results_doc(seed=seed)) for seed in range(20)]
+    context = multiprocessing.get_context("fork")  # the children share this test's imports (and its three-task cut)
+    workers = [context.Process(target=_submit_one, args=(str(path), str(board))) for path in paths]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [worker.exitcode for worker in workers] == [0] * 20
+    assert sorted(entry.seed for entry in read_leaderboard(board).entries) == list(range(20))
+    json.loads(board.read_text(), parse_constant=lambda name: pytest.fail(f"{name} in the board"))
+
+
+@pytest.mark.parametrize("text,reason", [
+    (lambda doc: json.dumps(doc).replace('"wall_seconds": 11.0', '"wall_seconds": Infinity'), "holds Infinity"),
+    (lambda doc: json.dumps(doc).replace("80.0", "NaN", 1), "holds NaN"),
+    (lambda doc: "[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    (lambda doc: json.dumps({**doc, "tasks": ["t"] * 1000}), "names 1000 tasks"),
+    (lambda doc: json.dumps({**doc, "run": {**doc["run"], "method": "<img src=x onerror=alert(1)>"}}),
+     "is not a method name"),
+    (lambda doc: json.dumps({**doc, "run": {**doc["run"], "method": "nosuchmethod"}}), "is not registered here"),
+    (lambda doc: json.dumps({**doc, "run": {**doc["run"], "model": "=HYPERLINK(\"x\")"}}),
+     "holds characters a model id does not"),
+])
+def test_pathological_submissions_leave_the_board_byte_identical(tmp_path, text, reason):
+    board = tmp_path / "leaderboard.json"
+    submit_all([write_doc(tmp_path, "good.json", results_doc())], board)
+    before = board.read_bytes()
+    bad = tmp_path / "bad.json"
+    bad.write_text(text(results_doc(seed=1)))
+    with pytest.raises(DataError, match=re.escape(reason)):
+        submit_all([bad], board)
+    assert board.read_bytes() == before
+
+
+def test_non_finite_numbers_are_refused_with_the_field_named(tmp_path):
+    from mcit_bench.leaderboard import verify_consistent
+
+    doc = results_doc()
+    doc["cost"]["wall_seconds"] = float("inf")
+    with pytest.raises(DataError, match=r"field cost.wall_seconds \(inf\) is not a finite number"):
+        verify_consistent(parse_results(doc, "doc"), "doc")
+
+
+def test_submit_keeps_the_boards_file_mode(tmp_path):
+    board = tmp_path / "leaderboard.json"
+    submit_all([write_doc(tmp_path, "a.json", results_doc())], board)
+    board.chmod(0o644)
+    submit_all([write_doc(tmp_path, "b.json", results_doc(seed=1))], board)
+    assert board.stat().st_mode & 0o777 == 0o644
+
+
+def hostile_rows():
+    """Rows whose names carry HTML, LaTeX, Markdown and spreadsheet syntax (a hand-edited board)."""
+    from mcit_bench.leaderboard import entry_from_results
+
+    doc = results_doc()
+    doc["run"]["method"] = "a|b\n<b>x</b>"
+    doc["run"]["model"] = "=cmd|' /C calc'!A0 \\input{/etc/passwd} ^~"
+    return aggregate([entry_from_results(parse_results(doc, "doc"))])
+
+
+def test_every_text_format_escapes_what_it_prints():
+    rows = hostile_rows()
+    table = markdown(rows).splitlines()
+    assert all(line.count("|") - line.count("\\|") == len(table[0].split("|")) - 1 for line in table)
+    assert "<b>" not in markdown(rows) and "\\<b\\>x\\</b\\>" in markdown(rows)
+    model_cell = next(csv_row for csv_row in to_csv(rows).splitlines()[1:]).split(",")
+    assert any(cell.startswith("\"'=cmd") or cell.startswith("'=cmd") for cell in model_cell)
+    tex = latex(rows)
+    assert r"a|b <b>x</b>" not in tex or r"\input" not in tex
+    assert "\\input{" not in tex and "^" not in tex.replace(r"\textasciicircum{}", "")
+    from mcit_bench.report import _latex_escape
+
+    assert _latex_escape("\\input{/etc/passwd} a_b ^~") == (r"\textbackslash{}input\{/etc/passwd\} a\_b "
+                                                            r"\textasciicircum{}\textasciitilde{}")

@@ -24,3 +24,17 @@ def test_the_shipped_leaderboard_holds_every_method_and_verifies():
         for metric, value in summarize(np.array(entry.matrix)).items():
             stored = entry.summary[metric]
             assert (stored is None and value is None) or stored == pytest.approx(value, abs=1e-3)
+
+
+def test_the_shipped_leaderboard_is_strict_json_with_valid_names():
+    import json
+
+    from mcit_bench.leaderboard import MODEL_NAME
+
+    def refuse(name):
+        raise AssertionError(f"{name} in {SHIPPED}: not JSON")
+
+    data = json.loads(SHIPPED.read_text(), parse_constant=refuse)
+    assert all(MODEL_NAME.match(entry["key"]["model"]) for entry in data["entries"])
+    assert {tuple(entry["tasks"]) for entry in data["entries"]} <= {
+        tuple(__import__("mcit_bench.data.stream", fromlist=["load_stream"]).load_stream("synth-coin").task_names)}

@@ -16,13 +16,31 @@ def test_vqa_soft_accuracy_leave_one_out():
     assert vqa_soft_accuracy("Dog.", ["dog"]) == 1.0  # a single reference is exact match
 
 
+# (output, ten references, the official VQA evaluator's score): outputs the EvalAI normalisation
+# empties are matched against references it empties too, as the official evaluator does
+EMPTIED_BY_NORMALISATION = [
+    ("a", ["a"] * 10, 1.0),  # the letter "a" read off a sign (TextVQA): an article to the normaliser
+    ("The", ["the"] * 4 + ["sign"] * 6, 1.0),
+    ("a", ["a"] * 2 + ["b"] * 8, (2 / 3 + 8 * 2 / 3) / 10),
+    ("the", ["yes"] * 10, 0.0),
+    ("...", ["..."] + ["dots"] * 9, 0.3),
+    ("", ["a"] * 10, 0.0),  # an empty output never scores
+    ("   ", ["the"] * 10, 0.0),
+]
+
+
+@pytest.mark.parametrize("output,references,expected", EMPTIED_BY_NORMALISATION)
+def test_outputs_the_normalisation_empties_score_as_the_official_evaluator(output, references, expected):
+    assert vqa_soft_accuracy(output, references) == pytest.approx(expected)
+
+
 def test_exact_match_is_never_a_substring_match():
     record = Record("1", "", "", ("golden retriever",), "classification")
     _, scores = score_task("exact_match", ["golden retriever", "retriever", "a golden retriever dog"], [record] * 3)
     assert scores == [1.0, 0.0, 0.0]
 
 
-GARBAGE = ["", " ", "a", "the", "I cannot see", "[", "unknown garbage text ###"]
+GARBAGE = ["", " ", "a", "the", "I cannot see", "[", "unknown garbage text ###", "..."]
 RECORDS = {
     "vqa_accuracy": Record("1", "", "", ("yes",) * 10, "vqa"),
     "exact_match": Record("2", "", "", ("circle",), "classification"),

@@ -62,12 +62,30 @@ def published_scores(run_dir: Path, tasks: list[str], stages: list[dict[str, Any
     return {"metrics": dict(metrics), **scored_matrix(run_dir, tasks, stages, metrics, score_published)}
 
 
-def rescore_run(run_dir: Path) -> dict[str, Any]:
-    """Score every saved prediction again and rewrite ``results.json``; returns the new results."""
+def changed_values(old: Any, new: Any, where: str) -> list[str]:
+    """Every number or entry that differs between two decoded JSON values, as 'path: old -> new'."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [found for key in sorted(set(old) | set(new), key=str)
+                for found in changed_values(old.get(key), new.get(key), f"{where}.{key}")]
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [found for index, (a, b) in enumerate(zip(old, new))
+                for found in changed_values(a, b, f"{where}[{index}]")]
+    if isinstance(old, float) and isinstance(new, float) and abs(old - new) <= 1e-6:
+        return []
+    return [] if old == new else [f"{where}: {old} -> {new}"]
+
+
+RESCORED_FIELDS = ("matrix", "summary", "extra_scores", "as_published")
+
+
+def rescore_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
+    """Score every saved prediction again and rewrite ``results.json``; returns the new results and
+    every value that changed (a results file that was edited, or scored by another version)."""
     run_dir = Path(run_dir)
     results = load_results(run_dir / "results.json").model_dump(mode="json")
     if results["as_published"] is None:  # only real streams whose sources publish a scoring carry the key
         del results["as_published"]
+    before = {name: results.get(name) for name in RESCORED_FIELDS}
     tasks: list[str] = results["tasks"]
     metrics = {task: results["task_info"][task]["metric"] for task in tasks}
     results.update(scored_matrix(run_dir, tasks, results["stages"], metrics,
@@ -80,5 +98,6 @@ def rescore_run(run_dir: Path) -> dict[str, Any]:
     if "as_published" in results:
         results["as_published"] = published_scores(run_dir, tasks, results["stages"],
                                                    results["as_published"]["metrics"])
+    changes = [found for name in RESCORED_FIELDS for found in changed_values(before[name], results.get(name), name)]
     atomic_write_json(run_dir / "results.json", results)
-    return results
+    return results, changes

@@ -85,7 +85,7 @@ def rescore_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     results = load_results(run_dir / "results.json").model_dump(mode="json")
     if results["as_published"] is None:  # only real streams whose sources publish a scoring carry the key
         del results["as_published"]
-    before = {name: results.get(name) for name in RESCORED_FIELDS}
+    before = {name: results.get(name) or None for name in RESCORED_FIELDS}  # an empty extra_scores is none
     tasks: list[str] = results["tasks"]
     metrics = {task: results["task_info"][task]["metric"] for task in tasks}
     results.update(scored_matrix(run_dir, tasks, results["stages"], metrics,
@@ -98,6 +98,7 @@ def rescore_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     if "as_published" in results:
         results["as_published"] = published_scores(run_dir, tasks, results["stages"],
                                                    results["as_published"]["metrics"])
-    changes = [found for name in RESCORED_FIELDS for found in changed_values(before[name], results.get(name), name)]
+    changes = [found for name in RESCORED_FIELDS
+               for found in changed_values(before[name], results.get(name) or None, name)]
     atomic_write_json(run_dir / "results.json", results)
     return results, changes

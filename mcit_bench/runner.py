@@ -16,13 +16,14 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from mcit_bench import __version__
 from mcit_bench.config import RunConfig
-from mcit_bench.data.formats import load_split, row_to_record
+from mcit_bench.data.formats import file_digest, load_split, row_to_record
 from mcit_bench.data.hub import load_hub_split
 from mcit_bench.data.stream import LocatedTask, SyntheticSource, TaskStream, load_stream, locate_stream
 from mcit_bench.data.synthetic import SyntheticSpec, generate
@@ -128,9 +129,11 @@ def claim_run_directory(paths: RunPaths, config: RunConfig, resume: bool, overwr
     false it only checks (every process of a multi-process run checks; the main one writes).
     """
     wanted = config.model_dump(mode="json")
+    if paths.root.exists() and not paths.root.is_dir():
+        raise ConfigError(f"{paths.root} is a file, not a run directory; choose another --output or --run-id")
     if paths.config.exists():
-        saved = json.loads(paths.config.read_text(encoding="utf-8"))
-        differences = config_differences(saved, wanted)
+        saved = read_run_json(paths.config, "pass --overwrite to start the run again")
+        differences = config_differences(saved, wanted) if not overwrite else []
         if overwrite:
             if write:
                 shutil.rmtree(paths.root)
@@ -142,15 +145,92 @@ def claim_run_directory(paths: RunPaths, config: RunConfig, resume: bool, overwr
             raise ConfigError(f"run directory {paths.root} already holds a run with this config ({state}); pass "
                               f"--resume to continue it or --overwrite to start again")
         elif paths.progress.exists():
-            return json.loads(paths.progress.read_text(encoding="utf-8"))
+            try:
+                return read_run_json(paths.progress, "")
+            except DataError:  # nothing it says can be trusted: the run starts again from its first stage
+                return {"unreadable": str(paths.progress)}
     elif resume:
         raise ConfigError(f"run directory {paths.root} holds no run to resume; drop --resume to start one")
     elif paths.root.exists() and any(paths.root.iterdir()) and not overwrite:
         raise ConfigError(f"run directory {paths.root} exists and is not a run; choose another --run-id or --output")
     if write:
-        paths.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(paths.config, wanted)
+        try:
+            paths.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(paths.config, wanted)
+        except OSError as error:
+            raise ConfigError(f"cannot write the run directory {paths.root} ({error.strerror}); choose an --output "
+                              f"you can write to") from None
     return {}
+
+
+def read_run_json(path: Path, fix: str) -> dict[str, Any]:
+    """A JSON file of a run directory, or one sentence saying it is damaged and what to do."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
+        raise DataError(f"{path} is damaged ({error}); {fix or 'the run cannot use it'}") from None
+    if not isinstance(value, dict):
+        raise DataError(f"{path} is damaged (not a JSON object); {fix or 'the run cannot use it'}")
+    return value
+
+
+def stage_files(paths: RunPaths, stage: int) -> list[Path]:
+    """What finishing ``stage`` wrote: its predictions and (after training) its checkpoint."""
+    files = sorted((paths.root / "predictions" / f"stage{stage}").glob("*.jsonl"))
+    return files + (sorted(paths.checkpoint(stage).glob("*")) if stage > 0 else [])
+
+
+def stage_digests(paths: RunPaths, stage: int) -> dict[str, str]:
+    return {str(path.relative_to(paths.root)): file_digest(path) for path in stage_files(paths, stage)}
+
+
+def first_unverified(paths: RunPaths, digests: dict[str, dict[str, str]], stages: int) -> tuple[int, str | None]:
+    """The first stage (0: the base model's evaluation) whose files are not the ones progress.json
+    recorded, and the first file that differs; (stages + 1, None) when every stage verifies."""
+    for stage in range(stages + 1):
+        recorded = digests.get(str(stage))
+        if recorded is None:
+            return stage, f"stage {stage} has no recorded digests"
+        for name, digest in recorded.items():
+            path = paths.root / name
+            if not path.is_file() or file_digest(path) != digest:
+                return stage, name
+    return stages + 1, None
+
+
+def verified_progress(paths: RunPaths, progress: dict[str, Any], say: Callable[[str], Any]) -> dict[str, Any]:
+    """The saved progress cut back to the stages whose files still verify against their sha256.
+
+    A run killed mid-write, a truncated or bit-flipped file: the run restarts after the last stage
+    it can prove intact, and says so; it never loads a file it cannot verify. Progress written
+    before digests were recorded is kept as it is (its files are checked when loaded).
+    """
+    if "unreadable" in progress:
+        say(f"{progress['unreadable']} is damaged: the run starts again from its first stage")
+        return {}
+    if "digests" not in progress:
+        return progress
+    done = len(progress.get("stages", []))
+    bad, name = first_unverified(paths, progress["digests"], done)
+    if bad > done:
+        return progress
+    if bad == 0:
+        say(f"{name} of the base model's evaluation does not match its digest: the run starts again")
+        return {}
+    say(f"{name} of stage {bad} does not match its digest: resuming after stage {bad - 1}")
+    kept_stages = progress["stages"][: bad - 1]
+    kept_rows = 1 + sum(len(entry["tasks"]) for entry in kept_stages)
+    return {**progress, "stages": kept_stages,
+            "rows": {k: v for k, v in progress["rows"].items() if int(k) < kept_rows},
+            "digests": {k: v for k, v in progress["digests"].items() if int(k) < bad}}
+
+
+def remove_leftovers(paths: RunPaths) -> None:
+    """What a killed writer left: temporary files and half-written checkpoint folders (never read)."""
+    for leftover in paths.root.rglob(".*.tmp"):  # atomic writes' temporary files (predictions, progress, results)
+        leftover.unlink(missing_ok=True)
+    for leftover in paths.root.glob("checkpoints/*.partial"):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def prepare_data_root(stream: TaskStream, data_root: Path | None, cache_root: Path) -> Path:
@@ -231,12 +311,17 @@ def save_checkpoint(path: Path, model: torch.nn.Module, trained: set[str], metho
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, method: Method) -> set[str]:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    state: dict[str, Any] = json.loads((path / "method_state.json").read_text(encoding="utf-8"))
-    state.update(load_file(str(path / "method_state.safetensors")))
+    fix = "pass --overwrite to start the run again"
+    state: dict[str, Any] = read_run_json(path / "method_state.json", fix)
+    try:
+        state.update(load_file(str(path / "method_state.safetensors")))
+        weights = load_file(str(path / "weights.safetensors"))
+    except (SafetensorError, OSError) as error:
+        raise DataError(f"checkpoint {path} is damaged ({error}); {fix}") from None
     method.load_state_dict(state, model)
-    weights = load_file(str(path / "weights.safetensors"))
     missing = set(weights) - {name for name, _ in model.named_parameters()}
     if missing:
         raise DataError(f"checkpoint {path} holds weights the model lacks ({sorted(missing)[:3]}); "
@@ -361,8 +446,13 @@ def run_stream(
     stages = method.stages(stream)
     tasks = stream.task_names
 
+    if progress_state:
+        progress_state = verified_progress(paths, progress_state, console.print if console else lambda message: None)
+    if main and paths.root.exists():
+        remove_leftovers(paths)
     rows: dict[int, dict[str, float]] = {int(k): v for k, v in progress_state.get("rows", {}).items()}
     stage_log: list[dict[str, Any]] = progress_state.get("stages", [])
+    digests: dict[str, dict[str, str]] = progress_state.get("digests", {})
     trained: set[str] = set(progress_state.get("trained", []))
     done = len(stage_log)
     if done:
@@ -372,16 +462,18 @@ def run_stream(
 
     previous_wall = float(progress_state.get("wall_seconds", 0.0))
 
-    def save_progress() -> None:
+    def save_progress(stage: int) -> None:
+        """After ``stage`` finished: its rows, and the sha256 of every file it wrote, for a verified resume."""
         if not main:
             return
+        digests[str(stage)] = stage_digests(paths, stage)
         atomic_write_json(paths.progress, {"rows": {str(k): v for k, v in rows.items()}, "stages": stage_log,
-                                           "trained": sorted(trained),
+                                           "trained": sorted(trained), "digests": digests,
                                            "wall_seconds": previous_wall + time.perf_counter() - started})
 
     if 0 not in rows:
         rows[0], _ = evaluate_row(model, collator, method, run, stream, test_sets, paths, 0, config, accelerator)
-        save_progress()
+        save_progress(0)
 
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), TextColumn("eta"),  # no loss before step 1
@@ -407,7 +499,7 @@ def run_stream(
                               "train_seconds": round(stats.seconds, 2), "final_loss": round(stats.final_loss, 5),
                               "trainable_params": stats.trainable_params,
                               "task_selection": selection})
-            save_progress()
+            save_progress(stage.index)
             if console:
                 shown = " ".join(f"{task}={scores[task]:.0f}" for task in tasks)
                 console.print(f"stage {stage.index} ({stage.name}) done in {stats.seconds:.0f} s: {shown}")

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import os
 import sys
-from enum import Enum
-from pathlib import Path
-from typing import Annotated, Any, Optional
 
-import typer
-from rich.console import Console
-from rich.table import Table
+# Nothing at run time reaches the network unless the user asks (HF_HUB_OFFLINE=0): a model or data
+# set is read from a folder or the local Hugging Face cache, and a missing one fails at once in one
+# sentence instead of after minutes of retries. Set before anything imports huggingface_hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from mcit_bench.errors import ConfigError, UserError
+from enum import Enum  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Annotated, Any, Optional  # noqa: E402
+
+import typer  # noqa: E402
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from mcit_bench.errors import ConfigError, UserError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark multimodal continual instruction tuning: run methods on task streams, score them.")

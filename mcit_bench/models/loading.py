@@ -49,10 +49,12 @@ def _loading(name: str, load):
     try:
         return load(path)
     except (OSError, ValueError) as error:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = ("it is not in the local Hugging Face cache and HF_HUB_OFFLINE=1" if offline
-                else "download it first (huggingface-cli download) or pass a local folder")
-        raise ConfigError(f"model {name!r} cannot be loaded ({str(error).splitlines()[0]}); {hint}") from None
+        if os.environ.get("HF_HUB_OFFLINE") == "1" and not os.path.isdir(path):
+            raise ConfigError(f"model {name!r} is not a folder and not in the local Hugging Face cache; download "
+                              f"it first (huggingface-cli download {name}) or pass a local folder (mcit-bench "
+                              f"does not download unless HF_HUB_OFFLINE=0)") from None
+        raise ConfigError(f"model {name!r} cannot be loaded ({str(error).splitlines()[0]}); download it first "
+                          f"(huggingface-cli download) or pass a local folder") from None
 
 
 def check_model(name: str) -> None:

@@ -117,3 +117,44 @@ def test_a_model_that_cannot_be_loaded_offline_gets_one_sentence(tmp_path):
         assert result.exit_code == 2, result.output
         assert message in " ".join(result.output.split())
         assert not (tmp_path / "runs").exists()  # refused before the run directory was claimed
+
+
+def test_a_hub_id_missing_from_the_cache_fails_at_once_without_network_noise(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mcit_bench.cli", "run", "--model", "nosuch/model", "--subset", "ci",
+                           "--output", str(tmp_path / "runs")], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in __import__("os").environ.items() if k != "HF_HUB_OFFLINE"})
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "is not a folder and not in the local Hugging Face cache" in lines[0], done.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_errors_keep_their_brackets(tmp_path):
+    sequence = tmp_path / "bad.yaml"
+    sequence.write_text((FIXTURES / "two_task_quick.yaml").read_text().replace("name: two-task-quick",
+                                                                              "name: ../../escape"))
+    result = runner.invoke(app, ["data", "check", str(sequence)])
+    assert result.exit_code == 2
+    assert "^[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}$" in " ".join(result.output.split())  # not eaten as markup
+
+
+def test_a_synthetic_task_that_does_not_exist_gets_a_did_you_mean(tmp_path):
+    sequence = tmp_path / "typo.yaml"
+    sequence.write_text((FIXTURES / "two_task_quick.yaml").read_text().replace("{name: textvqa,", "{name: textvq,"))
+    result = runner.invoke(app, ["run", "--sequence", str(sequence), "--output", str(tmp_path / "runs")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "there is no synthetic task 'textvq': did you mean 'textvqa'?" in " ".join(result.output.split())
+
+
+def test_the_leaderboard_shows_the_shipped_board_from_any_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["leaderboard", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    methods = {line.split(",")[3] for line in result.stdout.splitlines()[1:]}
+    assert methods >= {"seqft", "joint", "branchlora", "dmole"}
+    assert "showing the leaderboard shipped with mcit-bench" in result.output
+    missing = runner.invoke(app, ["leaderboard", "--leaderboard", str(tmp_path / "none.json")])
+    assert missing.exit_code == 2 and "none.json does not exist; pass --leaderboard PATH" in missing.output

@@ -19,7 +19,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from mcit_bench.errors import ConfigError, UserError  # noqa: E402
+from mcit_bench.errors import ConfigError, UserError, storage_error  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark multimodal continual instruction tuning: run methods on task streams, score them.")
@@ -29,10 +29,14 @@ errors = Console(stderr=True, soft_wrap=True)  # one sentence per error, never b
 
 
 def _fail(error: UserError) -> None:
+    _print_error(error)
+    raise typer.Exit(code=2)
+
+
+def _print_error(error: UserError) -> None:
     # the message is plain text: brackets in it ("[a-z0-9]", "[ci]") are not rich markup
     errors.print("error:", style="bold red", end=" ")
     errors.print(str(error), highlight=False, markup=False)
-    raise typer.Exit(code=2)
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -133,8 +137,8 @@ def _parse_seeds(text: str) -> list[int]:
 @app.command()
 def score(run_dir: Annotated[Path, typer.Argument(help="a run directory with results.json and predictions/")]) -> None:
     """Re-score a run from its saved predictions and print its tables."""
-    from mcit_bench.results import print_results
     from mcit_bench.rescore import rescore_run
+    from mcit_bench.results import print_results
 
     try:
         results, changes = rescore_run(run_dir)
@@ -161,7 +165,9 @@ def submit(
     except UserError as error:
         _fail(error)
     for entry in entries:
-        console.print(f"added {entry.key.label()} seed {entry.seed} to {leaderboard}", markup=False)
+        how = ("matrix re-scored from its predictions" if entry.verified else
+               "results file alone: matrix not re-scored, submit the run directory to verify it")
+        console.print(f"added {entry.key.label()} seed {entry.seed} to {leaderboard} ({how})", markup=False)
 
 
 class BoardFormat(str, Enum):
@@ -411,7 +417,16 @@ def pretrain_tiny(
 
 
 def main() -> None:
-    app()
+    # A write the file system refuses deep inside a library (a checkpoint, the arrow cache) is the
+    # user's to fix (a full disk, a read-only folder): one sentence, not a traceback.
+    try:
+        app()
+    except OSError as error:
+        refused = storage_error(error)
+        if refused is None:
+            raise
+        _print_error(refused)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

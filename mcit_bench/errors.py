@@ -1,5 +1,9 @@
 """Errors a user can cause. Each carries one sentence naming the file, the field and the fix."""
 
+from __future__ import annotations
+
+import errno
+
 
 class UserError(Exception):
     """Bad input from the user: the CLI prints the message alone and exits with status 2."""
@@ -15,6 +19,28 @@ class ConfigError(UserError):
 
 class MetricError(UserError):
     """A metric cannot run here: an optional package or tool it needs is missing."""
+
+
+class StorageError(UserError):
+    """The file system refused a write: the disk is full, over quota, read-only or not ours."""
+
+
+# The write failures a user fixes on their side (free space, choose another folder), not bugs.
+_STORAGE_REASONS = {errno.ENOSPC: "no space is left on its device", errno.EDQUOT: "the disk quota is used up",
+                    errno.EROFS: "its file system is read-only", errno.EACCES: "permission is denied",
+                    errno.EPERM: "the operation is not permitted"}
+
+
+def storage_error(error: OSError, path: object = None) -> StorageError | None:
+    """The one sentence for a refused write to ``path`` (or the error's own file name); None for
+    any other OSError, which stays a bug to report."""
+    reason = _STORAGE_REASONS.get(error.errno)
+    if reason is None:
+        return None
+    where = path or error.filename or "a file"
+    return StorageError(f"could not write {where}: {reason}; free space or choose a writable --output or "
+                        f"--out, then run the command again (a run continues from its last verified stage "
+                        f"with --resume; files already written are intact)")
 
 
 def first_problem(error) -> tuple[str, str]:

@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mcit_bench.errors import storage_error
+
 
 def _new_file_mode() -> int:
     """What ``open`` would give a new file here: 0o666 less the process's umask."""
@@ -27,6 +29,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     temporary file's private 0600 would otherwise survive the rename.
     """
     path = Path(path)
+    try:
+        _replace_with(path, data)
+    except OSError as error:
+        refused = storage_error(error, path)
+        if refused is None:
+            raise
+        raise refused from None
+
+
+def _replace_with(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = stat.S_IMODE(path.stat().st_mode)

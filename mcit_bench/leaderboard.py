@@ -76,6 +76,9 @@ class Entry(_Strict):
     harness_version: str
     commit: str | None
     device: str
+    # True: submitted with its run directory, the matrix re-scored from the saved predictions; False:
+    # a results file alone, its matrix taken on trust; None: submitted before submit re-scored
+    verified: bool | None = None
 
 
 class Leaderboard(_Strict):
@@ -89,7 +92,7 @@ def protocol_of(results: Results) -> Protocol:
     return "task-aware" if results.run.task_id_at_eval else "task-agnostic"
 
 
-def entry_from_results(results: Results) -> Entry:
+def entry_from_results(results: Results, verified: bool | None = None) -> Entry:
     sequence = results.run.sequence
     # a variant is another stream of the same tasks: its own leaderboard rows
     label = f"{sequence.name}@{sequence.version}" + (f":{sequence.variant}" if sequence.variant else "")
@@ -101,7 +104,7 @@ def entry_from_results(results: Results) -> Entry:
                  trainable_params=max(results.cost.trainable_params_per_stage),
                  added_params=results.cost.added_params, wall_seconds=results.cost.wall_seconds,
                  harness_version=results.run.harness_version, commit=results.run.git.get("commit"),
-                 device=results.run.device)
+                 device=results.run.device, verified=verified)
 
 
 def read_leaderboard(path: Path) -> Leaderboard:
@@ -228,6 +231,19 @@ def shipped_tasks(name: str, subset: str | None, variant: str | None = None) -> 
     return load_stream(name, subset, variant).task_names
 
 
+def verified_by_predictions(results: Results, path: Path) -> bool:
+    """Whether the matrix was re-scored from the run's saved predictions: True for a run directory (or
+    its results.json) with its ``predictions/``, False for a results file alone. A matrix those
+    predictions do not give is refused."""
+    run_dir = path if path.is_dir() else path.parent
+    if not (run_dir / "predictions").is_dir():
+        return False
+    from mcit_bench.rescore import check_against_predictions  # harness code, loaded only for run directories
+
+    check_against_predictions(results, run_dir, str(path))
+    return True
+
+
 def submit_all(results_paths: Iterable[Path], leaderboard_path: Path) -> list[Entry]:
     """Verify runs and add them to the leaderboard in one write; the file is untouched unless all pass.
 
@@ -246,7 +262,7 @@ def _submit_locked(results_paths: list[Path], leaderboard_path: Path) -> list[En
     for path in results_paths:
         results = load_results(path)
         verify_submission(results, str(path))
-        entry = entry_from_results(results)
+        entry = entry_from_results(results, verified=verified_by_predictions(results, Path(path)))
         identity = (entry.key.model_dump_json(), entry.seed)
         if identity in taken:
             raise DataError(f"{path}: the leaderboard already has {entry.key.label()} seed {entry.seed}; "
@@ -302,10 +318,19 @@ class Row:
     trainable_params: int
     added_params: int
     wall_seconds: Stat | None
+    # seeds whose matrix was re-scored from their predictions at submission; None when no seed says
+    # (entries submitted before submit re-scored)
+    verified_seeds: int | None = None
 
 
 def seen_task_curve(matrix: np.ndarray) -> list[float]:
     return [float(np.mean(matrix[i, :i])) for i in range(1, matrix.shape[1] + 1)]
+
+
+def verified_seeds(group: list[Entry]) -> int | None:
+    if all(entry.verified is None for entry in group):
+        return None
+    return sum(entry.verified is True for entry in group)
 
 
 def aggregate(entries: Iterable[Entry]) -> list[Row]:
@@ -323,7 +348,8 @@ def aggregate(entries: Iterable[Entry]) -> list[Row]:
             metrics={name: stat(summary[name] for summary in summaries) for name in CONTINUAL_METRICS},
             matrix=matrix.round(2).tolist(), stage_curve=[round(v, 2) for v in seen_task_curve(matrix)],
             task_selection=stat(selections), trainable_params=group[0].trainable_params,
-            added_params=group[0].added_params, wall_seconds=stat(entry.wall_seconds for entry in group)))
+            added_params=group[0].added_params, wall_seconds=stat(entry.wall_seconds for entry in group),
+            verified_seeds=verified_seeds(group)))
     rows.sort(key=lambda row: (row.key.sort_key()[:4], -(row.metrics["final_acc"].mean
                                                          if row.metrics["final_acc"] else 0.0)))
     return rows
@@ -352,4 +378,4 @@ def board_summary(rows: list[Row]) -> dict[str, Any]:
         "metrics": {name: stat_dict(value) for name, value in row.metrics.items()},
         "task_selection": stat_dict(row.task_selection), "matrix": row.matrix, "stage_curve": row.stage_curve,
         "trainable_params": row.trainable_params, "added_params": row.added_params,
-        "wall_seconds": stat_dict(row.wall_seconds)} for row in rows]}
+        "wall_seconds": stat_dict(row.wall_seconds), "verified_seeds": row.verified_seeds} for row in rows]}

@@ -6,11 +6,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from mcit_bench.data.formats import file_digest
 from mcit_bench.data.records import Record
+from mcit_bench.errors import DataError
 from mcit_bench.evaluate import read_predictions
 from mcit_bench.io import atomic_write_json
 from mcit_bench.results import matrix_from_rows, rounded
-from mcit_bench.schema import load_results
+from mcit_bench.schema import Results, load_results
 from mcit_bench.scoring.continual import summarize
 from mcit_bench.scoring.published import score_published
 from mcit_bench.scoring.task_metrics import COMPANION_METRICS, score_task
@@ -54,6 +56,46 @@ def scored_matrix(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
             "summary": {name: rounded(value) for name, value in summarize(matrix).items()}}
 
 
+def prediction_digests(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]]) -> dict[str, str]:
+    """sha256 of each predictions file behind a matrix, by its path under ``predictions/``."""
+    names = [f"stage{stage}/{task}.jsonl" for stage in [0] + [entry["stage"] for entry in stages] for task in tasks]
+    return {name: file_digest(run_dir / "predictions" / name) for name in names}
+
+
+def sound_matrix(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
+                 metrics: dict[str, str]) -> dict[str, Any]:
+    """The accuracy matrix and summary scored again from the saved predictions."""
+    return scored_matrix(run_dir, tasks, stages, metrics,
+                         lambda metric, predictions, records: score_task(metric, predictions, records)[0])
+
+
+def check_against_predictions(results: Results, run_dir: Path, source: str) -> None:
+    """Refuse results whose matrix is not what the run's saved predictions score.
+
+    The predictions files must be the ones the run scored (their sha256 in ``prediction_digests``,
+    when the results record them), and every cell is scored again from them. This proves the matrix
+    and summary were not edited after the run; it cannot prove the predictions came from the model.
+    """
+    for name, digest in results.prediction_digests.items():
+        path = run_dir / "predictions" / name
+        if not path.is_file():
+            raise DataError(f"{source}: predictions file {path} is missing; submit the whole run directory")
+        if file_digest(path) != digest:
+            raise DataError(f"{source}: predictions file {path} is not the one the run scored (its sha256 "
+                            f"differs from prediction_digests); re-run the run, or re-score it with "
+                            f"'mcit-bench score' if you changed the predictions on purpose")
+    tasks = results.tasks
+    stages = [stage.model_dump() for stage in results.stages]
+    rescored = sound_matrix(run_dir, tasks, stages, {task: results.task_info[task].metric for task in tasks})
+    for row, (stored_row, scored_row) in enumerate(zip(results.matrix, rescored["matrix"])):
+        for task, stored, scored in zip(tasks, stored_row, scored_row):
+            if abs(stored - scored) > 1e-4:
+                when = "before training (row 0)" if row == 0 else f"after training {tasks[row - 1]} (row {row})"
+                raise DataError(f"{source}: the matrix says {stored} for {task} {when}, but the saved "
+                                f"predictions score {scored}; submit the results the run wrote, or re-score "
+                                f"the run with 'mcit-bench score'")
+
+
 def published_scores(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
                      metrics: dict[str, str]) -> dict[str, Any] | None:
     """The as-published matrix, when every task names its source's rule (None otherwise)."""
@@ -88,8 +130,8 @@ def rescore_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     before = {name: results.get(name) or None for name in RESCORED_FIELDS}  # an empty extra_scores is none
     tasks: list[str] = results["tasks"]
     metrics = {task: results["task_info"][task]["metric"] for task in tasks}
-    results.update(scored_matrix(run_dir, tasks, results["stages"], metrics,
-                                 lambda metric, predictions, records: score_task(metric, predictions, records)[0]))
+    results.update(sound_matrix(run_dir, tasks, results["stages"], metrics))
+    results["prediction_digests"] = prediction_digests(run_dir, tasks, results["stages"])
     task_types = {task: results["task_info"][task]["type"] for task in tasks}
     extra = companion_scores(run_dir, task_types, [0] + [entry["stage"] for entry in results["stages"]])
     results.pop("extra_scores", None)

@@ -14,9 +14,9 @@ import re
 import resource
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -25,14 +25,15 @@ from mcit_bench import __version__
 from mcit_bench.config import RunConfig
 from mcit_bench.data.formats import file_digest, load_split, row_to_record
 from mcit_bench.data.hub import load_hub_split
-from mcit_bench.data.stream import LocatedTask, SyntheticSource, TaskStream, load_stream, locate_stream
+from mcit_bench.data.stream import SyntheticSource, TaskStream, load_stream, locate_stream
 from mcit_bench.data.synthetic import SyntheticSpec, generate
-from mcit_bench.errors import ConfigError, DataError, first_problem
+from mcit_bench.errors import ConfigError, DataError, first_problem, storage_error
 from mcit_bench.evaluate import generate_answers, test_rows, write_predictions
 from mcit_bench.io import atomic_write_json
 from mcit_bench.methods.base import METHODS, Method, RunContext
 from mcit_bench.models.fingerprint import weights_fingerprint
 from mcit_bench.models.loading import PRECISIONS, compute_precision, resolve_model_path
+from mcit_bench.rescore import companion_scores, prediction_digests, published_scores
 from mcit_bench.results import (
     device_description,
     git_state,
@@ -42,7 +43,6 @@ from mcit_bench.results import (
 )
 from mcit_bench.schema import SCHEMA_VERSION
 from mcit_bench.scoring.continual import summarize
-from mcit_bench.rescore import companion_scores, published_scores
 from mcit_bench.scoring.task_metrics import DEFAULT_METRIC, METRICS, score_task
 
 if TYPE_CHECKING:
@@ -290,15 +290,29 @@ def peak_memory_mb() -> float:
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, trained: set[str], method: Method) -> None:
-    """Trained weights and method state, written to a staging folder and renamed into place."""
-    from safetensors.torch import save_file
-
-    from mcit_bench.io import atomic_write_bytes
-
+    """Trained weights and method state, written to a staging folder and renamed into place; a write
+    the disk refuses leaves no staging folder behind and is reported as the checkpoint's."""
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(path.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    try:
+        write_checkpoint(staging, model, trained, method)
+    except BaseException as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        refused = storage_error(error, path) if isinstance(error, OSError) else None
+        if refused is None:
+            raise
+        raise refused from None
+    shutil.rmtree(path, ignore_errors=True)
+    os.replace(staging, path)
+
+
+def write_checkpoint(staging: Path, model: torch.nn.Module, trained: set[str], method: Method) -> None:
+    from safetensors.torch import save_file
+
+    from mcit_bench.io import atomic_write_bytes
+
     weights = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if name in trained}
     save_file(weights, str(staging / "weights.safetensors"))
     state = method.state_dict()
@@ -306,8 +320,6 @@ def save_checkpoint(path: Path, model: torch.nn.Module, trained: set[str], metho
     save_file(tensors, str(staging / "method_state.safetensors"))
     plain = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
     atomic_write_bytes(staging / "method_state.json", json.dumps(plain, sort_keys=True).encode())
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(staging, path)
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, method: Method) -> set[str]:
@@ -513,6 +525,7 @@ def run_stream(
                                  [0] + [entry["stage"] for entry in stage_log])
         if extra:  # only runs with caption tasks carry the key
             results["extra_scores"] = extra
+        results["prediction_digests"] = prediction_digests(paths.root, tasks, stage_log)
         published = published_scores(paths.root, tasks, stage_log, {
             task.name: task.as_published.metric for task in stream.tasks if task.as_published is not None})
         if published is not None:

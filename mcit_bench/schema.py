@@ -107,6 +107,9 @@ class Results(_Strict):
     # metrics reported beside the matrix (BLEU-4 of caption tasks): metric -> task -> value after
     # each evaluated stage, the base model first
     extra_scores: dict[str, dict[str, list[float]]] = {}
+    # sha256 of every predictions file the matrix was scored from ("stage1/sqa.jsonl"): a results file
+    # submitted with its run directory is checked against them and re-scored from them
+    prediction_digests: dict[str, str] = {}
     as_published: PublishedScores | None = None  # real streams whose sources publish their scoring
 
     @model_validator(mode="after")

@@ -11,3 +11,17 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 @pytest.fixture(scope="session")
 def cache_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("mcit-cache")
+
+
+@pytest.fixture
+def three_task_cut(monkeypatch, request):
+    """The leaderboard tests' documents are a three-task cut of synth-coin (hand-computed 4 x 3 matrices,
+    tests/unit/test_leaderboard.py); the leaderboard is told that cut is the sequence's task list, except
+    in tests whose name says the sequence's own task list is their subject ("own_tasks")."""
+    if "own_tasks" in request.node.name:
+        return
+    import mcit_bench.leaderboard as board
+    from mcit_bench.data.stream import load_stream
+
+    monkeypatch.setattr(board, "shipped_tasks",
+                        lambda name, subset, variant=None: load_stream(name, subset, variant).task_names[:3])

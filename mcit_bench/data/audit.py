@@ -80,7 +80,8 @@ def audit_split(spec: SplitSpec, task: TaskDef, check_images: bool) -> tuple[Spl
         more = len(report.images_missing) - SHOWN_MISSING
         problems.append(f"{spec.path}: {len(report.images_missing)} images are missing ({shown}"
                         + (f" and {more} more" if more > 0 else "") + f"); they belong under {spec.images}")
-    problems.extend(f"{spec.path}: image {line}; replace the file or drop its record" for line in report.images_unreadable)
+    problems.extend(f"{spec.path}: image {line}; replace the file or drop its record"
+                    for line in report.images_unreadable)
     return report, problems
 
 

@@ -523,18 +523,31 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def to_dataset(records: list[Record], cache_dir: Path | None = None, key: str | None = None):
-    """Records as a ``datasets.Dataset``; with a cache folder, saved as arrow and reloaded by ``key``."""
+def records_dataset(records: list[Record]):
+    """Records as an in-memory ``datasets.Dataset``."""
     import datasets
 
     datasets.disable_progress_bars()
-    if cache_dir is None or key is None:
-        return datasets.Dataset.from_list([record.to_row() for record in records])
+    return datasets.Dataset.from_list([record.to_row() for record in records])
+
+
+def cached_dataset(cache_dir: Path, key: str, make_records: Callable[[], list[Record]]):
+    """The dataset saved as arrow under ``cache_dir/key``, or ``make_records()`` saved there first.
+
+    An entry that cannot be read back (a write killed half-way, a damaged file) is removed and rebuilt
+    from the source files, which the key fingerprints, so the cache never decides a result.
+    """
+    import datasets
+
+    datasets.disable_progress_bars()
     target = cache_dir / key
     if (target / "dataset_info.json").exists():
-        return datasets.load_from_disk(str(target))
+        try:
+            return datasets.load_from_disk(str(target))
+        except Exception:  # broad on purpose: datasets and pyarrow raise many kinds for a damaged entry
+            shutil.rmtree(target, ignore_errors=True)
+    dataset = records_dataset(make_records())
     cache_dir.mkdir(parents=True, exist_ok=True)
-    dataset = datasets.Dataset.from_list([record.to_row() for record in records])
     staging = Path(tempfile.mkdtemp(prefix=".arrow-", dir=cache_dir))
     try:
         dataset.save_to_disk(str(staging))
@@ -584,11 +597,21 @@ def read_split(spec: SplitSpec, problems: list[str] | None = None) -> list[Recor
     With a ``problems`` list every problem found is appended there and the readable records are
     returned; without one the first problem is raised.
     """
+    if spec.split == "train":
+        records = read_llava_conversations(spec.path, spec.images, spec.task_type, problems, spec.train_format,
+                                           spec.data_root)
+    else:
+        records = read_test_split(spec, problems)
+    if not records:  # nothing to train on or score: every later step would fail further from the cause
+        _report([f"{spec.path}: the {spec.split} split holds no usable records; a task needs at least one "
+                 f"{spec.split} sample: fix the file or leave the task out of the sequence"], problems)
+    return records
+
+
+def read_test_split(spec: SplitSpec, problems: list[str] | None) -> list[Record]:
+    """A test split with its official answers and extras joined and its annotator count checked."""
     from mcit_bench.data.published import join_extras
 
-    if spec.split == "train":
-        return read_llava_conversations(spec.path, spec.images, spec.task_type, problems, spec.train_format,
-                                        spec.data_root)
     form = TestFormat(spec.task_type, spec.boxes, spec.prompt)
     records = read_test(spec.path, spec.place, form, spec.test_format, problems)
     if spec.answer_file is not None:
@@ -615,9 +638,9 @@ def load_split(spec: SplitSpec, cache_dir: Path | None):
     key_source = f"{READER_VERSION}|{json.dumps(choices)}|" + "|".join(
         file_digest(path) for path in spec.sources() if path.is_file())
     key = hashlib.sha256(key_source.encode()).hexdigest()[:24]
-    if cache_dir is not None and (cache_dir / key / "dataset_info.json").exists():
-        return to_dataset([], cache_dir, key)
-    return to_dataset(read_split(spec), cache_dir, key)
+    if cache_dir is None:
+        return records_dataset(read_split(spec))
+    return cached_dataset(cache_dir, key, lambda: read_split(spec))
 
 
 def row_to_record(row: dict[str, Any]) -> Record:

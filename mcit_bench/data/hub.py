@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image
 
-from mcit_bench.data.formats import to_dataset
+from mcit_bench.data.formats import cached_dataset
 from mcit_bench.data.records import Record
 from mcit_bench.data.stream import HubSource
 from mcit_bench.errors import DataError
@@ -95,8 +95,12 @@ def load_hub_split(source: HubSource, root: Path, split: str, task_type: str, ca
     dataset = open_split(source, root, split, cache_root)
     identity = f"{HUB_READER_VERSION}|{dataset._fingerprint}|{split}|{task_type}|{sorted(source.columns.items())}"
     key = "hub-" + hashlib.sha256(identity.encode()).hexdigest()[:24]
-    arrow = cache_root / "arrow"
-    if (arrow / key / "dataset_info.json").exists():
-        return to_dataset([], arrow, key)
-    records = hub_records(source, dataset, split, task_type, root, cache_root / "hub-images" / key)
-    return to_dataset(records, arrow, key)
+    return cached_dataset(cache_root / "arrow", key, lambda: non_empty(
+        hub_records(source, dataset, split, task_type, root, cache_root / "hub-images" / key), source, split))
+
+
+def non_empty(records: list[Record], source: HubSource, split: str) -> list[Record]:
+    if not records:
+        raise DataError(f"Hugging Face dataset {source.dataset!r} split {split!r} holds no rows; a task needs at "
+                        f"least one sample in each split: choose another split or leave the task out")
+    return records

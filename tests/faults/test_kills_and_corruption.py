@@ -224,3 +224,55 @@ def test_an_output_that_is_a_file_is_refused(tmp_path, cache_root):
                                       "--cache-dir", str(cache_root)])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert output.read_text() == "not a folder"
+
+
+# Runs the CLI with the disk filling up at one point: argv = point, output, cache, sequence, run id.
+FULL_DISK = r'''
+import errno, sys
+
+import mcit_bench.io as io
+import safetensors.torch
+from mcit_bench.cli import main
+
+point, output, cache, sequence, run_id = sys.argv[1:6]
+full = OSError(errno.ENOSPC, "No space left on device")
+if point == "checkpoint":  # the second stage's weights, written by safetensors
+    saves = {"n": 0}
+    original = safetensors.torch.save_file
+
+    def save_file(*args, **kwargs):
+        saves["n"] += 1
+        if saves["n"] == 3:  # stage 1 saves weights and method state; stage 2's weights fail
+            raise full
+        return original(*args, **kwargs)
+
+    safetensors.torch.save_file = save_file
+else:  # the harness's own atomic write of stage 1's predictions
+    original_fsync = io.os.fsync
+
+    def fsync(fd):
+        if any(".imagenet.jsonl." in str(p) for p in __import__("pathlib").Path(output).rglob("stage1/.*.tmp")):
+            raise full
+        return original_fsync(fd)
+
+    io.os.fsync = fsync
+sys.argv = ["mcit-bench", "run", "--method", "seqft", "--sequence", sequence, "--output", output,
+            "--run-id", run_id, "--cache-dir", cache]
+main()
+'''
+
+
+@pytest.mark.parametrize("point,named", [("checkpoint", "checkpoints/stage2"),
+                                         ("predictions", "stage1/imagenet.jsonl")])
+def test_a_full_disk_ends_in_one_sentence_and_resume_finishes(point, named, tmp_path, cache_root, uninterrupted):
+    output = tmp_path / "runs"
+    full = subprocess.run([sys.executable, "-c", FULL_DISK, point, str(output), str(cache_root), SEQUENCE, RUN_ID],
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    said = " ".join(full.stderr.split())
+    assert full.returncode == 2 and "Traceback" not in full.stderr, full.stderr[-2000:]
+    assert f"{named}: no space is left on its device; free space" in said
+    assert "continues from its last verified stage with --resume" in said
+    leftovers = list(run_dir(output).rglob(".*.tmp")) + list(run_dir(output).rglob("*.partial"))
+    assert not leftovers  # the refused write left nothing half-written
+    assert resume(output, cache_root)["matrix"] == uninterrupted

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from mcit_bench.cli import app
@@ -13,6 +14,7 @@ from mcit_bench.schema import json_schema
 from tests.unit.test_leaderboard import MATRIX, results_doc, write_doc
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("three_task_cut")  # the documents are a three-task cut
 
 
 def invoke(*args: str):

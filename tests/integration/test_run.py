@@ -10,9 +10,9 @@ import torch
 
 from mcit_bench.config import RunConfig
 from mcit_bench.errors import ConfigError
+from mcit_bench.rescore import rescore_run
 from mcit_bench.runner import run_stream
 from mcit_bench.scoring.continual import summarize
-from mcit_bench.rescore import rescore_run
 from tests.conftest import FIXTURES, GOLDEN
 
 SEQUENCE = str(FIXTURES / "two_task.yaml")
@@ -102,6 +102,54 @@ def test_rescoring_recomputes_from_predictions(finished, tmp_path):
     assert rescored["matrix"][2][1] == 0.0
     assert f"matrix[2][1]: {results['matrix'][2][1]} -> 0.0" in changes  # reported, never silent
     assert rescored["summary"]["final_acc"] == pytest.approx(results["matrix"][2][0] / 2, abs=1e-4)
+
+
+def test_submit_rescores_a_run_directory_and_refuses_a_forged_matrix(finished, tmp_path, monkeypatch):
+    import mcit_bench.leaderboard as board
+    from mcit_bench.errors import DataError
+
+    run_dir, results = finished
+    sequence = results["run"]["sequence"]  # the two-task fixture stands in for a shipped sequence here
+    monkeypatch.setattr(board, "shipped_sequence", lambda *_: (sequence["version"], sequence["content_hash"]))
+    monkeypatch.setattr(board, "shipped_tasks", lambda *_: sequence["tasks"])
+    assert sorted(results["prediction_digests"]) == [f"stage{stage}/{task}.jsonl" for stage in range(3)
+                                                     for task in ("imagenet", "textvqa")]
+
+    # a forged cell with a recomputed summary is self-consistent, but the predictions refuse it
+    forged = tmp_path / "forged"
+    shutil.copytree(run_dir, forged)
+    doc = json.loads((forged / "results.json").read_text())
+    doc["matrix"][2][1] = round(doc["matrix"][2][1] - 12.5, 4)
+    doc["summary"] = {k: (None if v is None else round(v, 4)) for k, v in summarize(np.array(doc["matrix"])).items()}
+    (forged / "results.json").write_text(json.dumps(doc))
+    leaderboard = tmp_path / "board.json"
+    with pytest.raises(DataError, match=f"the matrix says {doc['matrix'][2][1]} for textvqa after training "
+                                        f"textvqa \\(row 2\\), but the saved predictions score "
+                                        f"{results['matrix'][2][1]}"):
+        board.submit_all([forged], leaderboard)
+    assert not leaderboard.exists()
+
+    # predictions edited after the run no longer match their digests
+    edited = tmp_path / "edited"
+    shutil.copytree(run_dir, edited)
+    with (edited / "predictions" / "stage1" / "imagenet.jsonl").open("a") as handle:
+        handle.write("\n")
+    with pytest.raises(DataError, match="stage1/imagenet.jsonl is not the one the run scored"):
+        board.submit_all([edited], leaderboard)
+
+    # the run directory is verified; the same results file submitted alone is marked unverified
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(run_dir / "results.json", alone / "results.json")
+    [entry] = board.submit_all([run_dir], leaderboard)
+    assert entry.verified is True
+    other = json.loads((alone / "results.json").read_text())
+    other["run"]["seed"] = 1
+    (alone / "results.json").write_text(json.dumps(other))
+    [entry] = board.submit_all([alone / "results.json"], leaderboard)
+    assert entry.verified is False
+    [row] = board.aggregate(board.read_leaderboard(leaderboard).entries)
+    assert row.verified_seeds == 1 and row.seeds == [0, 1]
 
 
 def test_joint_is_one_row_repeated_and_flagged(tmp_path, cache_root):

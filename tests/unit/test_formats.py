@@ -51,6 +51,25 @@ def test_split_round_trips_through_the_arrow_cache(tmp_path):
     assert row_to_record(second[3]).target == "a grey square."
 
 
+def test_a_damaged_cache_entry_is_rebuilt_from_the_source(tmp_path):
+    spec = SplitSpec(FIXTURES / "train.json", FIXTURES, "short_answer", "train")
+    first = load_split(spec, tmp_path)[:]  # read now: the dataset maps the file damaged below
+    (entry,) = tmp_path.iterdir()
+    for arrow in entry.glob("*.arrow"):
+        arrow.write_bytes(b"not arrow")  # a disk error or a write killed before the rename existed
+    assert load_split(spec, tmp_path)[:] == first
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_an_empty_split_is_refused_with_its_file_named(tmp_path, split):
+    path = tmp_path / f"{split}.json"
+    path.write_text("[]")
+    with pytest.raises(DataError, match=f"{path}: the {split} split holds no usable records; a task needs at "
+                                        f"least one {split} sample"):
+        load_split(SplitSpec(path, tmp_path, "vqa", split), tmp_path / "cache")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())  # nothing cached
+
+
 def write(tmp_path: Path, payload) -> Path:
     path = tmp_path / "data.json"
     path.write_text(payload if isinstance(payload, str) else json.dumps(payload))

@@ -14,7 +14,7 @@ from mcit_bench.check import compare
 from mcit_bench.data.stream import load_stream
 from mcit_bench.errors import DataError
 from mcit_bench.leaderboard import aggregate, read_leaderboard, shipped_tiny_weights, stat, submit_all
-from mcit_bench.report import latex, markdown, to_csv
+from mcit_bench.report import latex, markdown, rich_table, to_csv
 from mcit_bench.schema import SCHEMA_VERSION, parse_results
 from mcit_bench.scoring.continual import summarize
 
@@ -49,16 +49,7 @@ def results_doc(matrix=MATRIX, method: str = "seqft", seed: int = 0, subset: str
     }
 
 
-@pytest.fixture(autouse=True)
-def three_task_cut(monkeypatch, request):
-    """The documents here are a three-task cut of synth-coin (hand-computed 4 x 3 matrices); the
-    leaderboard is told that cut is the sequence's task list, except where that check is the subject."""
-    if "own_tasks" in request.node.name:
-        return
-    import mcit_bench.leaderboard as board
-
-    monkeypatch.setattr(board, "shipped_tasks",
-                        lambda name, subset, variant=None: load_stream(name, subset, variant).task_names[:3])
+pytestmark = pytest.mark.usefixtures("three_task_cut")
 
 
 def write_doc(folder: Path, name: str, doc: dict) -> Path:
@@ -156,6 +147,15 @@ def test_aggregate_groups_seeds_and_averages_matrices(tmp_path):
     header, line = to_csv([row]).splitlines()
     values = dict(zip(header.split(","), line.split(","), strict=True))
     assert values["final_acc_mean"] == "55.0000" and values["seeds"] == "0 1"
+    # results files submitted without their run directories: neither seed was re-scored
+    assert row.verified_seeds == 0 and values["verified_seeds"] == "0" and "| 0/2 |" in markdown([row])
+    assert "seqft\\textsuperscript{\\textdagger} &" in latex([row])
+    from rich.console import Console
+
+    console = Console(width=100, record=True)
+    console.print(rich_table([row]))
+    shown = console.export_text()
+    assert " 2* " in shown and "* some seeds were submitted without their predictions" in shown
 
 
 def test_an_upper_bound_shows_no_forward_transfer(tmp_path):

@@ -116,10 +116,11 @@ class BranchLoRAMethod(Method):
                     layer.add_branch()
             self.apply_freezing(name, layer)
 
-    def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> torch.Tensor | None:
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext,
+              oracle: torch.Tensor | None = None) -> torch.Tensor | None:
         if self.selector.n_tasks == 0:
             return None
-        chosen = self.selector.select(sample_queries(self.model, batch))
+        chosen = self.selector.select(sample_queries(self.model, batch)) if oracle is None else oracle.to(run.device)
         self.routing.task_ids = chosen
         return chosen
 

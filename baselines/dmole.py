@@ -227,10 +227,11 @@ class DMoLE(Method):
             self.routing.past_ids = self.choose(batch)
             self.routing.row_samples = image_row_samples(self.model, batch)
 
-    def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> torch.Tensor | None:
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext,
+              oracle: torch.Tensor | None = None) -> torch.Tensor | None:
         if not self.routers:
             return None
-        chosen = self.choose(batch)
+        chosen = self.choose(batch) if oracle is None else oracle.to(run.device)
         self.routing.task_ids, self.routing.past_ids = chosen, None
         self.routing.row_samples = image_row_samples(self.model, batch)
         return chosen

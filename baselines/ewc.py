@@ -1,13 +1,15 @@
 """Elastic weight consolidation, online form (ewc; Kirkpatrick et al. 2017, Schwarz et al. 2018).
 
-The seqft trainable set (LoRA + projector) persists across tasks. After each task the empirical
-Fisher of the trainable parameters is estimated on up to ``fisher_samples`` of its training samples,
-one sample at a time so the squared gradient is per sample (answer tokens only, as the loss is).
-On later tasks: NLL + (lambda / 2) * sum Omega (theta - theta*)^2 with Omega = gamma * Omega_prev + F_t.
+The seqft trainable set (LoRA + projector) persists across tasks. After each task the Fisher of the
+trainable parameters is estimated on up to ``fisher_samples`` of its training samples, one sample at
+a time so the squared gradient is per sample (answer tokens only, as the loss is). On later tasks:
+NLL + (lambda / 2) * sum Omega (theta - theta*)^2 with Omega = gamma * Omega_prev + F_t.
 
-Choices the paper leaves open for this setting: the Fisher is normalised by its mean over all
-parameters (so lambda does not depend on the loss scale or the parameter count), and gamma = 1
-gives the sum of per-task terms of the original EWC.
+The Fisher follows mammoth's ``ewc_on`` (models/ewc_on.py, ``end_task``): the raw average over
+samples of each sample's squared gradient weighted by the probability the model gives its answer
+(here exp(-mean answer-token NLL)), with no normalisation, so lambda carries the whole scale and is
+chosen per model and loss (docs/METHODS.md). mammoth's penalty has no 1/2: its e_lambda is our
+lambda / 2. gamma = 1 gives the sum of per-task terms of the original EWC.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from mcit_bench.methods.base import Method, RunContext, Stage, register_method, 
 
 
 class EWCOptions(SeqFTOptions):
-    ewc_lambda: float = Field(default=5000.0, ge=0.0)
+    ewc_lambda: float = Field(default=1e4, ge=0.0)  # penalty and NLL gradients of one order (docs/METHODS.md)
     gamma: float = Field(default=1.0, ge=0.0, le=1.0)  # online decay of older importance
     fisher_samples: int = Field(default=64, gt=0)
 
@@ -66,15 +68,15 @@ class EWC(Method):
         for row in rows_of(data, indices):
             batch = {k: v.to(run.device) for k, v in self.collator.train_batch([row]).items()}
             self.model.zero_grad(set_to_none=True)
-            self.model(**batch).loss.backward()
+            nll = self.model(**batch).loss
+            nll.backward()
+            answer_probability = torch.exp(-nll.detach())  # mammoth's exp_cond_prob
             for name, p in params.items():
                 if p.grad is not None:
-                    sums[name] += p.grad.detach() ** 2
+                    sums[name] += answer_probability * p.grad.detach() ** 2
         self.model.zero_grad(set_to_none=True)
         self.model.train(was_training)
-        fisher = {name: value / len(indices) for name, value in sums.items()}
-        mean = torch.cat([f.flatten() for f in fisher.values()]).mean().clamp_min(1e-12)
-        return {name: f / mean for name, f in fisher.items()}
+        return {name: value / len(indices) for name, value in sums.items()}
 
     def after_task(self, stage: Stage, run: RunContext) -> None:
         fisher = self.fisher(stage, run)

@@ -112,13 +112,15 @@ class Expansion(Method):
         queries = sample_queries(self.model, batch)
         return {"keys": self.options.key_weight * self.selector.key_loss(queries, self.routing.training_task)}
 
-    def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> torch.Tensor | None:
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext,
+              oracle: torch.Tensor | None = None) -> torch.Tensor | None:
         if self.selector.n_tasks == 0:
             return None
         # the queries run the vision side (Qwen2-VL's includes the projector bank): the previous batch's
         # routing, whose shapes this batch need not share, must not apply there
         self.routing.task_ids, self.routing.row_samples = None, {}
-        self.routing.task_ids = self.selector.select(sample_queries(self.model, batch))
+        self.routing.task_ids = (self.selector.select(sample_queries(self.model, batch)) if oracle is None
+                                 else oracle.to(run.device))
         self.routing.row_samples = image_row_samples(self.model, batch)
         return self.routing.task_ids
 

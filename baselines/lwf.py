@@ -3,8 +3,13 @@
 The seqft trainable set persists across tasks. Before each task after the first, the trainable
 weights are copied as the teacher; the teacher runs on the new task's own inputs (no stored data),
 and the student is pulled towards its answer-token distributions:
-NLL + lambda * tau^2 * KL(softmax(z_old / tau) || softmax(z_new / tau)), over the positions that
-predict answer tokens (logits shifted by one, as for the NLL).
+NLL + lambda * KL(softmax(z_old / tau) || softmax(z_new / tau)), over the positions that predict
+answer tokens (logits shifted by one, as for the NLL).
+
+The defaults and the scale follow mammoth's ``lwf`` (models/lwf.py: alpha 0.5, softmax_temp 2, the
+cross-entropy of the tempered distributions with no tau^2 factor) and Li & Hoiem's loss, which has
+none either; KL differs from that cross-entropy by the teacher's entropy, a constant, so the
+gradients are the same.
 """
 
 from __future__ import annotations
@@ -23,18 +28,17 @@ from mcit_bench.models.collate import IGNORE_INDEX
 
 
 class LwFOptions(SeqFTOptions):
-    lwf_lambda: float = Field(default=1.0, ge=0.0)
-    temperature: float = Field(default=1.0, gt=0.0)
+    lwf_lambda: float = Field(default=0.5, ge=0.0)  # mammoth's alpha
+    temperature: float = Field(default=2.0, gt=0.0)  # mammoth's softmax_temp
 
 
 def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
                     temperature: float) -> torch.Tensor:
-    """Mean KL(teacher || student) at the positions that predict answer tokens, times tau^2."""
+    """Mean KL(teacher || student) of the tempered distributions at the positions that predict answer tokens."""
     predicts_answer = labels[:, 1:] != IGNORE_INDEX
     student = student_logits[:, :-1][predicts_answer].float() / temperature
     teacher = teacher_logits[:, :-1][predicts_answer].float() / temperature
-    kl = F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")
-    return kl * temperature**2
+    return F.kl_div(F.log_softmax(student, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")
 
 
 @register_method("lwf")

@@ -29,9 +29,11 @@ def generate_answers(
     method: Method | None = None,
     run: RunContext | None = None,
     device: torch.device = torch.device("cpu"),
+    oracle_task: int | None = None,
 ) -> tuple[list[str], list[int] | None]:
     """Greedy answers for ``rows`` in order (left padding, KV cache, stop at end of turn), and the
-    task the method's selector chose for each row (None when the method does not select)."""
+    task the method's selector chose for each row (None when the method does not select). With
+    ``oracle_task`` a selecting method routes every row to that task instead of choosing."""
     model.eval()
     tokenizer = collator.tokenizer
     answers: list[str] = []
@@ -40,7 +42,8 @@ def generate_answers(
     for start in range(0, len(rows), batch_size):
         chunk = [{name: row[name] for name in MODEL_FIELDS} for row in rows[start : start + batch_size]]
         batch = {name: value.to(device) for name, value in collator.generation_batch(chunk).items()}
-        selected = method.route(batch, run) if method is not None else None
+        oracle = None if oracle_task is None else torch.full((len(chunk),), oracle_task, dtype=torch.long)
+        selected = method.route(batch, run, oracle) if method is not None else None
         if selected is not None:
             selects = True
             chosen.extend(int(task) for task in selected.tolist())

@@ -34,15 +34,27 @@ def companion_scores(run_dir: Path, task_types: dict[str, str], stages: list[int
     return scores
 
 
+def sound_cell(metric: str, predictions: Sequence[str], records: Sequence[Record]) -> float:
+    """One cell of the sound matrix: the task's own metric (``scoring/task_metrics.py``)."""
+    return score_task(metric, predictions, records)[0]
+
+
+# predictions of selecting methods routed by the true task id, laid out as predictions/ is
+ORACLE_PREDICTIONS = "predictions-oracle"
+PredictionsFile = Callable[[int, str], Path]
+
+
 def scored_matrix(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]], metrics: dict[str, str],
-                  score: TaskScorer) -> dict[str, Any]:
+                  score: TaskScorer, predictions_file: PredictionsFile | None = None) -> dict[str, Any]:
     """The matrix (base row, then a row per trained task) and its summary, every cell scored again
-    from the saved predictions with ``score(metric, predictions, records)``."""
+    from the saved predictions with ``score(metric, predictions, records)``; ``predictions_file(stage,
+    task)`` says which file holds a cell's predictions (by default the routed ones)."""
+    where = predictions_file or (lambda stage, task: run_dir / "predictions" / f"stage{stage}" / f"{task}.jsonl")
 
     def stage_scores(stage: int) -> dict[str, float]:
         scores = {}
         for task in tasks:
-            predictions, records = read_predictions(run_dir / "predictions" / f"stage{stage}" / f"{task}.jsonl")
+            predictions, records = read_predictions(where(stage, task))
             scores[task] = score(metrics[task], predictions, records)
         return scores
 
@@ -56,6 +68,20 @@ def scored_matrix(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
             "summary": {name: rounded(value) for name, value in summarize(matrix).items()}}
 
 
+def oracle_scores(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
+                  metrics: dict[str, str]) -> dict[str, Any] | None:
+    """The matrix with every trained task routed by its true id (the oracle predictions), tasks not
+    trained yet keeping their routed cell; None for a run without oracle predictions."""
+    if not (run_dir / ORACLE_PREDICTIONS).is_dir():
+        return None
+
+    def oracle_or_routed(stage: int, task: str) -> Path:
+        oracle = run_dir / ORACLE_PREDICTIONS / f"stage{stage}" / f"{task}.jsonl"
+        return oracle if oracle.is_file() else run_dir / "predictions" / f"stage{stage}" / f"{task}.jsonl"
+
+    return scored_matrix(run_dir, tasks, stages, metrics, sound_cell, oracle_or_routed)
+
+
 def prediction_digests(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]]) -> dict[str, str]:
     """sha256 of each predictions file behind a matrix, by its path under ``predictions/``."""
     names = [f"stage{stage}/{task}.jsonl" for stage in [0] + [entry["stage"] for entry in stages] for task in tasks]
@@ -65,8 +91,7 @@ def prediction_digests(run_dir: Path, tasks: list[str], stages: list[dict[str, A
 def sound_matrix(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
                  metrics: dict[str, str]) -> dict[str, Any]:
     """The accuracy matrix and summary scored again from the saved predictions."""
-    return scored_matrix(run_dir, tasks, stages, metrics,
-                         lambda metric, predictions, records: score_task(metric, predictions, records)[0])
+    return scored_matrix(run_dir, tasks, stages, metrics, sound_cell)
 
 
 def check_against_predictions(results: Results, run_dir: Path, source: str) -> None:
@@ -117,7 +142,7 @@ def changed_values(old: Any, new: Any, where: str) -> list[str]:
     return [] if old == new else [f"{where}: {old} -> {new}"]
 
 
-RESCORED_FIELDS = ("matrix", "summary", "extra_scores", "as_published")
+RESCORED_FIELDS = ("matrix", "summary", "extra_scores", "as_published", "oracle")
 
 
 def rescore_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
@@ -125,8 +150,9 @@ def rescore_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     every value that changed (a results file that was edited, or scored by another version)."""
     run_dir = Path(run_dir)
     results = load_results(run_dir / "results.json").model_dump(mode="json")
-    if results["as_published"] is None:  # only real streams whose sources publish a scoring carry the key
-        del results["as_published"]
+    for optional in ("as_published", "oracle"):  # keys only the runs they concern carry
+        if results[optional] is None:
+            del results[optional]
     before = {name: results.get(name) or None for name in RESCORED_FIELDS}  # an empty extra_scores is none
     tasks: list[str] = results["tasks"]
     metrics = {task: results["task_info"][task]["metric"] for task in tasks}
@@ -140,6 +166,10 @@ def rescore_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     if "as_published" in results:
         results["as_published"] = published_scores(run_dir, tasks, results["stages"],
                                                    results["as_published"]["metrics"])
+    oracle = oracle_scores(run_dir, tasks, results["stages"], metrics)
+    results.pop("oracle", None)
+    if oracle is not None:
+        results["oracle"] = oracle
     changes = [found for name in RESCORED_FIELDS
                for found in changed_values(before[name], results.get(name) or None, name)]
     atomic_write_json(run_dir / "results.json", results)

@@ -33,7 +33,13 @@ from mcit_bench.io import atomic_write_json
 from mcit_bench.methods.base import METHODS, Method, RunContext
 from mcit_bench.models.fingerprint import weights_fingerprint
 from mcit_bench.models.loading import PRECISIONS, compute_precision, resolve_model_path
-from mcit_bench.rescore import companion_scores, prediction_digests, published_scores
+from mcit_bench.rescore import (
+    ORACLE_PREDICTIONS,
+    companion_scores,
+    oracle_scores,
+    prediction_digests,
+    published_scores,
+)
 from mcit_bench.results import (
     device_description,
     git_state,
@@ -69,8 +75,9 @@ class RunPaths:
     def results(self) -> Path:
         return self.root / "results.json"
 
-    def predictions(self, stage: int, task: str) -> Path:
-        return self.root / "predictions" / f"stage{stage}" / f"{task}.jsonl"
+    def predictions(self, stage: int, task: str, folder: str = "predictions") -> Path:
+        """One task's predictions after one stage (``ORACLE_PREDICTIONS``: routed by the true task)."""
+        return self.root / folder / f"stage{stage}" / f"{task}.jsonl"
 
     def checkpoint(self, stage: int) -> Path:
         return self.root / "checkpoints" / f"stage{stage}"
@@ -176,7 +183,8 @@ def read_run_json(path: Path, fix: str) -> dict[str, Any]:
 
 def stage_files(paths: RunPaths, stage: int) -> list[Path]:
     """What finishing ``stage`` wrote: its predictions and (after training) its checkpoint."""
-    files = sorted((paths.root / "predictions" / f"stage{stage}").glob("*.jsonl"))
+    files = [file for folder in ("predictions", ORACLE_PREDICTIONS)
+             for file in sorted((paths.root / folder / f"stage{stage}").glob("*.jsonl"))]
     return files + (sorted(paths.checkpoint(stage).glob("*")) if stage > 0 else [])
 
 
@@ -355,14 +363,14 @@ def task_metric(task) -> str:
     return task.metric or DEFAULT_METRIC[task.type]
 
 
-def generate_sharded(accelerator: Accelerator, model, collator, rows, config: RunConfig, method, run
-                     ) -> tuple[list[str], list[int] | None]:
+def generate_sharded(accelerator: Accelerator, model, collator, rows, config: RunConfig, method, run,
+                     oracle_task: int | None = None) -> tuple[list[str], list[int] | None]:
     """Every process answers every ``world``-th row; the answers come back to all, in row order,
     each row exactly once."""
     world, rank = accelerator.num_processes, accelerator.process_index
     with compute_precision(config.precision, run.device):
         answers, chosen = generate_answers(model, collator, rows[rank::world], config.eval.batch_size,
-                                           config.eval.max_new_tokens, method, run, run.device)
+                                           config.eval.max_new_tokens, method, run, run.device, oracle_task)
     if world == 1:
         return answers, chosen
     from accelerate.utils import gather_object
@@ -385,7 +393,9 @@ def evaluate_row(model, collator, method, run, stream, test_sets, paths, stage, 
     """Evaluate every task after ``stage`` (0 = base model); the main process writes the predictions.
 
     Returns the scores and, for a method that selects tasks without labels, the share of each
-    already-trained task's test samples it sent to that task (task-selection accuracy, in %).
+    already-trained task's test samples it sent to that task (task-selection accuracy, in %). Such a
+    method also answers each trained task again routed by its true id (the oracle predictions,
+    scored into results' ``oracle`` matrix at the end).
     """
     scores: dict[str, float] = {}
     selection: dict[str, float] = {}
@@ -397,6 +407,9 @@ def evaluate_row(model, collator, method, run, stream, test_sets, paths, stage, 
         scores[task.name], _ = score_task(task_metric(task), predictions, [row_to_record(row) for row in rows])
         if chosen is not None and 0 < stage and position < stage:
             selection[task.name] = round(100.0 * sum(c == position for c in chosen) / len(chosen), 2)
+            oracle, _ = generate_sharded(accelerator, model, collator, rows, config, method, run, position)
+            if accelerator.is_main_process:
+                write_predictions(paths.predictions(stage, task.name, ORACLE_PREDICTIONS), rows, oracle)
     return scores, selection
 
 
@@ -530,6 +543,10 @@ def run_stream(
             task.name: task.as_published.metric for task in stream.tasks if task.as_published is not None})
         if published is not None:
             results["as_published"] = published
+        oracle = oracle_scores(paths.root, tasks, stage_log,
+                               {task.name: task_metric(task) for task in stream.tasks})
+        if oracle is not None:  # only methods that choose a route carry the key
+            results["oracle"] = oracle
         atomic_write_json(paths.results, results)
     accelerator.wait_for_everyone()
     return results

@@ -93,6 +93,15 @@ class PublishedScores(_Strict):
     summary: dict[str, float | None]
 
 
+class OracleScores(_Strict):
+    """The same checkpoints evaluated with every trained task routed to its own experts (the true task
+    id), for methods that choose a route: beside the routed matrix it separates what the experts can
+    do from what the selector loses. Cells of tasks not trained yet keep the routed score."""
+
+    matrix: list[list[float]]
+    summary: dict[str, float | None]
+
+
 class Results(_Strict):
     """One finished run: its identity, the accuracy matrix, the summary derived from it, its cost."""
 
@@ -111,6 +120,7 @@ class Results(_Strict):
     # submitted with its run directory is checked against them and re-scored from them
     prediction_digests: dict[str, str] = {}
     as_published: PublishedScores | None = None  # real streams whose sources publish their scoring
+    oracle: OracleScores | None = None  # methods that choose a route (expansion, branchlora, dmole)
 
     @model_validator(mode="after")
     def _consistent(self) -> Results:
@@ -138,6 +148,11 @@ class Results(_Strict):
                 raise ValueError("as_published.matrix must have the matrix's shape")
             if set(published.summary) != set(CONTINUAL_METRICS):
                 raise ValueError(f"as_published.summary must have exactly the metrics {sorted(CONTINUAL_METRICS)}")
+        if self.oracle is not None:
+            if [len(row) for row in self.oracle.matrix] != [len(row) for row in self.matrix]:
+                raise ValueError("oracle.matrix must have the matrix's shape")
+            if set(self.oracle.summary) != set(CONTINUAL_METRICS):
+                raise ValueError(f"oracle.summary must have exactly the metrics {sorted(CONTINUAL_METRICS)}")
         if len(self.cost.trainable_params_per_stage) != len(self.stages):
             raise ValueError("cost.trainable_params_per_stage must have one entry per stage")
         return self

@@ -100,11 +100,14 @@ class Method:
     def after_task(self, stage: Stage, run: RunContext) -> None:
         """Consolidate after a stage: Fisher information, keys, buffers, freezing."""
 
-    def route(self, batch: dict[str, torch.Tensor], run: RunContext) -> torch.Tensor | None:
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext,
+              oracle: torch.Tensor | None = None) -> torch.Tensor | None:
         """Choose a route for each sample of an evaluation batch, without its task label.
 
         Methods that select a task return each sample's chosen task (its position in the stream),
-        from which the harness reports task-selection accuracy; the others return None.
+        from which the harness reports task-selection accuracy; the others return None. Given
+        ``oracle`` (each sample's true task), a selecting method routes there instead of choosing:
+        the oracle evaluation beside the routed one.
         """
         return None
 

@@ -10,9 +10,11 @@ from accelerate import Accelerator
 
 from mcit_bench.config import RunConfig, TrainingConfig
 from mcit_bench.data.stream import load_stream
+from mcit_bench.evaluate import test_rows as evaluation_rows  # not named test_*: pytest would collect it
 from mcit_bench.methods.base import METHODS, RunContext
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
+from mcit_bench.rescore import rescore_run
 from mcit_bench.runner import (
     build_method,
     load_stream_data,
@@ -120,5 +122,50 @@ def test_resumed_run_gives_the_uninterrupted_matrix(name, tmp_path, cache_root):
     if name in SELECTING:
         selection = whole["stages"][-1]["task_selection"]
         assert set(selection) == {"imagenet", "textvqa"} and all(0 <= v <= 100 for v in selection.values())
+        assert resumed["oracle"] == whole["oracle"]
     else:
         assert all(stage["task_selection"] == {} for stage in whole["stages"])
+        assert "oracle" not in whole
+
+
+@pytest.mark.parametrize("name", sorted(SELECTING))
+def test_oracle_routing_is_evaluated_beside_the_selectors_choice(name, tmp_path, cache_root):
+    results = run_stream(RunConfig(method=name, sequence=SEQUENCE, seed=0), tmp_path, cache_root=cache_root)
+    run_dir = tmp_path / "two-task-quick" / name / "seed0"
+    routed, oracle = results["matrix"], results["oracle"]["matrix"]
+    assert oracle[0] == routed[0]  # the base model has no route to choose
+    assert oracle[1][1] == routed[1][1]  # textvqa is not trained after stage 1: its routed cell stays
+    # after stage 1 there is one task to choose: the oracle and the selector answer identically
+    oracle_file = run_dir / "predictions-oracle" / "stage1" / "imagenet.jsonl"
+    assert oracle_file.read_bytes() == (run_dir / "predictions" / "stage1" / "imagenet.jsonl").read_bytes()
+    assert not (run_dir / "predictions-oracle" / "stage1" / "textvqa.jsonl").exists()
+    for position, task in enumerate(results["tasks"]):  # a task the selector always found scores alike
+        if results["stages"][-1]["task_selection"][task] == 100.0:
+            assert oracle[2][position] == routed[2][position]
+    rescored, changes = rescore_run(run_dir)
+    assert rescored["oracle"] == results["oracle"] and changes == []
+
+
+@pytest.mark.parametrize("name", sorted(SELECTING))
+def test_an_oracle_route_is_followed_exactly(name, cache_root):
+    stream = load_stream(SEQUENCE)
+    root = prepare_data_root(stream, None, cache_root)
+    train_sets, test_sets = load_stream_data(stream, root, cache_root)
+    torch.manual_seed(0)
+    model, processor = load_model("mcit-tiny")
+    collator = InstructionCollator(processor)
+    run = RunContext(stream=stream, seed=0, train_data=train_sets, collator=collator)
+    method = build_method(RunConfig(method=name, sequence=SEQUENCE))
+    model = method.setup(model, run)
+    for stage in method.stages(stream):
+        method.before_task(stage, run)
+        train_stage(model, method, stage, run, collator, TrainingConfig(steps_per_task=1), stream.task_steps(),
+                    Accelerator(cpu=True))
+        method.after_task(stage, run)
+    rows = [{"image": row["image"], "instruction": row["instruction"]}
+            for row in evaluation_rows(test_sets["imagenet"])[:3]]
+    model.eval()
+    batch = collator.generation_batch(rows)
+    wanted = torch.tensor([1, 0, 1])
+    assert method.route(batch, run, wanted).tolist() == [1, 0, 1]
+    assert method.routing.task_ids.tolist() == [1, 0, 1]  # what every adapter layer reads

@@ -72,7 +72,9 @@ def run(
     option: Annotated[list[str], typer.Option(help="method option name=value (repeatable)")] = [],
     steps_per_task: Annotated[Optional[int], typer.Option(help="training steps per task (default: the stream's)")] \
         = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="training batch size")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="training micro-batch size (over all processes)")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option(help="micro-batches per optimiser step: the global batch "
+                                                           "is batch size x this")] = None,
     lr: Annotated[Optional[float], typer.Option(help="learning rate")] = None,
     precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16 (bfloat16 weights and autocast; "
                                                           "float32 for what trains)")] = None,
@@ -99,7 +101,8 @@ def run(
             method_options["full"] = True
         raw["method_options"] = method_options
         training = dict(raw.get("training", {}))
-        for key, value in (("steps_per_task", steps_per_task), ("batch_size", batch_size), ("lr", lr)):
+        for key, value in (("steps_per_task", steps_per_task), ("batch_size", batch_size), ("grad_accum", grad_accum),
+                           ("lr", lr)):
             if value is not None:
                 training[key] = value
         if gradient_checkpointing:

@@ -15,7 +15,10 @@ class _Strict(BaseModel):
 
 
 class TrainingConfig(_Strict):
-    batch_size: int = Field(default=32, gt=0)
+    batch_size: int = Field(default=32, gt=0)  # samples of one forward pass, over all processes
+    # micro-batches per optimiser step: the global batch is batch_size x grad_accum, and the NLL is
+    # the mean over that whole batch's answer tokens, so 8 x 4 trains as 32 x 1 does
+    grad_accum: int = Field(default=1, gt=0)
     steps_per_task: int | None = Field(default=None, gt=0)  # None: the stream's budget, else one epoch
     epochs: float = Field(default=1.0, gt=0)  # used when neither this config nor the stream sets steps
     lr: float = Field(default=1e-3, gt=0)

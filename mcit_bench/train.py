@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Iterator, Mapping
@@ -13,7 +14,7 @@ from torch import nn
 
 from mcit_bench.config import TrainingConfig
 from mcit_bench.methods.base import Method, RunContext, Stage, rows_of
-from mcit_bench.models.collate import InstructionCollator
+from mcit_bench.models.collate import IGNORE_INDEX, InstructionCollator
 from mcit_bench.models.loading import compute_precision, projector
 
 
@@ -58,6 +59,31 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     if schedule == "linear":
         return 1.0 - progress
     return 1.0
+
+
+def scaled(value: torch.Tensor, weight: float) -> torch.Tensor:
+    """``value * weight``, leaving the tensor itself when the weight is 1 (one micro-batch, one process:
+    training stays bit-identical to a loop without accumulation)."""
+    return value if weight == 1 else value * weight
+
+
+def answer_tokens(batch: dict[str, torch.Tensor]) -> int:
+    """Tokens the NLL averages over: labelled positions after the shift by one."""
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def answer_token_weights(micro_batches: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> list[float]:
+    """Per micro-batch, the factor that turns its mean NLL into its share of the mean over every answer
+    token of the global batch (all micro-batches, all processes): a split changes nothing. Gradients
+    are averaged over processes by DDP, hence the factor of the process count."""
+    counts = [answer_tokens(batch) for batch in micro_batches]
+    mine = sum(counts)
+    everyone = mine
+    if accelerator.num_processes > 1:
+        everyone = int(accelerator.reduce(torch.tensor(mine, device=accelerator.device), reduction="sum"))
+    if len(counts) == 1 and everyone == mine:
+        return [1.0]  # nothing to reweight: exactly the loop without accumulation
+    return [count * accelerator.num_processes / max(everyone, 1) for count in counts]
 
 
 def optimizer_groups(method: Method, model: nn.Module, config: TrainingConfig) -> list[dict]:
@@ -114,23 +140,36 @@ def train_stage(
     task = progress.add_task(f"stage {stage.index} {stage.name}", total=steps, loss="") if progress else None
     started = time.perf_counter()
     recent: list[float] = []
-    for step, indices in enumerate(batch_indices(len(data), config.batch_size, steps, generator)):
+    accumulate = config.grad_accum
+    for step, indices in enumerate(batch_indices(len(data), config.batch_size * accumulate, steps, generator)):
         factor = lr_factor(step, steps, warmup, config.schedule)
         for group in optimizer.param_groups:
             group["lr"] = group["initial_lr"] * factor
-        # every process takes its share of the same global batch: results do not depend on the count
-        batch = collator.train_batch(rows_of(data, indices[rank::world]))
-        batch = {name: value.to(accelerator.device) for name, value in batch.items()}
-        method.before_step(batch, run)
-        with compute_precision(precision, accelerator.device):
-            outputs = prepared_model(**batch)
-            terms = {"nll": outputs.loss, **method.loss(batch, outputs, run)}
-            total = sum(terms.values())
-        accelerator.backward(total)
+        # the global batch in ``accumulate`` micro-batches of ``batch_size``; every process takes its
+        # share of each, so results depend on neither the split nor the process count
+        micro_batches = []
+        for part in range(accumulate):
+            micro = indices[part * config.batch_size:(part + 1) * config.batch_size]
+            batch = collator.train_batch(rows_of(data, micro[rank::world]))
+            micro_batches.append({name: value.to(accelerator.device) for name, value in batch.items()})
+        weights = answer_token_weights(micro_batches, accelerator)
+        total_loss = 0.0
+        for part, batch in enumerate(micro_batches):
+            last = part == accumulate - 1
+            with contextlib.nullcontext() if last else accelerator.no_sync(prepared_model):
+                method.before_step(batch, run)
+                with compute_precision(precision, accelerator.device):
+                    outputs = prepared_model(**batch)
+                    terms = {"nll": scaled(outputs.loss, weights[part]),
+                             **{name: scaled(value, 1 / accumulate)  # once per optimiser step, not K times
+                                for name, value in method.loss(batch, outputs, run).items()}}
+                    total = sum(terms.values())
+                accelerator.backward(total)
+            total_loss += float(total.detach())
         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        recent = (recent + [float(total.detach())])[-20:]
+        recent = (recent + [total_loss])[-20:]
         if progress is not None:
             progress.update(task, advance=1, loss=f"loss {sum(recent) / len(recent):.3f}")
     accelerator.wait_for_everyone()
@@ -138,5 +177,5 @@ def train_stage(
     model.eval()
     if progress is not None:
         progress.remove_task(task)
-    return StageStats(steps, steps * config.batch_size, time.perf_counter() - started,
+    return StageStats(steps, steps * config.batch_size * accumulate, time.perf_counter() - started,
                       sum(recent) / max(1, len(recent)), n_trainable)

@@ -1,0 +1,50 @@
+"""Gradient accumulation: a global batch split into micro-batches trains as the whole batch does,
+because the NLL is the mean over the global batch's answer tokens and method losses count once a step."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mcit_bench.config import RunConfig
+from mcit_bench.runner import run_stream
+from mcit_bench.train import answer_token_weights
+from tests.conftest import FIXTURES
+
+pytestmark = pytest.mark.slow
+SEQUENCE = str(FIXTURES / "two_task.yaml")
+TEST_SAMPLES = 16
+
+
+@pytest.mark.parametrize("method", ["seqft", "ewc"])
+def test_eight_times_four_trains_as_thirty_two(method, tmp_path, cache_root):
+    def run(training: dict, folder: str) -> dict:
+        config = RunConfig(method=method, sequence=SEQUENCE, seed=0, training=training)
+        return run_stream(config, tmp_path / folder, cache_root=cache_root)
+
+    whole = run({"batch_size": 32}, "whole")
+    split = run({"batch_size": 8, "grad_accum": 4}, "split")
+    # the same samples and the same gradient up to the order of float sums: the losses agree closely
+    # and no answer moves by more than one test sample
+    whole_losses = [stage["final_loss"] for stage in whole["stages"]]
+    split_losses = [stage["final_loss"] for stage in split["stages"]]
+    np.testing.assert_allclose(split_losses, whole_losses, rtol=1e-3)
+    np.testing.assert_allclose(split["matrix"], whole["matrix"], atol=100 / TEST_SAMPLES + 1e-9)
+    assert [stage["steps"] for stage in split["stages"]] == [stage["steps"] for stage in whole["stages"]]
+
+
+def labelled(tokens: int, width: int = 6) -> dict[str, torch.Tensor]:
+    labels = torch.full((1, width), -100)
+    labels[0, width - tokens:] = 7  # the last ``tokens`` positions are answer tokens
+    return {"labels": labels}
+
+
+class OneProcess:
+    num_processes = 1
+
+
+def test_micro_batches_are_weighted_by_their_share_of_answer_tokens():
+    # means over 3 and 1 answer tokens: 3/4 and 1/4 of the global mean
+    assert answer_token_weights([labelled(3), labelled(1)], OneProcess()) == [0.75, 0.25]
+    assert answer_token_weights([labelled(2)], OneProcess()) == [1.0]  # no accumulation: untouched

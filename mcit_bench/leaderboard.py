@@ -15,7 +15,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -321,10 +321,20 @@ class Row:
     # seeds whose matrix was re-scored from their predictions at submission; None when no seed says
     # (entries submitted before submit re-scored)
     verified_seeds: int | None = None
+    # selection accuracy of each task after the last stage, mean over seeds (selecting methods only)
+    selection_by_task: dict[str, float] = field(default_factory=dict)
 
 
 def seen_task_curve(matrix: np.ndarray) -> list[float]:
     return [float(np.mean(matrix[i, :i])) for i in range(1, matrix.shape[1] + 1)]
+
+
+def selection_by_task(group: list[Entry]) -> dict[str, float]:
+    seeds = [entry.task_selection for entry in group if entry.task_selection]
+    if not seeds:
+        return {}
+    return {task: round(float(np.mean([seed[task] for seed in seeds if task in seed])), 2)
+            for task in seeds[0]}
 
 
 def verified_seeds(group: list[Entry]) -> int | None:
@@ -349,7 +359,7 @@ def aggregate(entries: Iterable[Entry]) -> list[Row]:
             matrix=matrix.round(2).tolist(), stage_curve=[round(v, 2) for v in seen_task_curve(matrix)],
             task_selection=stat(selections), trainable_params=group[0].trainable_params,
             added_params=group[0].added_params, wall_seconds=stat(entry.wall_seconds for entry in group),
-            verified_seeds=verified_seeds(group)))
+            verified_seeds=verified_seeds(group), selection_by_task=selection_by_task(group)))
     rows.sort(key=lambda row: (row.key.sort_key()[:4], -(row.metrics["final_acc"].mean
                                                          if row.metrics["final_acc"] else 0.0)))
     return rows
@@ -378,4 +388,5 @@ def board_summary(rows: list[Row]) -> dict[str, Any]:
         "metrics": {name: stat_dict(value) for name, value in row.metrics.items()},
         "task_selection": stat_dict(row.task_selection), "matrix": row.matrix, "stage_curve": row.stage_curve,
         "trainable_params": row.trainable_params, "added_params": row.added_params,
-        "wall_seconds": stat_dict(row.wall_seconds), "verified_seeds": row.verified_seeds} for row in rows]}
+        "wall_seconds": stat_dict(row.wall_seconds), "verified_seeds": row.verified_seeds,
+        "selection_by_task": row.selection_by_task} for row in rows]}

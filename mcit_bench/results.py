@@ -100,3 +100,14 @@ def print_results(results: dict[str, Any], console) -> None:
         shown = ", ".join(f"{task} {value:.1f}" for task, value in zip(tasks, published["matrix"][-1]))
         console.print(f"as published (the sources' own scripts), after the last stage: {shown}; final_acc "
                       f"{'n/a' if final is None else f'{final:.2f}'}", highlight=False)
+    selection = results["stages"][-1]["task_selection"]
+    if selection:  # methods that find the task themselves: where the selector sends each task
+        shown = ", ".join(f"{task} {value:.0f}%" for task, value in selection.items())
+        console.print(f"task selection after the last stage: {shown}", highlight=False, markup=False)
+    oracle = results.get("oracle")
+    if oracle:  # the same checkpoints routed by the true task id: expert capacity apart from routing errors
+        shown = ", ".join(f"{task} {matrix[row + 1, row]:.1f}/{oracle['matrix'][row + 1][row]:.1f}"
+                          for row, task in enumerate(tasks))
+        final = oracle["summary"]["final_acc"]
+        console.print(f"right after training, routed/oracle: {shown}; oracle final_acc "
+                      f"{'n/a' if final is None else f'{final:.2f}'}", highlight=False, markup=False)

@@ -100,6 +100,7 @@ def hostile(doc: dict) -> dict:
     doc["run"]["sequence"]["tasks"] = doc["tasks"] = tasks
     doc["task_info"] = {task: info for task, info in zip(tasks, doc["task_info"].values())}
     doc["stages"] = [{**stage, "tasks": [task]} for stage, task in zip(doc["stages"], tasks)]
+    doc["stages"][-1]["task_selection"] = {task: 50.0 for task in tasks}  # the selection list shows them too
     return doc
 
 
@@ -123,6 +124,8 @@ def test_hostile_names_render_as_text_and_run_no_script(tmp_path):
             page.locator("#board tbody tr.entry", has_text=method).click()
         assert page.locator("svg.heatmap").count() == 3
         assert page.locator("svg.heatmap text", has_text="<svg onload=alert(4)>").count() == 3 * 2
+        selection = page.locator("tr.detail p").all_inner_texts()  # the task-selection lists, as text
+        assert len(selection) == 3 and all("<svg onload=alert(4)> 50.0%" in text for text in selection)
         page.wait_for_timeout(200)
         browser.close()
     assert dialogs == []

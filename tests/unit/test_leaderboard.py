@@ -23,12 +23,16 @@ from mcit_bench.scoring.continual import summarize
 MATRIX = [[0.0, 10.0, 0.0], [80.0, 10.0, 10.0], [60.0, 70.0, 10.0], [50.0, 40.0, 60.0]]
 
 
+def summarize_rounded(matrix) -> dict:
+    """The summary a run stores for ``matrix`` (4 decimals)."""
+    return {name: None if value is None else round(value, 4) for name, value in summarize(np.array(matrix)).items()}
+
+
 def results_doc(matrix=MATRIX, method: str = "seqft", seed: int = 0, subset: str | None = "ci") -> dict:
     """A results document as a finished run writes it, on a three-task cut of synth-coin's ci subset."""
     stream = load_stream("synth-coin", subset)
     tasks = stream.task_names[: len(matrix[0])]
-    summary = {name: None if value is None else round(value, 4)
-               for name, value in summarize(np.array(matrix)).items()}
+    summary = summarize_rounded(matrix)
     return {
         "schema_version": SCHEMA_VERSION,
         "run": {"method": method, "method_options": {}, "config": {}, "model": "mcit-tiny",
@@ -354,3 +358,28 @@ def test_every_text_format_escapes_what_it_prints():
 
     assert _latex_escape("\\input{/etc/passwd} a_b ^~") == (r"\textbackslash{}input\{/etc/passwd\} a\_b "
                                                             r"\textasciicircum{}\textasciitilde{}")
+
+
+def test_selecting_methods_show_selection_per_task_and_the_oracle_diagonal():
+    from rich.console import Console
+
+    from mcit_bench.leaderboard import board_summary, entry_from_results
+    from mcit_bench.results import print_results
+
+    docs = [results_doc(seed=seed) for seed in (0, 1)]
+    tasks = docs[0]["tasks"]
+    for doc, shares in zip(docs, ([100.0, 50.0, 80.0], [90.0, 70.0, 80.0])):
+        doc["stages"][-1]["task_selection"] = dict(zip(tasks, shares))
+    (row,) = aggregate(entry_from_results(parse_results(doc, "doc")) for doc in docs)
+    assert row.selection_by_task == {tasks[0]: 95.0, tasks[1]: 60.0, tasks[2]: 80.0}
+    assert board_summary([row])["rows"][0]["selection_by_task"] == row.selection_by_task
+
+    oracle = copy.deepcopy(MATRIX)
+    oracle[1][0], oracle[2][1] = 90.0, 75.0  # the selector lost 10 and 5 points right after training
+    docs[0]["oracle"] = {"matrix": oracle, "summary": summarize_rounded(oracle)}
+    console = Console(width=200, record=True)
+    print_results(docs[0], console)
+    shown = " ".join(console.export_text().split())
+    assert (f"right after training, routed/oracle: {tasks[0]} 80.0/90.0, {tasks[1]} 70.0/75.0, "
+            f"{tasks[2]} 60.0/60.0") in shown
+    assert f"task selection after the last stage: {tasks[0]} 100%, {tasks[1]} 50%, {tasks[2]} 80%" in shown

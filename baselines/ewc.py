@@ -5,7 +5,7 @@ trainable parameters is estimated on up to ``fisher_samples`` of its training sa
 a time so the squared gradient is per sample (answer tokens only, as the loss is). On later tasks:
 NLL + (lambda / 2) * sum Omega (theta - theta*)^2 with Omega = gamma * Omega_prev + F_t.
 
-The Fisher follows mammoth's ``ewc_on`` (models/ewc_on.py, ``end_task``): the raw average over
+The Fisher follows mammoth's ``ewc_on`` (models/ewc_on.py at 20ff873, ``end_task``, lines 41-65): the raw average over
 samples of each sample's squared gradient weighted by the probability the model gives its answer
 (here exp(-mean answer-token NLL)), with no normalisation, so lambda carries the whole scale and is
 chosen per model and loss (docs/METHODS.md). mammoth's penalty has no 1/2: its e_lambda is our

@@ -6,9 +6,9 @@ and the student is pulled towards its answer-token distributions:
 NLL + lambda * KL(softmax(z_old / tau) || softmax(z_new / tau)), over the positions that predict
 answer tokens (logits shifted by one, as for the NLL).
 
-The defaults and the scale follow mammoth's ``lwf`` (models/lwf.py: alpha 0.5, softmax_temp 2, the
-cross-entropy of the tempered distributions with no tau^2 factor) and Li & Hoiem's loss, which has
-none either; KL differs from that cross-entropy by the teacher's entropy, a constant, so the
+The defaults and the scale follow mammoth's ``lwf`` (models/lwf.py at 0d727a7, lines 18-31: alpha
+0.5, softmax_temp 2, the cross-entropy of the tempered distributions with no tau^2 factor) and Li &
+Hoiem's loss, which has none either; KL differs from that cross-entropy by the teacher's entropy, a constant, so the
 gradients are the same.
 """
 

@@ -18,6 +18,14 @@ from mcit_bench.scoring.published import score_published
 from mcit_bench.scoring.task_metrics import COMPANION_METRICS, score_task
 
 TaskScorer = Callable[[str, Sequence[str], Sequence[Record]], float]
+PREDICTIONS = "predictions"
+# predictions of selecting methods routed by the true task id, laid out as predictions/ is
+ORACLE_PREDICTIONS = "predictions-oracle"
+
+
+def predictions_path(run_dir: Path, stage: int, task: str, folder: str = PREDICTIONS) -> Path:
+    """One task's predictions after one stage (0: the base model) in a run directory."""
+    return run_dir / folder / f"stage{stage}" / f"{task}.jsonl"
 
 
 def companion_scores(run_dir: Path, task_types: dict[str, str], stages: list[int]) -> dict[str, dict[str, list[float]]]:
@@ -28,7 +36,7 @@ def companion_scores(run_dir: Path, task_types: dict[str, str], stages: list[int
         for name, scorer in COMPANION_METRICS.get(task_type, {}).items():
             values = []
             for stage in stages:
-                predictions, records = read_predictions(run_dir / "predictions" / f"stage{stage}" / f"{task}.jsonl")
+                predictions, records = read_predictions(predictions_path(run_dir, stage, task))
                 values.append(round(scorer(predictions, records), 4))
             scores.setdefault(name, {})[task] = values
     return scores
@@ -39,8 +47,6 @@ def sound_cell(metric: str, predictions: Sequence[str], records: Sequence[Record
     return score_task(metric, predictions, records)[0]
 
 
-# predictions of selecting methods routed by the true task id, laid out as predictions/ is
-ORACLE_PREDICTIONS = "predictions-oracle"
 PredictionsFile = Callable[[int, str], Path]
 
 
@@ -49,7 +55,7 @@ def scored_matrix(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
     """The matrix (base row, then a row per trained task) and its summary, every cell scored again
     from the saved predictions with ``score(metric, predictions, records)``; ``predictions_file(stage,
     task)`` says which file holds a cell's predictions (by default the routed ones)."""
-    where = predictions_file or (lambda stage, task: run_dir / "predictions" / f"stage{stage}" / f"{task}.jsonl")
+    where = predictions_file or (lambda stage, task: predictions_path(run_dir, stage, task))
 
     def stage_scores(stage: int) -> dict[str, float]:
         scores = {}
@@ -76,8 +82,8 @@ def oracle_scores(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
         return None
 
     def oracle_or_routed(stage: int, task: str) -> Path:
-        oracle = run_dir / ORACLE_PREDICTIONS / f"stage{stage}" / f"{task}.jsonl"
-        return oracle if oracle.is_file() else run_dir / "predictions" / f"stage{stage}" / f"{task}.jsonl"
+        oracle = predictions_path(run_dir, stage, task, ORACLE_PREDICTIONS)
+        return oracle if oracle.is_file() else predictions_path(run_dir, stage, task)
 
     return scored_matrix(run_dir, tasks, stages, metrics, sound_cell, oracle_or_routed)
 
@@ -85,7 +91,7 @@ def oracle_scores(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
 def prediction_digests(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]]) -> dict[str, str]:
     """sha256 of each predictions file behind a matrix, by its path under ``predictions/``."""
     names = [f"stage{stage}/{task}.jsonl" for stage in [0] + [entry["stage"] for entry in stages] for task in tasks]
-    return {name: file_digest(run_dir / "predictions" / name) for name in names}
+    return {name: file_digest(run_dir / PREDICTIONS / name) for name in names}
 
 
 def sound_matrix(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
@@ -102,7 +108,7 @@ def check_against_predictions(results: Results, run_dir: Path, source: str) -> N
     and summary were not edited after the run; it cannot prove the predictions came from the model.
     """
     for name, digest in results.prediction_digests.items():
-        path = run_dir / "predictions" / name
+        path = run_dir / PREDICTIONS / name
         if not path.is_file():
             raise DataError(f"{source}: predictions file {path} is missing; submit the whole run directory")
         if file_digest(path) != digest:

@@ -35,9 +35,11 @@ from mcit_bench.models.fingerprint import weights_fingerprint
 from mcit_bench.models.loading import PRECISIONS, compute_precision, resolve_model_path
 from mcit_bench.rescore import (
     ORACLE_PREDICTIONS,
+    PREDICTIONS,
     companion_scores,
     oracle_scores,
     prediction_digests,
+    predictions_path,
     published_scores,
 )
 from mcit_bench.results import (
@@ -75,9 +77,9 @@ class RunPaths:
     def results(self) -> Path:
         return self.root / "results.json"
 
-    def predictions(self, stage: int, task: str, folder: str = "predictions") -> Path:
+    def predictions(self, stage: int, task: str, folder: str = PREDICTIONS) -> Path:
         """One task's predictions after one stage (``ORACLE_PREDICTIONS``: routed by the true task)."""
-        return self.root / folder / f"stage{stage}" / f"{task}.jsonl"
+        return predictions_path(self.root, stage, task, folder)
 
     def checkpoint(self, stage: int) -> Path:
         return self.root / "checkpoints" / f"stage{stage}"
@@ -183,7 +185,7 @@ def read_run_json(path: Path, fix: str) -> dict[str, Any]:
 
 def stage_files(paths: RunPaths, stage: int) -> list[Path]:
     """What finishing ``stage`` wrote: its predictions and (after training) its checkpoint."""
-    files = [file for folder in ("predictions", ORACLE_PREDICTIONS)
+    files = [file for folder in (PREDICTIONS, ORACLE_PREDICTIONS)
              for file in sorted((paths.root / folder / f"stage{stage}").glob("*.jsonl"))]
     return files + (sorted(paths.checkpoint(stage).glob("*")) if stage > 0 else [])
 

@@ -36,17 +36,23 @@ def test_the_nine_methods_are_registered():
                                 "dmole"}
 
 
-def drive(name: str, cache_root) -> list[dict]:
-    """Train every stage of the two-task stream by hand and record what each stage did to the weights."""
+def set_up(name: str, cache_root):
+    """The two-task stream's data, mcit-tiny with ``name`` set up on it, and the context its hooks read."""
     stream = load_stream(SEQUENCE)
     root = prepare_data_root(stream, None, cache_root)
-    train_sets, _ = load_stream_data(stream, root, cache_root)
+    train_sets, test_sets = load_stream_data(stream, root, cache_root)
     torch.manual_seed(0)
     model, processor = load_model("mcit-tiny")
     collator = InstructionCollator(processor)
     run = RunContext(stream=stream, seed=0, train_data=train_sets, collator=collator)
     method = build_method(RunConfig(method=name, sequence=SEQUENCE))
-    model = method.setup(model, run)
+    return stream, test_sets, method, method.setup(model, run), collator, run
+
+
+def drive(name: str, cache_root) -> list[dict]:
+    """Train every stage of the two-task stream by hand and record what each stage did to the weights."""
+    stream, _, method, model, collator, run = set_up(name, cache_root)
+    train_sets = run.train_data
     accelerator = Accelerator(cpu=True)
     log = []
     for stage in method.stages(stream):
@@ -148,15 +154,7 @@ def test_oracle_routing_is_evaluated_beside_the_selectors_choice(name, tmp_path,
 
 @pytest.mark.parametrize("name", sorted(SELECTING))
 def test_an_oracle_route_is_followed_exactly(name, cache_root):
-    stream = load_stream(SEQUENCE)
-    root = prepare_data_root(stream, None, cache_root)
-    train_sets, test_sets = load_stream_data(stream, root, cache_root)
-    torch.manual_seed(0)
-    model, processor = load_model("mcit-tiny")
-    collator = InstructionCollator(processor)
-    run = RunContext(stream=stream, seed=0, train_data=train_sets, collator=collator)
-    method = build_method(RunConfig(method=name, sequence=SEQUENCE))
-    model = method.setup(model, run)
+    stream, test_sets, method, model, collator, run = set_up(name, cache_root)
     for stage in method.stages(stream):
         method.before_task(stage, run)
         train_stage(model, method, stage, run, collator, TrainingConfig(steps_per_task=1), stream.task_steps(),

@@ -25,7 +25,9 @@ from torch import nn
 
 from mcit_bench.adapters.experts import BranchLoRA, Routing, attach_adapters
 from mcit_bench.adapters.lora import freeze_all, language_linear_names, unfreeze_projector
+from mcit_bench.distributed import summed_over_processes
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
+from mcit_bench.methods.search import LR, Choice
 from mcit_bench.methods.selector import KeySelector, sample_queries
 from mcit_bench.models.loading import image_feature_dim
 
@@ -53,6 +55,8 @@ class BranchLoRAOptions(MethodOptions):
 class BranchLoRAMethod(Method):
     capabilities = Capabilities(grows_params=True)
     Options = BranchLoRAOptions
+    # the rank of the trunk and of every branch
+    search_space = {**LR, "rank": Choice((4, 8, 16))}
 
     def __init__(self, options: BranchLoRAOptions) -> None:
         super().__init__(options)
@@ -108,7 +112,8 @@ class BranchLoRAMethod(Method):
     def after_task(self, stage: Stage, run: RunContext) -> None:
         budget = self.options.top_k if self.options.freeze_per_task is None else self.options.freeze_per_task
         for name, layer in self.layers.items():
-            order = torch.argsort(layer.usage, descending=True, stable=True).tolist()
+            # each process counted its share of the batches: freeze what they used together
+            order = torch.argsort(summed_over_processes(layer.usage), descending=True, stable=True).tolist()
             tunable = [i for i in order if i not in self.frozen[name]]
             self.frozen[name] = sorted(self.frozen[name] + tunable[:budget])
             if self.options.on_exhausted == "grow":

@@ -42,6 +42,7 @@ from mcit_bench.methods.base import (
     register_method,
     rows_of,
 )
+from mcit_bench.methods.search import LR, Choice
 from mcit_bench.methods.selector import instruction_mask
 from mcit_bench.models.loading import image_row_samples, language_model, pooled_image_features, vision_tower
 
@@ -97,6 +98,8 @@ class AutoEncoder(nn.Module):
 class DMoLE(Method):
     capabilities = Capabilities(grows_params=True)
     Options = DMoLEOptions
+    # the rank of every expert
+    search_space = {**LR, "rank": Choice((4, 8, 16))}
 
     def __init__(self, options: DMoLEOptions) -> None:
         super().__init__(options)
@@ -127,31 +130,51 @@ class DMoLE(Method):
     # ------------------------------------------------------------------ allocation
     def proxy_scores(self, stage: Stage, run: RunContext) -> dict[str, float | None]:
         """Per candidate, its weight's gradient norm summed over the proxy batches; None where the
-        loss never reaches the layer."""
+        loss never reaches the layer.
+
+        The gradient of a linear layer's weight is the sum over tokens of (dL/d output) x input^T, so
+        it is formed from the two with hooks instead of asking the weight for its gradient: the same
+        numbers, but the frozen weights never need ``requires_grad``, which a sharded weight (FSDP2,
+        ``--shard fsdp``) could not give. A zero that requires grad is added to each candidate's
+        output, so the loss has a gradient to follow and every output gets its dL/d output.
+        """
         data = self.train_data(stage, run)
         n_batches = max(1, math.ceil(self.options.proxy_fraction * len(data) / self.options.proxy_batch_size))
         generator = torch.Generator().manual_seed(run.seed * 1000 + stage.index)
         order = torch.randperm(len(data), generator=generator).tolist()
         modules = dict(self.model.named_modules())
-        weights = {name: modules[name].weight for name in self.experts}
-        for weight in weights.values():
-            weight.requires_grad_(True)
+        probe = torch.zeros((), device=run.device, requires_grad=True)
+        batch_grads: dict[str, torch.Tensor] = {}
+
+        def capture(name: str):
+            def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+                x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+                output = output + probe
+
+                def weight_grad(grad: torch.Tensor) -> None:
+                    g = grad.reshape(-1, grad.shape[-1]).float()
+                    batch_grads[name] = batch_grads.get(name, 0) + g.T @ x
+
+                output.register_hook(weight_grad)
+                return output
+            return hook
+
+        handles = [modules[name].register_forward_hook(capture(name)) for name in self.experts]
         scores: dict[str, float | None] = dict.fromkeys(self.experts)
         self.routing.enabled = False
         try:
             for b in range(n_batches):
                 rows = rows_of(data, order[b * self.options.proxy_batch_size:(b + 1) * self.options.proxy_batch_size])
                 batch = {k: v.to(run.device) for k, v in self.collator.train_batch(rows).items()}
-                self.model.zero_grad(set_to_none=True)
+                batch_grads.clear()
                 self.model(**batch).loss.backward()
-                for name, weight in weights.items():
-                    if weight.grad is not None:
-                        scores[name] = (scores[name] or 0.0) + float(weight.grad.norm())
+                for name, grad in batch_grads.items():
+                    scores[name] = (scores[name] or 0.0) + float(grad.norm())
         finally:
             self.routing.enabled = True
-            for weight in weights.values():
-                weight.requires_grad_(False)
-                weight.grad = None
+            for handle in handles:
+                handle.remove()
+            batch_grads.clear()
         return scores
 
     def before_task(self, stage: Stage, run: RunContext) -> None:

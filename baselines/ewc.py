@@ -17,11 +17,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
+from mcit_bench.baselines.seqft import LORA_SPACE, SeqFTOptions, lora_or_full
 from pydantic import Field
 from torch import nn
 
 from mcit_bench.methods.base import Method, RunContext, Stage, register_method, rows_of
+from mcit_bench.methods.search import LogUniform
 
 
 class EWCOptions(SeqFTOptions):
@@ -33,6 +34,8 @@ class EWCOptions(SeqFTOptions):
 @register_method("ewc")
 class EWC(Method):
     Options = EWCOptions
+    # lambda on a log grid around the gradient-matched 1e4 (benchmarks/ewc_penalty_scale.py)
+    search_space = {**LORA_SPACE, "ewc_lambda": LogUniform(1e2, 1e6)}
 
     def __init__(self, options: EWCOptions) -> None:
         super().__init__(options)

@@ -20,6 +20,7 @@ from mcit_bench.adapters.experts import Routing
 from mcit_bench.adapters.lora import freeze_all
 from mcit_bench.errors import ConfigError
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
+from mcit_bench.methods.search import LogUniform
 from mcit_bench.methods.selector import KeySelector, sample_queries
 from mcit_bench.models.loading import image_feature_dim, image_row_samples, projector
 
@@ -72,6 +73,8 @@ def replace_projector(model: nn.Module, bank: nn.Module) -> None:
 class Expansion(Method):
     capabilities = Capabilities(grows_params=True)
     Options = ExpansionOptions
+    # only the projector copy trains, at its own option lr (training.lr reaches nothing here)
+    search_space = {"lr": LogUniform(1e-4, 1e-2)}
 
     def __init__(self, options: ExpansionOptions) -> None:
         super().__init__(options)

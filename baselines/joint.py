@@ -7,7 +7,7 @@ accuracy matrix repeats that one row after every stage, and results flag it ``up
 
 from __future__ import annotations
 
-from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
+from mcit_bench.baselines.seqft import LORA_SPACE, SeqFTOptions, lora_or_full
 from torch import nn
 
 from mcit_bench.data.stream import TaskStream
@@ -18,6 +18,7 @@ from mcit_bench.methods.base import Capabilities, Method, RunContext, Stage, reg
 class JointTraining(Method):
     capabilities = Capabilities(upper_bound=True)
     Options = SeqFTOptions
+    search_space = LORA_SPACE
 
     def stages(self, stream: TaskStream) -> list[Stage]:
         return [Stage(1, tuple(stream.tasks))]

@@ -17,13 +17,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
+from mcit_bench.baselines.seqft import LORA_SPACE, SeqFTOptions, lora_or_full
 from pydantic import Field
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
 from mcit_bench.methods.base import Method, RunContext, Stage, register_method
+from mcit_bench.methods.search import Choice, Uniform
 from mcit_bench.models.collate import IGNORE_INDEX
 
 
@@ -44,6 +45,8 @@ def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 @register_method("lwf")
 class LwF(Method):
     Options = LwFOptions
+    # mammoth's alpha and softmax temperature, around its defaults 0.5 and 2
+    search_space = {**LORA_SPACE, "lwf_lambda": Uniform(0.1, 2.0), "temperature": Choice((1.0, 2.0, 4.0))}
 
     def __init__(self, options: LwFOptions) -> None:
         super().__init__(options)

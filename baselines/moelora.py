@@ -15,6 +15,7 @@ from torch import nn
 from mcit_bench.adapters.experts import MoELoRA, attach_adapters
 from mcit_bench.adapters.lora import freeze_all, language_linear_names, unfreeze_projector
 from mcit_bench.methods.base import Method, MethodOptions, RunContext, register_method
+from mcit_bench.methods.search import LR, Choice
 
 
 class MoELoRAOptions(MethodOptions):
@@ -33,6 +34,8 @@ class MoELoRAOptions(MethodOptions):
 @register_method("moelora")
 class MoELoRAMethod(Method):
     Options = MoELoRAOptions
+    # total rank over the experts, each a multiple of the default 4 experts
+    search_space = {**LR, "rank": Choice((8, 16, 32))}
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         freeze_all(model)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from mcit_bench.baselines.seqft import SeqFTOptions, lora_or_full
+from mcit_bench.baselines.seqft import LORA_SPACE, SeqFTOptions, lora_or_full
 from pydantic import Field
 
 from mcit_bench.methods.base import Capabilities, Method, RunContext, Stage, register_method
@@ -27,6 +27,8 @@ class ReplayOptions(SeqFTOptions):
 class Replay(Method):
     capabilities = Capabilities(uses_memory=True)
     Options = ReplayOptions
+    # the memory is the protocol's budget, the same for every entry, so it is never tuned
+    search_space = LORA_SPACE
 
     def __init__(self, options: ReplayOptions) -> None:
         super().__init__(options)

@@ -12,6 +12,7 @@ from torch import nn
 
 from mcit_bench.adapters.lora import freeze_all, inject_lora, unfreeze_projector
 from mcit_bench.methods.base import Method, MethodOptions, RunContext, register_method
+from mcit_bench.methods.search import LR, Choice, SearchSpace
 from mcit_bench.models.loading import language_model
 
 
@@ -21,6 +22,10 @@ class SeqFTOptions(MethodOptions):
     lora_alpha: float = Field(default=32.0, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     train_projector: bool = True
+
+
+# the LoRA methods' common space: learning rate and rank (lora_alpha stays fixed, as CoIN fixes it)
+LORA_SPACE: SearchSpace = {**LR, "lora_rank": Choice((8, 16, 32))}
 
 
 def lora_or_full(model: nn.Module, options: SeqFTOptions) -> nn.Module:
@@ -39,6 +44,7 @@ def lora_or_full(model: nn.Module, options: SeqFTOptions) -> nn.Module:
 @register_method("seqft")
 class SequentialFineTuning(Method):
     Options = SeqFTOptions
+    search_space = LORA_SPACE
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         return lora_or_full(model, self.options)

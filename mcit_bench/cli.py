@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -80,11 +81,15 @@ def run(
                                                           "float32 for what trains)")] = None,
     gradient_checkpointing: Annotated[bool, typer.Option(help="recompute activations in backward (less "
                                                               "memory)")] = False,
+    shard: Annotated[Optional[str], typer.Option(help="fsdp: shard the frozen base model over the processes "
+                                                      "(FSDP2; launch with torchrun, docs/DISTRIBUTED.md)")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of run settings (flags override it)")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="cache for generated data and arrow files")] = None,
+    tuned: Annotated[Optional[Path], typer.Option(help="tuning.json of 'mcit-bench tune': train with the settings "
+                                                       "its study chose")] = None,
 ) -> None:
     """Train a method on a task stream, evaluating every task after every stage."""
-    from mcit_bench.config import load_config_file, parse_run_config
+    from mcit_bench.config import parse_run_config
     from mcit_bench.results import print_results
     from mcit_bench.runner import run_stream
 
@@ -93,27 +98,21 @@ def run(
         seed_list = _parse_seeds(seeds) if seeds else [seed]
         if len(seed_list) > 1 and run_id:
             raise ConfigError("--run-id names one run; leave it out with --seeds (the runs are named seed<N>)")
-        raw: dict[str, Any] = load_config_file(config) if config else {}
-        raw.update({"method": method, "sequence": sequence, "subset": subset, "variant": variant, "model": model})
-        method_options = dict(raw.get("method_options", {}))
-        method_options.update(_parse_options(option))
-        if full:
-            method_options["full"] = True
-        raw["method_options"] = method_options
-        training = dict(raw.get("training", {}))
-        for key, value in (("steps_per_task", steps_per_task), ("batch_size", batch_size), ("grad_accum", grad_accum),
-                           ("lr", lr)):
-            if value is not None:
-                training[key] = value
-        if gradient_checkpointing:
-            training["gradient_checkpointing"] = True
-        if precision is not None:
-            raw["precision"] = precision
-        raw["training"] = training
+        raw = _raw_config(config, method, sequence, subset, variant, model, option, full, precision,
+                          {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum,
+                           "lr": lr, "gradient_checkpointing": gradient_checkpointing or None})
+        if shard is not None:
+            raw["shard"] = shard
+        source = str(config) if config else "command line"
         # under accelerate launch / torchrun only the first process prints
         shown = console if os.environ.get("RANK", "0") == "0" else Console(quiet=True)
         for one_seed in seed_list:
-            run_config = parse_run_config({**raw, "seed": one_seed}, str(config) if config else "command line")
+            if tuned is not None:
+                from mcit_bench.tune import read_tuning, tuned_config
+
+                run_config = tuned_config({**raw, "seed": one_seed}, read_tuning(tuned), tuned, source)
+            else:
+                run_config = parse_run_config({**raw, "seed": one_seed}, source)
             results = run_stream(run_config, output, run_id, data_root, cache_dir, resume, overwrite, shown)
             print_results(results, shown)
             finished.append(Path(results["run"]["run_dir"]) / "results.json")
@@ -125,6 +124,91 @@ def run(
             shown.print(report.rich_table(aggregate(results_entries(finished))))
     except UserError as error:
         _fail(error)
+
+
+def _raw_config(config: Path | None, method: str, sequence: str, subset: str | None, variant: str | None,
+                model: str, option: list[str], full: bool, precision: str | None,
+                training_flags: dict[str, Any]) -> dict[str, Any]:
+    """The run settings of a config file with the command line's flags on top (flags left out: None)."""
+    from mcit_bench.config import load_config_file
+
+    raw: dict[str, Any] = load_config_file(config) if config else {}
+    raw.update({"method": method, "sequence": sequence, "subset": subset, "variant": variant, "model": model})
+    method_options = dict(raw.get("method_options", {}))
+    method_options.update(_parse_options(option))
+    if full:
+        method_options["full"] = True
+    raw["method_options"] = method_options
+    raw["training"] = {**raw.get("training", {}),
+                       **{key: value for key, value in training_flags.items() if value is not None}}
+    if precision is not None:
+        raw["precision"] = precision
+    return raw
+
+
+@app.command()
+def tune(
+    method: Annotated[str, typer.Option(help="method to tune (see 'mcit-bench ls methods')")],
+    trials: Annotated[int, typer.Option(help="the study's budget: trials in all, the same for every method")],
+    sequence: Annotated[str, typer.Option(help="task sequence name or YAML file")] = "synth-coin",
+    subset: Annotated[Optional[str], typer.Option(help="a preset of the sequence, e.g. 'ci'")] = None,
+    variant: Annotated[Optional[str], typer.Option(help="instruction variant of the sequence")] = None,
+    model: Annotated[str, typer.Option(help="registered model, local folder or Hugging Face id")] = "mcit-tiny",
+    seed: Annotated[int, typer.Option(help="training seed of every trial, and the sampler's")] = 0,
+    space: Annotated[Optional[Path], typer.Option(help="YAML search space replacing the method's own "
+                                                       "(name: {log: [lo, hi]} | {range: [lo, hi]} | "
+                                                       "{choices: [...]})")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL shared by every worker of the study "
+                                                        "(default: an SQLite file in the study's folder)")] = None,
+    study_name: Annotated[Optional[str], typer.Option(help="name of the study and its folder (default "
+                                                           "tune-seed<N>[-subset])")] = None,
+    validation_fraction: Annotated[float, typer.Option(help="share of each task's training data held out "
+                                                            "for scoring trials")] = 0.1,
+    validation_max: Annotated[int, typer.Option(help="at most this many validation samples per task")] = 100,
+    data_root: Annotated[Optional[Path], typer.Option(help="folder with a real benchmark's files")] = None,
+    output: Annotated[Path, typer.Option(help="root of run directories")] = Path("runs"),
+    option: Annotated[list[str], typer.Option(help="fixed method option name=value (repeatable)")] = [],
+    steps_per_task: Annotated[Optional[int], typer.Option(help="training steps per task (default: the "
+                                                                "stream's)")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="training micro-batch size")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option(help="micro-batches per optimiser step")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="fp32 or bf16")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file of fixed run settings")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="cache for generated data and arrow files")] = None,
+) -> None:
+    """Search a method's hyper-parameters on a validation split carved from the training data (Optuna)."""
+    from mcit_bench.config import parse_run_config
+    from mcit_bench.tune import TuneRequest, method_space, read_space_file
+    from mcit_bench.tune import tune as run_study
+
+    try:
+        if trials < 1:
+            raise ConfigError(f"--trials {trials} must be at least 1; every method gets the same number of trials")
+        raw = _raw_config(config, method, sequence, subset, variant, model, option, False, precision,
+                          {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum})
+        raw["seed"] = seed
+        raw["validation"] = {"fraction": validation_fraction, "max_per_task": validation_max}
+        base = parse_run_config(raw, str(config) if config else "command line")
+        request = TuneRequest(base=base, trials=trials,
+                              space=read_space_file(space) if space else method_space(method),
+                              output_root=output, study_name=study_name or f"tune-seed{seed}"
+                              + (f"-{subset}" if subset else ""), storage=storage, data_root=data_root,
+                              cache_root=cache_dir)
+        summary = run_study(request, console)
+    except UserError as error:
+        _fail(error)
+    table = Table(title=f"{method}: {summary['study']} (final accuracy on the validation split)")
+    for column in ("trial", "state", "value", "params"):
+        table.add_column(column)
+    for trial in summary["trials"]:
+        value = "" if trial["value"] is None else f"{trial['value']:.2f}"
+        table.add_row(str(trial["number"]), trial["state"], value, json.dumps(trial["params"], sort_keys=True))
+    console.print(table)
+    best = summary["best"]
+    console.print(f"best: trial {best['number']} ({best['value']:.2f}) with {json.dumps(best['params'])}",
+                  markup=False)
+    console.print(f"train with it: mcit-bench run --method {method} --tuned "
+                  f"{summary['folder']}/tuning.json", markup=False)
 
 
 def _parse_seeds(text: str) -> list[int]:

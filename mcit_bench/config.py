@@ -38,6 +38,28 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(default=24, gt=0)
 
 
+class ValidationSplit(_Strict):
+    """A tuning trial's split: carved from each task's training data, which it then no longer trains on.
+
+    The carve depends only on ``seed`` and the data, so every trial of every method is scored on the
+    same samples; the test split is never read.
+    """
+
+    fraction: float = Field(default=0.1, gt=0, lt=1)
+    max_per_task: int = Field(default=100, gt=0)
+    seed: int = 0
+
+
+class TunedFrom(_Strict):
+    """Where a run's tuned settings came from: the study, its budget and the chosen trial."""
+
+    study: str
+    trials: int = Field(gt=0)  # the equal budget: trials per method
+    best_trial: int = Field(ge=0)
+    validation_final_acc: float
+    params: dict[str, Any]
+
+
 class RunConfig(_Strict):
     """Everything that determines a run's results (and nothing that does not, like output paths)."""
 
@@ -53,6 +75,21 @@ class RunConfig(_Strict):
     seed: int = 0
     training: TrainingConfig = TrainingConfig()
     eval: EvalConfig = EvalConfig()
+    # "fsdp": the frozen base model sharded over the processes with FSDP2 (mcit_bench/sharding.py)
+    shard: Literal["fsdp"] | None = None
+    # a tuning trial: trained without, and scored on, a validation split carved from the training data
+    validation: ValidationSplit | None = None
+    # a run whose settings a ``mcit-bench tune`` study chose (None: the methods' defaults)
+    tuned: TunedFrom | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """The config as run directories and results record it; the tuning fields only when set, so
+        the configs of runs made before they existed still match."""
+        dumped = self.model_dump(mode="json")
+        return {key: value for key, value in dumped.items() if key not in OPTIONAL_RECORDS or value is not None}
+
+
+OPTIONAL_RECORDS = ("shard", "validation", "tuned")
 
 
 def parse_run_config(raw: dict[str, Any], source: str) -> RunConfig:

@@ -11,6 +11,7 @@ whole to a temporary file and renamed, sorted and indented, so it diffs line by 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import re
@@ -53,14 +54,21 @@ class EntryKey(_Strict):
     model_weights: str | None = None
     method: str
     protocol: Protocol
+    # "default": the method's own settings; "tuned-<sha256 of the chosen settings, 12 hex>": settings a
+    # 'mcit-bench tune' study chose (results' run.config.tuned), so seeds of other choices never average
+    settings: str = Field(default="default", pattern=r"^(default|tuned-[0-9a-f]{12})$")
+
+    def protocol_label(self) -> str:
+        return self.protocol + (f", {self.settings}" if self.settings != "default" else "")
 
     def label(self) -> str:
         subset = f"[{self.subset}]" if self.subset else ""
         weights = f" ({self.model_weights[:12]})" if self.model_weights else ""
-        return f"{self.sequence}{subset} / {self.model}{weights} / {self.method} ({self.protocol})"
+        return f"{self.sequence}{subset} / {self.model}{weights} / {self.method} ({self.protocol_label()})"
 
     def sort_key(self) -> tuple:
-        return (self.sequence, self.subset or "", self.model, self.model_weights or "", self.method, self.protocol)
+        return (self.sequence, self.subset or "", self.model, self.model_weights or "", self.method, self.protocol,
+                self.settings)
 
 
 class Entry(_Strict):
@@ -92,13 +100,23 @@ def protocol_of(results: Results) -> Protocol:
     return "task-aware" if results.run.task_id_at_eval else "task-agnostic"
 
 
+def settings_of(results: Results) -> str:
+    """``default``, or ``tuned-`` and the digest of the settings a tuning study chose."""
+    tuned = results.run.config.get("tuned")
+    if not tuned:
+        return "default"
+    chosen = json.dumps(tuned.get("params", {}), sort_keys=True).encode()
+    return f"tuned-{hashlib.sha256(chosen).hexdigest()[:12]}"
+
+
 def entry_from_results(results: Results, verified: bool | None = None) -> Entry:
     sequence = results.run.sequence
     # a variant is another stream of the same tasks: its own leaderboard rows
     label = f"{sequence.name}@{sequence.version}" + (f":{sequence.variant}" if sequence.variant else "")
     key = EntryKey(sequence=label, subset=sequence.subset,
                    content_hash=sequence.content_hash, model=results.run.model,
-                   model_weights=results.run.model_weights, method=results.run.method, protocol=protocol_of(results))
+                   model_weights=results.run.model_weights, method=results.run.method, protocol=protocol_of(results),
+                   settings=settings_of(results))
     return Entry(key=key, seed=results.run.seed, tasks=results.tasks, matrix=results.matrix,
                  summary=results.summary, task_selection=results.stages[-1].task_selection,
                  trainable_params=max(results.cost.trainable_params_per_stage),
@@ -192,6 +210,9 @@ def verify_submission(results: Results, source: str) -> None:
     """Refuse a results document whose numbers or identity cannot be trusted."""
     verify_consistent(results, source)
     verify_names(results, source)
+    if results.run.config.get("validation"):
+        raise DataError(f"{source}: this is a tuning trial, scored on a validation split carved from the training "
+                        f"data; submit the run of its chosen settings ('mcit-bench run --tuned tuning.json')")
     sequence = results.run.sequence
     try:
         version, content_hash = shipped_sequence(sequence.name, sequence.subset, sequence.variant)
@@ -384,7 +405,7 @@ def board_summary(rows: list[Row]) -> dict[str, Any]:
     return {"rows": [{
         "sequence": row.key.sequence, "subset": row.key.subset, "model": row.key.model,
         "model_weights": row.key.model_weights, "method": row.key.method,
-        "protocol": row.key.protocol, "seeds": row.seeds, "tasks": row.tasks,
+        "protocol": row.key.protocol, "settings": row.key.settings, "seeds": row.seeds, "tasks": row.tasks,
         "metrics": {name: stat_dict(value) for name, value in row.metrics.items()},
         "task_selection": stat_dict(row.task_selection), "matrix": row.matrix, "stage_curve": row.stage_curve,
         "trainable_params": row.trainable_params, "added_params": row.added_params,

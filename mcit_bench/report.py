@@ -45,7 +45,7 @@ def has_unverified(row: Row) -> bool:
 
 def _cells(row: Row, stat_format: Callable[[Stat | None], str]) -> list[str]:
     return ([row.key.sequence + (f"[{row.key.subset}]" if row.key.subset else ""), row.key.model, row.key.method,
-             row.key.protocol, str(len(row.seeds))]
+             row.key.protocol_label(), str(len(row.seeds))]
             + [stat_format(row.metrics[name]) for _, name in METRIC_COLUMNS]
             + [stat_format(row.task_selection), fmt_count(row.trainable_params), fmt_count(row.added_params),
                stat_format(row.wall_seconds), fmt_verified(row)])
@@ -112,7 +112,7 @@ def to_csv(rows: list[Row]) -> str:
         values = []
         for value in stats:
             values += ["", "", ""] if value is None else [f"{value.mean:.4f}", f"{value.std:.4f}", f"{value.ci95:.4f}"]
-        texts = [row.key.sequence, row.key.subset or "", row.key.model, row.key.method, row.key.protocol]
+        texts = [row.key.sequence, row.key.subset or "", row.key.model, row.key.method, row.key.protocol_label()]
         writer.writerow([_csv_text(text) for text in texts] + [" ".join(map(str, row.seeds))] + values
                         + [row.trainable_params, row.added_params,
                            "" if row.verified_seeds is None else row.verified_seeds])

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mcit_bench import __version__
-from mcit_bench.config import RunConfig
+from mcit_bench.config import RunConfig, ValidationSplit
 from mcit_bench.data.formats import file_digest, load_split, row_to_record
 from mcit_bench.data.hub import load_hub_split
 from mcit_bench.data.stream import SyntheticSource, TaskStream, load_stream, locate_stream
@@ -137,7 +137,7 @@ def claim_run_directory(paths: RunPaths, config: RunConfig, resume: bool, overwr
     (``overwrite``); anything else is refused before a single file is touched. With ``write``
     false it only checks (every process of a multi-process run checks; the main one writes).
     """
-    wanted = config.model_dump(mode="json")
+    wanted = config.as_json()
     if paths.root.exists() and not paths.root.is_dir():
         raise ConfigError(f"{paths.root} is a file, not a run directory; choose another --output or --run-id")
     if paths.config.exists():
@@ -258,30 +258,50 @@ def prepare_data_root(stream: TaskStream, data_root: Path | None, cache_root: Pa
     return data_root
 
 
-def load_stream_data(stream: TaskStream, root: Path, cache_root: Path) -> tuple[dict, dict]:
-    """Train and test datasets of every task, through the arrow cache."""
+def load_stream_data(stream: TaskStream, root: Path, cache_root: Path,
+                     validation: ValidationSplit | None = None) -> tuple[dict, dict]:
+    """Train and evaluation datasets of every task, through the arrow cache: the test split, or with
+    ``validation`` a split carved from the training data (the test split is then never opened)."""
     arrow_cache = cache_root / "arrow"
-    train, test = {}, {}
+    train, held_out = {}, {}
     for located in locate_stream(stream, root):
         task = located.task
         if task.hub is not None:
-            train[task.name] = load_hub_split(task.hub, root, task.train, task.type, cache_root)
-            test_set = load_hub_split(task.hub, root, task.test, task.type, cache_root)
-            sources = (root / task.hub.dataset,) * 2
+            train_set = load_hub_split(task.hub, root, task.train, task.type, cache_root)
+            train_source = test_source = root / task.hub.dataset
         else:
             train_spec, test_spec = located.split_specs()
-            train[task.name] = load_split(train_spec, arrow_cache)
-            test_set = load_split(test_spec, arrow_cache)
-            sources = (located.train, located.test)
+            train_set = load_split(train_spec, arrow_cache)
+            train_source, test_source = located.train, located.test
+        require_images(train_set, train_source)
+        if len(train_set) == 0:
+            raise DataError(f"task {task.name!r} has an empty train split under {root}; check the files named in "
+                            f"the sequence")
+        if validation is not None:
+            train[task.name], held_out[task.name] = carve_validation(train_set, validation, task.name, train_source)
+            continue
+        test_set = (load_hub_split(task.hub, root, task.test, task.type, cache_root) if task.hub is not None
+                    else load_split(test_spec, arrow_cache))
         if stream.test_per_task is not None and len(test_set) > stream.test_per_task:
             test_set = test_set.select(range(stream.test_per_task))
-        for source, dataset in zip(sources, (train[task.name], test_set)):
-            require_images(dataset, source)
-        if len(train[task.name]) == 0 or len(test_set) == 0:
-            raise DataError(f"task {task.name!r} has an empty {'train' if not len(train[task.name]) else 'test'} split "
-                            f"under {root}; check the files named in the sequence")
-        test[task.name] = test_set
-    return train, test
+        require_images(test_set, test_source)
+        if len(test_set) == 0:
+            raise DataError(f"task {task.name!r} has an empty test split under {root}; check the files named in the "
+                            f"sequence")
+        train[task.name], held_out[task.name] = train_set, test_set
+    return train, held_out
+
+
+def carve_validation(train_set, validation: ValidationSplit, task: str, source: Path) -> tuple[Any, Any]:
+    """(what trains, the validation split): a fixed random share of the training samples, at most
+    ``max_per_task``, drawn with the split's own seed so every trial holds out the same samples."""
+    size = min(validation.max_per_task, max(1, round(validation.fraction * len(train_set))))
+    if size >= len(train_set):
+        raise DataError(f"task {task!r} has {len(train_set)} training samples in {source}, too few to hold out a "
+                        f"validation split; tune on a sequence or subset with more training data")
+    generator = torch.Generator().manual_seed(validation.seed)
+    order = torch.randperm(len(train_set), generator=generator).tolist()
+    return train_set.select(sorted(order[size:])), train_set.select(sorted(order[:size]))
 
 
 def require_images(dataset, source: Path) -> None:
@@ -297,6 +317,20 @@ def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def rank_memory(model: torch.nn.Module, accelerator: Accelerator) -> list[dict[str, Any]]:
+    """Every process's parameter bytes (in shards, replicated) and peak memory, in rank order."""
+    from mcit_bench.sharding import local_bytes
+
+    held = local_bytes(model)
+    mine = {"rank": accelerator.process_index, "param_bytes_sharded": held["sharded"],
+            "param_bytes_replicated": held["replicated"], "peak_memory_mb": round(peak_memory_mb(), 1)}
+    if accelerator.num_processes == 1:
+        return [mine]
+    from accelerate.utils import gather_object
+
+    return sorted(gather_object([mine]), key=lambda entry: entry["rank"])
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, trained: set[str], method: Method) -> None:
@@ -370,9 +404,16 @@ def generate_sharded(accelerator: Accelerator, model, collator, rows, config: Ru
     """Every process answers every ``world``-th row; the answers come back to all, in row order,
     each row exactly once."""
     world, rank = accelerator.num_processes, accelerator.process_index
+    mine = rows[rank::world]
+    share = -(-len(rows) // world)
+    if config.shard is not None:  # sharded layers gather in every forward: every process runs as many
+        mine = mine + rows[: share - len(mine)]  # batches (the padding's answers are dropped below)
     with compute_precision(config.precision, run.device):
-        answers, chosen = generate_answers(model, collator, rows[rank::world], config.eval.batch_size,
-                                           config.eval.max_new_tokens, method, run, run.device, oracle_task)
+        answers, chosen = generate_answers(model, collator, mine, config.eval.batch_size,
+                                           config.eval.max_new_tokens, method, run, run.device, oracle_task,
+                                           synced=config.shard is not None)
+    kept = len(rows[rank::world])
+    answers, chosen = answers[:kept], (chosen[:kept] if chosen is not None else None)
     if world == 1:
         return answers, chosen
     from accelerate.utils import gather_object
@@ -425,8 +466,13 @@ def run_stream(
     overwrite: bool = False,
     console=None,
     stop_after_stage: int | None = None,
+    after_stage: Callable[[int, dict[int, dict[str, float]]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``config`` to the end (or to ``stop_after_stage``) and return its results."""
+    """Run ``config`` to the end (or to ``stop_after_stage``) and return its results.
+
+    ``after_stage(stage, rows)`` sees the matrix rows measured so far after every finished stage (a
+    tuning study reports them to its pruner, which may stop the run by raising).
+    """
     from accelerate import Accelerator
     from rich.progress import (
         BarColumn,
@@ -450,10 +496,15 @@ def run_stream(
     method = build_method(config)
     paths = RunPaths(run_directory(output_root, stream, config, run_id))
     root = prepare_data_root(stream, data_root, cache_root)
-    train_sets, test_sets = load_stream_data(stream, root, cache_root)
+    train_sets, test_sets = load_stream_data(stream, root, cache_root, config.validation)
     # several processes (accelerate launch, torchrun): each checks the directory, the main one claims it
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
+    if config.shard == "fsdp":
+        from mcit_bench.sharding import check_can_shard
+
+        check_can_shard(config.method, method.capabilities.can_shard, accelerator.num_processes,
+                        bool(config.method_options.get("full")))
     progress_state = claim_run_directory(paths, config, resume, overwrite, write=False)
     accelerator.wait_for_everyone()
     if main:
@@ -470,6 +521,12 @@ def run_stream(
     run = RunContext(stream=stream, seed=config.seed, train_data=train_sets, device=accelerator.device,
                      collator=collator)
     model = method.setup(model, run).to(accelerator.device)
+    if config.shard == "fsdp":
+        from mcit_bench.sharding import shard_model
+
+        # what the method added or trains stays replicated; the loaded base is sharded
+        keep = {p for p in model.parameters() if id(p) not in base_ids or p.requires_grad}
+        model = shard_model(model, accelerator, config.precision, keep)
     stages = method.stages(stream)
     tasks = stream.task_names
 
@@ -513,7 +570,7 @@ def run_stream(
             method.before_task(stage, run)
             trained |= {name for name, p in model.named_parameters() if p.requires_grad}
             stats = train_stage(model, method, stage, run, collator, config.training, stream.task_steps(),
-                                accelerator, progress, config.precision)
+                                accelerator, progress, config.precision, sharded=config.shard is not None)
             method.after_task(stage, run)
             if main:
                 save_checkpoint(paths.checkpoint(stage.index), model, trained, method)
@@ -530,11 +587,15 @@ def run_stream(
             if console:
                 shown = " ".join(f"{task}={scores[task]:.0f}" for task in tasks)
                 console.print(f"stage {stage.index} ({stage.name}) done in {stats.seconds:.0f} s: {shown}")
+            if after_stage is not None:
+                after_stage(stage.index, rows)
 
     if len(stage_log) < len(stages):
         return {"status": "stopped", "stages_done": len(stage_log)}
+    per_rank = rank_memory(model, accelerator)
     results = build_results(config, stream, method, rows, stage_log, paths, model, base_ids,
                             previous_wall + time.perf_counter() - started, test_sets, checkout)
+    results["cost"]["per_rank"] = per_rank
     if main:
         extra = companion_scores(paths.root, {task.name: task.type for task in stream.tasks},
                                  [0] + [entry["stage"] for entry in stage_log])
@@ -566,7 +627,7 @@ def build_results(config, stream, method, rows, stage_log, paths, model, base_id
         "run": {
             "method": config.method,
             "method_options": method.options.model_dump(mode="json"),
-            "config": config.model_dump(mode="json"),
+            "config": config.as_json(),
             "sequence": sequence_reference(stream),
             "model": config.model,
             "model_weights": weights_fingerprint(Path(resolve_model_path(config.model))),

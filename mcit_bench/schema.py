@@ -75,13 +75,24 @@ class StageEntry(_Strict):
     task_selection: dict[str, float]  # empty for methods that are told the task
 
 
+class RankMemory(_Strict):
+    """What one process held: parameter bytes in FSDP shards and replicated, and its peak memory."""
+
+    rank: int = Field(ge=0)
+    param_bytes_sharded: int = Field(ge=0)
+    param_bytes_replicated: int = Field(ge=0)
+    peak_memory_mb: float = Field(ge=0)
+
+
 class Cost(_Strict):
     trainable_params_per_stage: list[int]
     added_params: int = Field(ge=0)
     total_params: int = Field(ge=1)
     train_seconds: float = Field(ge=0)
     wall_seconds: float = Field(ge=0)
-    peak_memory_mb: float = Field(ge=0)
+    peak_memory_mb: float = Field(ge=0)  # the main process's
+    # every process's, in rank order (runs made before it was recorded lack it)
+    per_rank: list[RankMemory] | None = None
 
 
 class PublishedScores(_Strict):

@@ -118,8 +118,13 @@ def train_stage(
     accelerator: Accelerator,
     progress=None,
     precision: str = "fp32",
+    sharded: bool = False,
 ) -> StageStats:
-    """Train one stage: the method's data, the method's extra losses, AdamW with warm-up and clipping."""
+    """Train one stage: the method's data, the method's extra losses, AdamW with warm-up and clipping.
+
+    ``sharded``: the frozen base is FSDP2-sharded (mcit_bench.sharding) and what trains is replicated:
+    no DDP wrapper, and the loop averages the replicated gradients itself on the last micro-batch.
+    """
     data = method.train_data(stage, run)
     steps = stage_steps(config, task_steps, stage, len(data))
     generator = torch.Generator().manual_seed(stage_seed(run.seed, stage.index))
@@ -133,7 +138,13 @@ def train_stage(
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
-    prepared_model, optimizer = accelerator.prepare(model, optimizer)
+    if sharded:
+        from mcit_bench.sharding import check_replicated
+
+        check_replicated(method.name, model, trainable)
+        prepared_model = model
+    else:
+        prepared_model, optimizer = accelerator.prepare(model, optimizer)
     prepared_model.train()
     warmup = int(config.warmup_ratio * steps)
     world, rank = accelerator.num_processes, accelerator.process_index
@@ -156,7 +167,7 @@ def train_stage(
         total_loss = 0.0
         for part, batch in enumerate(micro_batches):
             last = part == accumulate - 1
-            with contextlib.nullcontext() if last else accelerator.no_sync(prepared_model):
+            with contextlib.nullcontext() if last or sharded else accelerator.no_sync(prepared_model):
                 method.before_step(batch, run)
                 with compute_precision(precision, accelerator.device):
                     outputs = prepared_model(**batch)
@@ -166,6 +177,10 @@ def train_stage(
                     total = sum(terms.values())
                 accelerator.backward(total)
             total_loss += float(total.detach())
+        if sharded and world > 1:
+            from mcit_bench.sharding import average_replicated_gradients
+
+            average_replicated_gradients(trainable, world)
         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

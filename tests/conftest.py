@@ -1,8 +1,21 @@
 """Shared fixtures: one cache of generated data per test session, kept out of the user's home."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+# `pytest` runs two xdist workers (pyproject.toml) on this project's two-core machines: one torch
+# thread each, or the two slow each other down, and the processes the tests launch (torchrun, the
+# CLI) inherit the setting
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+# the CLI tests give each call its terminal width (CliRunner's env); a COLUMNS set when the console was
+# created (xdist sets one) would fix it for every call instead
+os.environ.pop("COLUMNS", None)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN = Path(__file__).resolve().parent / "golden"

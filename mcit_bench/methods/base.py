@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from mcit_bench.methods.search import LR, SearchSpace
 from mcit_bench.registry import Registry
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class Capabilities:
     grows_params: bool = False  # does it add parameters as tasks arrive?
     uses_memory: bool = False  # does it keep samples of past tasks?
     upper_bound: bool = False  # a reference point, not a continual method (joint training)
+    can_shard: bool = True  # does it run with the frozen base sharded (--shard fsdp)?
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Method:
     name: ClassVar[str] = ""
     capabilities: ClassVar[Capabilities] = Capabilities()
     Options: ClassVar[type[MethodOptions]] = MethodOptions
+    # what ``mcit-bench tune`` varies (mcit_bench.methods.search); a method declares its own
+    search_space: ClassVar[SearchSpace] = LR
 
     def __init__(self, options: MethodOptions) -> None:
         self.options = options

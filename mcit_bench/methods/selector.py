@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from mcit_bench.distributed import mean_over_processes
 from mcit_bench.models.collate import IGNORE_INDEX
 from mcit_bench.models.loading import pooled_image_features
 
@@ -56,10 +57,12 @@ class KeySelector(nn.Module):
     def key_loss(self, queries: tuple[torch.Tensor, torch.Tensor], task: int) -> torch.Tensor:
         image_query, text_query = queries
         image_key, text_key = self.image_keys[task], self.text_keys[task]
-        if not image_key.detach().any():  # zero-initialised: start from the data instead of at random
+        # zero-initialised: start from the data instead of at random, from the mean of the whole
+        # global batch, so every process (and one process alone) starts from the same point
+        if not image_key.detach().any():
             with torch.no_grad():
-                image_key.copy_(image_query.mean(0))
-                text_key.copy_(text_query.mean(0))
+                image_key.copy_(mean_over_processes(image_query))
+                text_key.copy_(mean_over_processes(text_query))
         return ((1 - F.cosine_similarity(image_query, image_key.unsqueeze(0), dim=-1)).mean()
                 + (1 - F.cosine_similarity(text_query, text_key.unsqueeze(0), dim=-1)).mean())
 

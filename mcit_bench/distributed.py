@@ -1,0 +1,32 @@
+"""Statistics over the batch shares of every process: what a method measures on its training batches
+must be the same on every process (and the same as one process would measure), or the processes'
+models drift apart. On one process these are the plain statistics."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _world() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def summed_over_processes(value: torch.Tensor) -> torch.Tensor:
+    """``value`` summed over every process (a copy; the input is left as it is)."""
+    if _world() == 1:
+        return value
+    import torch.distributed as dist
+
+    total = value.detach().clone()
+    dist.all_reduce(total)
+    return total
+
+
+def mean_over_processes(rows: torch.Tensor) -> torch.Tensor:
+    """The mean over the rows of every process's share of a global batch."""
+    if _world() == 1:
+        return rows.mean(0)
+    summed = summed_over_processes(torch.cat([rows.sum(0), rows.new_tensor([rows.shape[0]])]))
+    return summed[:-1] / summed[-1]

@@ -1,0 +1,298 @@
+"""``mcit-bench tune``: an equal-budget hyper-parameter search on a validation split, with Optuna.
+
+The protocol the continual-learning literature asks of a fair comparison:
+- every method varies the settings its own file declares (``Method.search_space``);
+- each trial is a whole run of the stream, trained on the training data minus a validation split
+  carved from it and scored on that split (``RunConfig.validation``); the test split is never read;
+- every method gets the same number of trials, each with the stream's own step budget; the
+  objective is the final average accuracy on the validation split, and Optuna's median pruner may
+  stop a trial whose running mean over the tasks seen so far trails the others';
+- the study lives in an Optuna storage: an SQLite file next to the trials by default, or any
+  database URL, so several processes or machines can share one study and stop together at the
+  budget.
+
+The chosen settings are written to ``tuning.json``; ``mcit-bench run --tuned tuning.json`` trains on
+the full training data with them and records where they came from (``RunConfig.tuned``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from mcit_bench.config import RunConfig, TrainingConfig, TunedFrom, parse_run_config
+from mcit_bench.errors import ConfigError, DataError, first_problem
+from mcit_bench.io import atomic_write_json
+from mcit_bench.methods.base import METHODS
+from mcit_bench.methods.search import TRAINING_PREFIX, SearchSpace, parse_param, space_to_json
+
+if TYPE_CHECKING:
+    import optuna
+
+TUNING_FILE = "tuning.json"
+# a trial is pruned only against finished ones, and never before it has learnt two tasks
+PRUNER_STARTUP_TRIALS = 2
+PRUNER_WARMUP_STAGES = 1
+
+
+@dataclass(frozen=True)
+class TuneRequest:
+    base: RunConfig  # the method, stream, model, seed and every setting that is not searched
+    trials: int  # the study's budget: trials in all, over every process that shares it
+    space: SearchSpace
+    output_root: Path
+    study_name: str
+    storage: str | None = None  # None: an SQLite file in the study's folder
+    data_root: Path | None = None
+    cache_root: Path | None = None
+
+
+def method_space(method: str) -> SearchSpace:
+    return dict(METHODS.get(method).search_space)
+
+
+def read_space_file(path: Path) -> SearchSpace:
+    """A YAML search space that replaces the method's: ``name: {log|range: [low, high]}`` or ``{choices: [...]}``."""
+    from mcit_bench.config import load_config_file
+
+    raw = load_config_file(path)
+    if not raw:
+        raise ConfigError(f"search space {path} names no setting; give at least one, for example "
+                          f"training.lr: {{log: [1.0e-4, 1.0e-2]}}")
+    return {str(name): parse_param(str(name), value, f"search space {path}") for name, value in raw.items()}
+
+
+def apply_params(base: RunConfig, params: dict[str, Any], source: str) -> RunConfig:
+    """``base`` with the searched settings put in place (``training.*`` into training, the rest into
+    the method's options); a value the config or the method refuses is named."""
+    from mcit_bench.runner import build_method
+
+    raw = base.model_dump(mode="python")
+    for name, value in params.items():
+        if name.startswith(TRAINING_PREFIX):
+            raw["training"][name[len(TRAINING_PREFIX):]] = value
+        else:
+            raw["method_options"][name] = value
+    config = parse_run_config(raw, source)
+    build_method(config)  # the method's options check the values (a rank that does not split, ...)
+    return config
+
+
+def check_space(base: RunConfig, space: SearchSpace, source: str) -> None:
+    """Refuse, before any training, a setting the config or the method does not have, one also fixed
+    on the command line, or a bound or choice the method's options would refuse."""
+    if not space:
+        raise ConfigError(f"{source} is empty: tune needs at least one setting to search")
+    options = METHODS.get(base.method).Options
+    fixed = set(base.method_options) | {TRAINING_PREFIX + key for key in base.training.model_fields_set}
+    for name, param in space.items():
+        known = (name[len(TRAINING_PREFIX):] in TrainingConfig.model_fields if name.startswith(TRAINING_PREFIX)
+                 else name in options.model_fields)
+        if not known:
+            choices = sorted(options.model_fields) + sorted(TRAINING_PREFIX + key
+                                                            for key in TrainingConfig.model_fields)
+            raise ConfigError(f"{source}: {base.method} has no setting {name!r}; searchable settings are "
+                              f"{', '.join(choices)}")
+        if name in fixed:
+            raise ConfigError(f"{source}: {name} is both searched and fixed on the command line; drop one")
+        for value in param.values_to_check():
+            try:
+                apply_params(base, {name: value}, source)
+            except ConfigError as error:
+                raise ConfigError(f"{source}: {name} = {value!r} is refused ({error}); narrow the range") from None
+
+
+def study_identity(request: TuneRequest) -> dict[str, Any]:
+    """What a study was made for: a worker joining it must search the same question."""
+    from mcit_bench.data.stream import load_stream
+
+    base = request.base
+    stream = load_stream(base.sequence, base.subset, base.variant)
+    return {"method": base.method, "sequence": base.sequence, "subset": base.subset, "variant": base.variant,
+            "content_hash": stream.content_hash(), "model": base.model, "seed": base.seed,
+            "precision": base.precision, "training": base.training.model_dump(mode="json"),
+            "eval": base.eval.model_dump(mode="json"), "fixed_options": base.method_options,
+            "validation": base.validation.model_dump(mode="json") if base.validation else None,
+            "space": space_to_json(request.space), "trials": request.trials}
+
+
+def study_folder(request: TuneRequest) -> Path:
+    from mcit_bench.data.stream import load_stream
+    from mcit_bench.runner import path_part
+
+    stream = load_stream(request.base.sequence, request.base.subset, request.base.variant)
+    return (request.output_root / path_part(stream.name, "sequence name")
+            / path_part(request.base.method, "method name") / path_part(request.study_name, "study name"))
+
+
+def open_study(request: TuneRequest, folder: Path) -> optuna.Study:
+    """Create or join the study; a storage that cannot be opened, or a study made for another
+    question, is refused in one sentence."""
+    import optuna
+
+    storage = request.storage or f"sqlite:///{folder / 'study.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        study = optuna.create_study(
+            study_name=request.study_name, storage=storage, direction="maximize", load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=request.base.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
+                                               n_warmup_steps=PRUNER_WARMUP_STAGES))
+    except Exception as error:  # SQLAlchemy and Optuna raise many kinds; all mean the same to the user
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(f"the study storage {redacted(storage)} cannot be opened ({reason}); pass --storage "
+                          f"sqlite:///FILE.db or a database URL this machine can reach") from None
+    wanted = study_identity(request)
+    made_for = study.user_attrs.get("identity")
+    if made_for is None:
+        study.set_user_attr("identity", wanted)
+    elif made_for != wanted:
+        differences = [key for key in sorted(wanted) if made_for.get(key) != wanted[key]]
+        raise ConfigError(f"study {request.study_name!r} in {redacted(storage)} was made for another search "
+                          f"(it differs in {', '.join(differences)}); pass another --study-name")
+    return study
+
+
+def redacted(storage: str) -> str:
+    """A storage URL without its password, for messages and files."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:
+        return storage.split("@")[-1] if "@" in storage else storage
+
+
+def seen_mean(rows: dict[int, dict[str, float]], tasks: list[str]) -> float:
+    """Mean accuracy over the tasks trained so far, after the latest row: what the pruner compares."""
+    latest = max(rows)
+    return sum(rows[latest][task] for task in tasks[:latest]) / latest
+
+
+def tune(request: TuneRequest, console=None) -> dict[str, Any]:
+    """Run the study to ``request.trials`` trials (joining any already there) and write tuning.json."""
+    import optuna
+
+    from mcit_bench.data.stream import load_stream
+    from mcit_bench.runner import run_stream
+
+    if request.trials < 1:
+        raise ConfigError(f"--trials {request.trials} must be at least 1; every method gets the same number of trials")
+    if request.base.validation is None:
+        raise ConfigError("a tuning study needs a validation split (RunConfig.validation); it never scores on test")
+    check_space(request.base, request.space, "search space")
+    folder = study_folder(request)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError(f"cannot create the study folder {folder} ({error.strerror}); choose another "
+                          f"--output") from None
+    study = open_study(request, folder)
+    counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+    tasks = load_stream(request.base.sequence, request.base.subset, request.base.variant).task_names
+
+    def objective(trial: optuna.Trial) -> float:
+        params = {name: param.suggest(trial, name) for name, param in sorted(request.space.items())}
+        config = apply_params(request.base, params, f"trial {trial.number}")
+
+        def report(stage: int, rows: dict[int, dict[str, float]]) -> None:
+            trial.report(seen_mean(rows, tasks), stage)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        run_id = f"{request.study_name}-trial{trial.number:03d}"
+        trial.set_user_attr("run_id", run_id)
+        results = run_stream(config, request.output_root, run_id, request.data_root, request.cache_root,
+                             overwrite=True, console=console, after_stage=report)
+        return float(results["summary"]["final_acc"])
+
+    done = sum(1 for trial in study.trials if trial.state in counted)
+    if done < request.trials:
+        # a trial that raises (bad data, a full disk) is marked failed in the study and stops the search
+        study.optimize(objective, n_trials=request.trials - done, catch=(),
+                       callbacks=[optuna.study.MaxTrialsCallback(request.trials, states=counted)])
+    summary = tuning_summary(study, request, folder)
+    atomic_write_json(folder / TUNING_FILE, summary)
+    return summary
+
+
+def tuning_summary(study: optuna.Study, request: TuneRequest, folder: Path) -> dict[str, Any]:
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise DataError(f"study {request.study_name!r} has no finished trial (all were pruned or failed); run "
+                        f"more trials")
+    best = max(complete, key=lambda t: (t.value, -t.number))  # ties: the earliest trial
+    return {
+        "study": request.study_name,
+        "folder": str(folder),
+        "storage": redacted(request.storage or f"sqlite:///{folder / 'study.db'}"),
+        "method": request.base.method,
+        "identity": study.user_attrs["identity"],
+        "objective": "final_acc on the validation split",
+        "budget": {"trials": request.trials, "steps_per_task": "the stream's", "pruner": "median",
+                   "pruner_startup_trials": PRUNER_STARTUP_TRIALS, "pruner_warmup_stages": PRUNER_WARMUP_STAGES},
+        "trials": [{"number": t.number, "state": t.state.name.lower(), "value": t.value, "params": t.params,
+                    "run_id": t.user_attrs.get("run_id")} for t in study.trials],
+        "best": {"number": best.number, "value": best.value, "params": best.params,
+                 "run_id": best.user_attrs.get("run_id")},
+    }
+
+
+class _TrialChoice(BaseModel):
+    number: int = Field(ge=0)
+    value: float
+    params: dict[str, Any]
+
+
+class _Budget(BaseModel):
+    trials: int = Field(gt=0)
+
+
+class TuningFile(BaseModel):
+    """The part of tuning.json a final run reads."""
+
+    study: str
+    identity: dict[str, Any]
+    budget: _Budget
+    best: _TrialChoice
+
+
+def read_tuning(path: Path) -> TuningFile:
+    """A tuning.json written by ``tune``, or one sentence saying why it cannot be used."""
+    try:
+        return TuningFile.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"--tuned {path} does not exist; point it at the tuning.json a 'mcit-bench tune' wrote") \
+            from None
+    except OSError as error:
+        raise ConfigError(f"--tuned {path} cannot be read ({error.strerror}); check the path") from None
+    except ValidationError as error:
+        field, message = first_problem(error)
+        raise ConfigError(f"--tuned {path} is not a tuning.json of 'mcit-bench tune' (field {field}: {message}); "
+                          f"tune again or fix the file") from None
+
+
+def tuned_config(raw: dict[str, Any], tuning: TuningFile, path: Path, source: str) -> RunConfig:
+    """The run config of a final run with a study's chosen settings: the study's stream and model
+    must be the run's, and the chosen values are applied and recorded."""
+    identity = tuning.identity
+    for key in ("method", "sequence", "subset", "variant", "model"):
+        if raw.get(key) != identity.get(key):
+            raise ConfigError(f"--tuned {path} was tuned with {key} {identity[key]!r}, not {raw.get(key)!r}; run "
+                              f"with the study's {key}")
+    params = tuning.best.params
+    fixed_here = [name for name in params if (name[len(TRAINING_PREFIX):] in raw.get("training", {})
+                                               if name.startswith(TRAINING_PREFIX)
+                                               else name in raw.get("method_options", {}))]
+    if fixed_here:
+        raise ConfigError(f"--tuned {path} chose {', '.join(sorted(fixed_here))}; leave it out of the command line "
+                          f"and config file")
+    raw = {**raw, "tuned": TunedFrom(study=tuning.study, trials=tuning.budget.trials, best_trial=tuning.best.number,
+                                     validation_final_acc=tuning.best.value, params=params).model_dump(mode="json")}
+    return apply_params(parse_run_config(raw, source), params, f"--tuned {path}")

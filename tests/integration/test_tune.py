@@ -1,0 +1,203 @@
+"""``mcit-bench tune``: an Optuna study on a validation split carved from the training data.
+
+The search test runs three trials of seqft on synth-coin's ci subset (4 steps a task, so the study,
+not the learning, is what it checks): the chosen trial is the best finished one on validation, each
+trial's value is its own run's final accuracy on that split, and no test file is ever opened. A
+tuning file then trains a final run (all training data, test split) that the leaderboard files
+apart from default entries. The bad-input tests stop before any training.
+"""
+
+import hashlib
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import mcit_bench.runner as runner_module
+from mcit_bench.cli import app
+from mcit_bench.config import RunConfig, ValidationSplit
+from mcit_bench.errors import ConfigError
+from mcit_bench.leaderboard import entry_from_results
+from mcit_bench.methods.search import Choice, LogUniform
+from mcit_bench.schema import load_results
+from mcit_bench.tune import TuneRequest, open_study, seen_mean
+from tests.conftest import FIXTURES
+
+cli = CliRunner()
+SEARCH = ("--method", "seqft", "--subset", "ci", "--steps-per-task", "4")
+
+
+def invoke(*args: str):
+    return cli.invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, cache_root):
+    """Three trials of seqft on the ci subset, every file the runs opened recorded."""
+    out = tmp_path_factory.mktemp("tune")
+    opened: list[str] = []
+    real_load_split = runner_module.load_split
+
+    def recording_load_split(spec, cache):
+        opened.append(str(spec.path))
+        return real_load_split(spec, cache)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(runner_module, "load_split", recording_load_split)
+    try:
+        result = invoke("tune", *SEARCH, "--trials", "3", "--output", str(out / "runs"),
+                        "--cache-dir", str(cache_root))
+    finally:
+        patch.undo()
+    assert result.exit_code == 0, result.output
+    folder = out / "runs" / "synth-coin" / "seqft" / "tune-seed0-ci"
+    return {"out": out, "folder": folder, "summary": json.loads((folder / "tuning.json").read_text()),
+            "opened": opened, "output": result.output}
+
+
+def test_the_chosen_trial_is_the_best_on_validation(study):
+    summary = study["summary"]
+    trials = summary["trials"]
+    assert len(trials) == 3 and {t["state"] for t in trials} <= {"complete", "pruned"}
+    assert [t["state"] for t in trials[:2]] == ["complete", "complete"]  # the pruner waits for two finished trials
+    values = {t["number"]: t["value"] for t in trials if t["state"] == "complete"}
+    best = max(values, key=lambda number: (values[number], -number))
+    assert summary["best"]["number"] == best and summary["best"]["value"] == values[best]
+    assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 3  # three different settings
+    runs = study["out"] / "runs" / "synth-coin" / "seqft"
+    for trial in trials:
+        run_dir = runs / trial["run_id"]
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["validation"] == {"fraction": 0.1, "max_per_task": 100, "seed": 0}
+        assert config["training"]["lr"] == trial["params"]["training.lr"]
+        assert config["method_options"]["lora_rank"] == trial["params"]["lora_rank"]
+        if trial["state"] == "pruned":  # stopped after a stage: no results
+            assert not (run_dir / "results.json").exists()
+            continue
+        results = json.loads((run_dir / "results.json").read_text())
+        assert results["summary"]["final_acc"] == pytest.approx(trial["value"])  # its own run's validation score
+        # ci trains on 200 samples a task: 20 are held out and scored, none of the 24 test samples
+        assert {info["test_samples"] for info in results["task_info"].values()} == {20}
+    assert "best: trial" in study["output"] and "--tuned" in study["output"]
+
+
+def test_the_test_split_is_never_read(study):
+    assert study["opened"], "the recording did not see the training files"
+    assert all(path.endswith("train.json") for path in study["opened"]), study["opened"]
+
+
+def test_a_trial_never_goes_on_the_leaderboard(study, tmp_path):
+    trial_dir = study["out"] / "runs" / "synth-coin" / "seqft" / study["summary"]["best"]["run_id"]
+    refused = invoke("submit", str(trial_dir), "--leaderboard", str(tmp_path / "board.json"))
+    assert refused.exit_code == 2 and "this is a tuning trial" in " ".join(refused.output.split())
+    assert not (tmp_path / "board.json").exists()
+
+
+def test_the_tuned_run_trains_on_everything_with_the_chosen_settings(tmp_path, cache_root):
+    """A tuning.json as tune writes it (for the two-task slice, so the final run takes seconds)."""
+    sequence = str(FIXTURES / "two_task_quick.yaml")
+    params = {"lora_rank": 8, "training.lr": 0.002}
+    tuning = tmp_path / "tuning.json"
+    tuning.write_text(json.dumps({
+        "study": "tune-seed0", "identity": {"method": "seqft", "sequence": sequence, "subset": None,
+                                            "variant": None, "model": "mcit-tiny"},
+        "budget": {"trials": 5}, "best": {"number": 3, "value": 41.5, "params": params}}))
+    runs = tmp_path / "runs"
+    result = invoke("run", "--sequence", sequence, "--tuned", str(tuning), "--output", str(runs),
+                    "--cache-dir", str(cache_root))
+    assert result.exit_code == 0, result.output
+    results = load_results(runs / "two-task-quick" / "seqft" / "seed0" / "results.json")
+    assert results.run.config["tuned"] == {"study": "tune-seed0", "trials": 5, "best_trial": 3,
+                                           "validation_final_acc": 41.5, "params": params}
+    assert results.run.config["training"]["lr"] == 0.002 and results.run.method_options["lora_rank"] == 8
+    assert "validation" not in results.run.config
+    assert {info.test_samples for info in results.task_info.values()} == {4}  # the test split, all of it
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    key = entry_from_results(results).key
+    assert key.settings == f"tuned-{digest}" and key.label().endswith(f"seqft (task-agnostic, tuned-{digest})")
+    # a setting the study chose cannot also be given on the command line
+    clash = invoke("run", "--sequence", sequence, "--tuned", str(tuning), "--lr", "0.1", "--output", str(runs))
+    assert clash.exit_code == 2 and "chose training.lr; leave it out" in " ".join(clash.output.split())
+
+
+def test_a_finished_study_is_joined_not_rerun(study, monkeypatch):
+    """A second worker on a study that has its budget trains nothing and reports the same choice."""
+    monkeypatch.setattr(runner_module, "run_stream", lambda *a, **k: pytest.fail("a finished study trained"))
+    result = invoke("tune", *SEARCH, "--trials", "3", "--output", str(study["out"] / "runs"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((study["folder"] / "tuning.json").read_text())["best"] == study["summary"]["best"]
+
+
+def test_the_pruner_compares_the_mean_over_the_tasks_seen_so_far():
+    rows = {0: {"a": 10.0, "b": 0.0, "c": 0.0}, 1: {"a": 80.0, "b": 5.0, "c": 0.0},
+            2: {"a": 60.0, "b": 90.0, "c": 3.0}}
+    assert seen_mean(rows, ["a", "b", "c"]) == pytest.approx(75.0)  # (60 + 90) / 2
+    assert seen_mean({k: rows[k] for k in (0, 1)}, ["a", "b", "c"]) == pytest.approx(80.0)
+
+
+@pytest.mark.parametrize("args,space,message", [
+    (["--trials", "0"], None, "--trials 0 must be at least 1"),
+    (["--trials", "2"], "colour: {choices: [red]}", "seqft has no setting 'colour'; searchable settings are"),
+    (["--trials", "2"], "lora_rank: {choices: [8, 0]}", "lora_rank = 0 is refused"),
+    (["--trials", "2"], "training.lr: {log: [0, 0.1]}", "training.lr needs low < high and low > 0 on a log scale"),
+    (["--trials", "2", "--lr", "0.001"], None, "No such option: --lr"),
+    (["--trials", "2", "--storage", "sqlite:////no/such/folder/study.db"], None,
+     "the study storage sqlite:////no/such/folder/study.db cannot be opened"),
+    (["--trials", "2", "--storage", "nosuchdb://host/x"], None, "the study storage nosuchdb://host/x cannot be opened"),
+])
+def test_bad_input_is_refused_before_any_training(tmp_path, monkeypatch, args, space, message):
+    monkeypatch.setattr(runner_module, "run_stream", lambda *a, **k: pytest.fail("trained despite bad input"))
+    extra = []
+    if space is not None:
+        (tmp_path / "space.yaml").write_text(space + "\n")
+        extra = ["--space", str(tmp_path / "space.yaml")]
+    result = invoke("tune", *SEARCH, *args, *extra, "--output", str(tmp_path / "runs"))
+    assert result.exit_code == 2
+    assert message in " ".join(result.output.split())
+
+
+def test_a_setting_both_searched_and_fixed_is_refused(tmp_path):
+    result = invoke("tune", *SEARCH, "--trials", "2", "--option", "lora_rank=8", "--output", str(tmp_path))
+    assert result.exit_code == 2
+    assert "lora_rank is both searched and fixed on the command line" in " ".join(result.output.split())
+
+
+def test_a_study_made_for_another_method_or_stream_is_refused(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'shared.db'}"
+    validation = ValidationSplit()
+
+    def request(method: str, subset: str | None) -> TuneRequest:
+        return TuneRequest(base=RunConfig(method=method, subset=subset, validation=validation), trials=2,
+                           space={"training.lr": LogUniform(1e-4, 1e-2)}, output_root=tmp_path, study_name="shared",
+                           storage=storage)
+
+    open_study(request("seqft", "ci"), tmp_path)
+    open_study(request("seqft", "ci"), tmp_path)  # the same search joins
+    with pytest.raises(ConfigError, match=r"was made for another search \(it differs in method\)"):
+        open_study(request("ewc", "ci"), tmp_path)
+    with pytest.raises(ConfigError, match="differs in content_hash, subset"):
+        open_study(request("seqft", None), tmp_path)
+
+
+def test_every_method_declares_a_space_its_options_accept():
+    """Each shipped method's own space passes the same check a user's space does."""
+    from mcit_bench.methods.base import METHODS
+    from mcit_bench.tune import check_space
+
+    for name in METHODS:
+        space = METHODS.get(name).search_space
+        assert "training.lr" in space or "lr" in space, name  # the learning rate is searched for every method
+        check_space(RunConfig(method=name), space, f"{name}'s search space")
+    assert METHODS.get("ewc").search_space["ewc_lambda"] == LogUniform(1e2, 1e6)
+    assert METHODS.get("seqft").search_space["lora_rank"] == Choice((8, 16, 32))
+
+
+def test_a_tuning_file_for_another_method_is_refused(study, tmp_path):
+    result = invoke("run", "--method", "ewc", "--subset", "ci", "--tuned", str(study["folder"] / "tuning.json"),
+                    "--output", str(tmp_path))
+    assert result.exit_code == 2
+    assert "was tuned with method 'seqft', not 'ewc'" in " ".join(result.output.split())
+    broken = tmp_path / "tuning.json"
+    broken.write_text("{}")
+    result = invoke("run", *SEARCH, "--tuned", str(broken), "--output", str(tmp_path))
+    assert result.exit_code == 2 and "is not a tuning.json of 'mcit-bench tune'" in " ".join(result.output.split())

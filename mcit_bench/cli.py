@@ -202,7 +202,9 @@ def tune(
         table.add_column(column)
     for trial in summary["trials"]:
         value = "" if trial["value"] is None else f"{trial['value']:.2f}"
-        table.add_row(str(trial["number"]), trial["state"], value, json.dumps(trial["params"], sort_keys=True))
+        state = (f"pruned after stage {trial['stopped_after_stage']}" if trial["stopped_after_stage"] is not None
+                 else trial["state"])
+        table.add_row(str(trial["number"]), state, value, json.dumps(trial["params"], sort_keys=True))
     console.print(table)
     best = summary["best"]
     console.print(f"best: trial {best['number']} ({best['value']:.2f}) with {json.dumps(best['params'])}",

@@ -20,7 +20,7 @@ from mcit_bench.errors import ConfigError
 from mcit_bench.leaderboard import entry_from_results
 from mcit_bench.methods.search import Choice, LogUniform
 from mcit_bench.schema import load_results
-from mcit_bench.tune import TuneRequest, open_study, seen_mean
+from mcit_bench.tune import TuneRequest, open_study, seen_mean, tuning_summary
 from tests.conftest import FIXTURES
 
 cli = CliRunner()
@@ -58,9 +58,10 @@ def study(tmp_path_factory, cache_root):
 def test_the_chosen_trial_is_the_best_on_validation(study):
     summary = study["summary"]
     trials = summary["trials"]
-    assert len(trials) == 3 and {t["state"] for t in trials} <= {"complete", "pruned"}
-    assert [t["state"] for t in trials[:2]] == ["complete", "complete"]  # the pruner waits for two finished trials
-    values = {t["number"]: t["value"] for t in trials if t["state"] == "complete"}
+    assert len(trials) == 3
+    assert [t["state"] for t in trials] == ["complete"] * 3  # the pruner waits for five finished trials
+    assert summary["budget"]["pruner_startup_trials"] == 5 and summary["budget"]["pruner_warmup_stages"] == 4
+    values = {t["number"]: t["value"] for t in trials}
     best = max(values, key=lambda number: (values[number], -number))
     assert summary["best"]["number"] == best and summary["best"]["value"] == values[best]
     assert len({json.dumps(t["params"], sort_keys=True) for t in trials}) == 3  # three different settings
@@ -71,9 +72,6 @@ def test_the_chosen_trial_is_the_best_on_validation(study):
         assert config["validation"] == {"fraction": 0.1, "max_per_task": 100, "seed": 0}
         assert config["training"]["lr"] == trial["params"]["training.lr"]
         assert config["method_options"]["lora_rank"] == trial["params"]["lora_rank"]
-        if trial["state"] == "pruned":  # stopped after a stage: no results
-            assert not (run_dir / "results.json").exists()
-            continue
         results = json.loads((run_dir / "results.json").read_text())
         assert results["summary"]["final_acc"] == pytest.approx(trial["value"])  # its own run's validation score
         # ci trains on 200 samples a task: 20 are held out and scored, none of the 24 test samples
@@ -126,6 +124,29 @@ def test_a_finished_study_is_joined_not_rerun(study, monkeypatch):
     result = invoke("tune", *SEARCH, "--trials", "3", "--output", str(study["out"] / "runs"))
     assert result.exit_code == 0, result.output
     assert json.loads((study["folder"] / "tuning.json").read_text())["best"] == study["summary"]["best"]
+
+
+def test_a_pruned_trial_has_no_final_accuracy(tmp_path):
+    """Optuna gives a pruned trial its last running mean as value: tuning.json must not show it as
+    the trial's final accuracy, nor choose it."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("identity", {"tasks": ["a", "b", "c", "d"]})
+    study.optimize(lambda trial: 40.0, n_trials=1)
+
+    def pruned(trial):
+        trial.report(70.0, 2)
+        raise optuna.TrialPruned()
+
+    study.optimize(pruned, n_trials=1)
+    request = TuneRequest(base=RunConfig(validation=ValidationSplit()), trials=2, space={}, output_root=tmp_path,
+                          study_name="s", storage="sqlite:///unused.db")
+    summary = tuning_summary(study, request, tmp_path)
+    assert summary["trials"][1] == {"number": 1, "state": "pruned", "params": {}, "value": None,
+                                    "stopped_after_stage": 2, "run_id": None}
+    assert summary["best"]["number"] == 0 and summary["best"]["value"] == 40.0
+    assert summary["budget"]["pruner_warmup_stages"] == 2
 
 
 def test_the_pruner_compares_the_mean_over_the_tasks_seen_so_far():

@@ -182,8 +182,6 @@ def tune(
     from mcit_bench.tune import tune as run_study
 
     try:
-        if trials < 1:
-            raise ConfigError(f"--trials {trials} must be at least 1; every method gets the same number of trials")
         raw = _raw_config(config, method, sequence, subset, variant, model, option, False, precision,
                           {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum})
         raw["seed"] = seed

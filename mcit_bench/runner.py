@@ -405,14 +405,13 @@ def generate_sharded(accelerator: Accelerator, model, collator, rows, config: Ru
     each row exactly once."""
     world, rank = accelerator.num_processes, accelerator.process_index
     mine = rows[rank::world]
-    share = -(-len(rows) // world)
+    kept = len(mine)
     if config.shard is not None:  # sharded layers gather in every forward: every process runs as many
-        mine = mine + rows[: share - len(mine)]  # batches (the padding's answers are dropped below)
+        mine = mine + rows[: -(-len(rows) // world) - kept]  # batches (the padding's answers are dropped)
     with compute_precision(config.precision, run.device):
         answers, chosen = generate_answers(model, collator, mine, config.eval.batch_size,
                                            config.eval.max_new_tokens, method, run, run.device, oracle_task,
                                            synced=config.shard is not None)
-    kept = len(rows[rank::world])
     answers, chosen = answers[:kept], (chosen[:kept] if chosen is not None else None)
     if world == 1:
         return answers, chosen

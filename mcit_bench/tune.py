@@ -17,6 +17,7 @@ the full training data with them and records where they came from (``RunConfig.t
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, ValidationError
 
 from mcit_bench.config import RunConfig, TrainingConfig, TunedFrom, parse_run_config
+from mcit_bench.data.stream import TaskStream, load_stream
 from mcit_bench.errors import ConfigError, DataError, first_problem
 from mcit_bench.io import atomic_write_json
 from mcit_bench.methods.base import METHODS
@@ -45,6 +47,11 @@ def pruner_warmup_stages(tasks: int) -> int:
     return tasks // 2
 
 
+def training_key(name: str) -> str | None:
+    """``lr`` for the setting ``training.lr``; None for a method option."""
+    return name[len(TRAINING_PREFIX):] if name.startswith(TRAINING_PREFIX) else None
+
+
 @dataclass(frozen=True)
 class TuneRequest:
     base: RunConfig  # the method, stream, model, seed and every setting that is not searched
@@ -55,6 +62,13 @@ class TuneRequest:
     storage: str | None = None  # None: an SQLite file in the study's folder
     data_root: Path | None = None
     cache_root: Path | None = None
+
+    @functools.cached_property
+    def stream(self) -> TaskStream:
+        return load_stream(self.base.sequence, self.base.subset, self.base.variant)
+
+    def storage_url(self, folder: Path) -> str:
+        return self.storage or f"sqlite:///{folder / 'study.db'}"
 
 
 def method_space(method: str) -> SearchSpace:
@@ -79,8 +93,9 @@ def apply_params(base: RunConfig, params: dict[str, Any], source: str) -> RunCon
 
     raw = base.model_dump(mode="python")
     for name, value in params.items():
-        if name.startswith(TRAINING_PREFIX):
-            raw["training"][name[len(TRAINING_PREFIX):]] = value
+        key = training_key(name)
+        if key is not None:
+            raw["training"][key] = value
         else:
             raw["method_options"][name] = value
     config = parse_run_config(raw, source)
@@ -96,8 +111,8 @@ def check_space(base: RunConfig, space: SearchSpace, source: str) -> None:
     options = METHODS.get(base.method).Options
     fixed = set(base.method_options) | {TRAINING_PREFIX + key for key in base.training.model_fields_set}
     for name, param in space.items():
-        known = (name[len(TRAINING_PREFIX):] in TrainingConfig.model_fields if name.startswith(TRAINING_PREFIX)
-                 else name in options.model_fields)
+        key = training_key(name)
+        known = key in TrainingConfig.model_fields if key is not None else name in options.model_fields
         if not known:
             choices = sorted(options.model_fields) + sorted(TRAINING_PREFIX + key
                                                             for key in TrainingConfig.model_fields)
@@ -114,10 +129,7 @@ def check_space(base: RunConfig, space: SearchSpace, source: str) -> None:
 
 def study_identity(request: TuneRequest) -> dict[str, Any]:
     """What a study was made for: a worker joining it must search the same question."""
-    from mcit_bench.data.stream import load_stream
-
-    base = request.base
-    stream = load_stream(base.sequence, base.subset, base.variant)
+    base, stream = request.base, request.stream
     return {"method": base.method, "sequence": base.sequence, "subset": base.subset, "variant": base.variant,
             "content_hash": stream.content_hash(), "tasks": stream.task_names, "model": base.model, "seed": base.seed,
             "precision": base.precision, "training": base.training.model_dump(mode="json"),
@@ -127,11 +139,9 @@ def study_identity(request: TuneRequest) -> dict[str, Any]:
 
 
 def study_folder(request: TuneRequest) -> Path:
-    from mcit_bench.data.stream import load_stream
     from mcit_bench.runner import path_part
 
-    stream = load_stream(request.base.sequence, request.base.subset, request.base.variant)
-    return (request.output_root / path_part(stream.name, "sequence name")
+    return (request.output_root / path_part(request.stream.name, "sequence name")
             / path_part(request.base.method, "method name") / path_part(request.study_name, "study name"))
 
 
@@ -140,17 +150,14 @@ def open_study(request: TuneRequest, folder: Path) -> optuna.Study:
     question, is refused in one sentence."""
     import optuna
 
-    from mcit_bench.data.stream import load_stream
-
-    storage = request.storage or f"sqlite:///{folder / 'study.db'}"
-    tasks = len(load_stream(request.base.sequence, request.base.subset, request.base.variant).tasks)
+    storage = request.storage_url(folder)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(
             study_name=request.study_name, storage=storage, direction="maximize", load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=request.base.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
-                                               n_warmup_steps=pruner_warmup_stages(tasks)))
+                                               n_warmup_steps=pruner_warmup_stages(len(request.stream.tasks))))
     except Exception as error:  # SQLAlchemy and Optuna raise many kinds; all mean the same to the user
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"the study storage {redacted(storage)} cannot be opened ({reason}); pass --storage "
@@ -186,7 +193,6 @@ def tune(request: TuneRequest, console=None) -> dict[str, Any]:
     """Run the study to ``request.trials`` trials (joining any already there) and write tuning.json."""
     import optuna
 
-    from mcit_bench.data.stream import load_stream
     from mcit_bench.runner import run_stream
 
     if request.trials < 1:
@@ -202,8 +208,7 @@ def tune(request: TuneRequest, console=None) -> dict[str, Any]:
                           f"--output") from None
     study = open_study(request, folder)
     counted = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-
-    tasks = load_stream(request.base.sequence, request.base.subset, request.base.variant).task_names
+    tasks = request.stream.task_names
 
     def objective(trial: optuna.Trial) -> float:
         params = {name: param.suggest(trial, name) for name, param in sorted(request.space.items())}
@@ -241,7 +246,7 @@ def tuning_summary(study: optuna.Study, request: TuneRequest, folder: Path) -> d
     return {
         "study": request.study_name,
         "folder": str(folder),
-        "storage": redacted(request.storage or f"sqlite:///{folder / 'study.db'}"),
+        "storage": redacted(request.storage_url(folder)),
         "method": request.base.method,
         "identity": study.user_attrs["identity"],
         "objective": "final_acc on the validation split",
@@ -302,9 +307,9 @@ def tuned_config(raw: dict[str, Any], tuning: TuningFile, path: Path, source: st
             raise ConfigError(f"--tuned {path} was tuned with {key} {identity[key]!r}, not {raw.get(key)!r}; run "
                               f"with the study's {key}")
     params = tuning.best.params
-    fixed_here = [name for name in params if (name[len(TRAINING_PREFIX):] in raw.get("training", {})
-                                               if name.startswith(TRAINING_PREFIX)
-                                               else name in raw.get("method_options", {}))]
+    fixed_here = [name for name in params
+                  if (training_key(name) in raw.get("training", {}) if training_key(name) is not None
+                      else name in raw.get("method_options", {}))]
     if fixed_here:
         raise ConfigError(f"--tuned {path} chose {', '.join(sorted(fixed_here))}; leave it out of the command line "
                           f"and config file")

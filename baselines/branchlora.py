@@ -6,10 +6,14 @@ up-projections B_1..B_N (the branches): h = W0 x + (alpha / r) * sum_{e in topk(
 - Task-specific routers: each task adds a router (d -> N, softmax, top-k, renormalised over the k);
   older routers are frozen.
 - Tuning-freezing: after a task, in every layer the ``freeze_per_task`` tunable branches its router
-  used most (summed gate mass over its training tokens) are frozen. Later tasks may still route
-  through frozen branches (read only). The paper does not publish what happens when too few
-  tunable branches are left; ``on_exhausted: grow`` (default) adds zero-initialised branches until
-  ``top_k`` are tunable, ``share`` lets tasks keep training what is left (never fewer than 0).
+  used most (summed gate mass over its training tokens, padding excluded) are frozen. Later tasks
+  may still route through frozen branches (read only). The paper does not publish what happens
+  when too few tunable branches are left; ``on_exhausted: share`` (default) lets tasks keep
+  training what is left, so the parameter budget stays that of MoELoRA's experts; ``grow`` adds
+  zero-initialised branches until ``top_k`` are tunable (a budget that grows with the stream).
+- Like for like with MoELoRA by default: as many branches as MoELoRA has experts (4), each of
+  MoELoRA's per-expert rank (4), so both hold up-projections of total rank 16 at the same scale
+  alpha / r = 2; the trunk's A and MoELoRA's A start from the same Kaiming-uniform draw rule.
 - Task selector: per task an image key and an instruction key (mcit_bench.methods.selector); at
   evaluation each sample takes the router of the task whose keys match best, without its label.
 - The trunk and the projector are shared and keep training, as in the paper.
@@ -35,12 +39,12 @@ from mcit_bench.models.loading import image_feature_dim
 class BranchLoRAOptions(MethodOptions):
     branches: int = Field(default=4, gt=0)
     # the rank of the trunk and of every branch: the paper pairs it with MoELoRA's per-expert rank
-    # (16 = 128 / 8 on 7B models); 8 on mcit-tiny keeps the shared trunk from starving the branches
-    rank: int = Field(default=8, gt=0)
-    alpha: float = Field(default=16.0, gt=0)
+    # (16 = 128 / 8 on 7B models); here MoELoRA's 16 / 4 experts
+    rank: int = Field(default=4, gt=0)
+    alpha: float = Field(default=8.0, gt=0)  # alpha / rank = 2, MoELoRA's 32 / 16
     top_k: int = Field(default=2, gt=0)
     freeze_per_task: int | None = Field(default=None, ge=0)  # None: top_k
-    on_exhausted: Literal["grow", "share"] = "grow"
+    on_exhausted: Literal["grow", "share"] = "share"
     key_weight: float = Field(default=1.0, ge=0.0)
     train_projector: bool = True
 
@@ -105,6 +109,9 @@ class BranchLoRAMethod(Method):
         for index, branch in enumerate(layer.branches):
             branch.requires_grad_(index not in self.frozen[name])
 
+    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
+        self.routing.token_mask = batch["attention_mask"].bool()  # usage counts no padding
+
     def loss(self, batch: dict[str, torch.Tensor], outputs: Any, run: RunContext) -> dict[str, torch.Tensor]:
         queries = sample_queries(self.model, batch)
         return {"keys": self.options.key_weight * self.selector.key_loss(queries, self.routing.training_task)}
@@ -126,7 +133,7 @@ class BranchLoRAMethod(Method):
         if self.selector.n_tasks == 0:
             return None
         chosen = self.selector.select(sample_queries(self.model, batch)) if oracle is None else oracle.to(run.device)
-        self.routing.task_ids = chosen
+        self.routing.task_ids, self.routing.token_mask = chosen, None
         return chosen
 
     def state_dict(self) -> dict[str, Any]:

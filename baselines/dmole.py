@@ -1,29 +1,39 @@
 """D-MoLE (dmole; Ge et al., ICML 2025): per-task LoRA experts where a zero-cost proxy says they matter.
 
-All base weights stay frozen. Before task t:
+Follows the public code (gcd19/D-MoLE) where it and the paper differ; docs/METHODS.md lists each
+choice with its source. All base weights stay frozen. Before task t:
 - Zero-cost proxy: the language-modelling loss of ``proxy_fraction`` of its training batches (at
-  least one) is back-propagated through the base model, and each candidate linear layer (every
-  linear layer of the vision encoder and of the language model) scores the norm of its weight's
-  gradient, summed over the batches. A layer the loss does not reach (no gradient: a vision layer
-  after the hidden state the projector reads, as all four of mcit-tiny's) cannot change an answer
-  and is not a candidate for that task.
+  least one) is back-propagated through the base model with the gradients accumulating, and each
+  candidate scores the norm of its accumulated gradient (weight and bias norms summed), as
+  ``compute_zc_score.py`` does. Candidates are the attention projections (the public code's target
+  list: ``attn.qkv``, ``attn.proj``, ``attention.wqkv``, ``attention.wo``) of the vision encoder and
+  of the language model, plus the projector's linear layers on the vision side: mcit-tiny's
+  projector reads the tower's hidden state 0, so no tower layer reaches the loss there and without
+  the projector D-MoLE would have no vision side at all. A candidate the loss does not reach (no
+  gradient) cannot change an answer and is dropped for that task.
 - Inter-modal curriculum: a budget of ``budget_fraction`` of the candidates is split between the
   vision and language sides in proportion to their summed scores, the vision side keeping at least
   ``min_vision_share`` (the public code keeps 25%); the top-scored layers of each side get a new
   LoRA expert (rank 8, alpha 16) owned by task t. Only task t's experts train.
-- Router: per task a small autoencoder (d -> hidden -> d) over a frozen sequence embedding (the
-  max-pooled vision features and the max-pooled instruction embeddings, experts off, L2-normalised),
-  trained with MSE (Adam, lr 5e-3, as in the public code); its threshold is the ``threshold_quantile``
-  of its own reconstruction errors. At evaluation each sample goes to the task with the lowest
-  error among those under their thresholds; none passing means the base model (no expert).
-Not implemented: the public code may also switch on a past task's experts while training task t
-when its router claims the sample; here training uses task t's experts only.
+- Router: per task an autoencoder (d -> d / ``router_compression`` -> d, ReLU then sigmoid, as
+  ``internvl/model/autoencoder.py``) over a frozen sequence embedding, experts off: the vision
+  encoder's last hidden state max-pooled beside the language model's last hidden state over the
+  instruction text alone, max-pooled, L2-normalised together (``extract_sequence_feature``). It
+  trains on the task's training samples with MSE, Adam at 5e-3 with a cosine schedule down to 1e-3
+  and early stopping after 10 epochs without improvement (``train_autoencoder.py``); its threshold
+  is the ``threshold_quantile`` of its errors on ``router_holdout`` of the samples it did not train on.
+- Routing (``get_task_ids``): each sample's candidate is the task with the lowest error among those
+  under their thresholds. ``vote: sample`` (default) keeps that choice per sample, with the
+  runner-up as a second active task; ``vote: batch`` is the public code's rule: the batch's majority
+  task, plus a second one holding at least ``vote_share`` of the votes. In training, a past task
+  chosen the same way adds its frozen experts beside task t's (``past_experts``). No task passing
+  means the base model answers.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -44,7 +54,13 @@ from mcit_bench.methods.base import (
 )
 from mcit_bench.methods.search import LR, Choice
 from mcit_bench.methods.selector import instruction_mask
-from mcit_bench.models.loading import image_row_samples, language_model, pooled_image_features, vision_tower
+from mcit_bench.models.loading import (
+    image_row_samples,
+    language_model,
+    pooled_image_features,
+    projector,
+    vision_tower,
+)
 
 NO_TASK = -1  # routed to no task: the base model answers
 
@@ -56,12 +72,25 @@ class DMoLEOptions(MethodOptions):
     min_vision_share: float = Field(default=0.25, ge=0.0, le=1.0)
     proxy_fraction: float = Field(default=0.01, gt=0.0, le=1.0)  # of the task's training batches
     proxy_batch_size: int = Field(default=32, gt=0)
-    router_hidden: int = Field(default=128, gt=0)
-    router_samples: int = Field(default=512, gt=0)
-    router_epochs: int = Field(default=20, gt=0)
+    # input width over bottleneck width: the public code's 3072 -> 128 on InternVL2-2B
+    router_compression: float = Field(default=24.0, ge=1.0)
+    router_epochs: int = Field(default=1000, gt=0)  # an upper bound: early stopping ends it
+    router_patience: int = Field(default=10, gt=0)
+    router_batch_size: int = Field(default=1024, gt=0)
+    router_holdout: float = Field(default=0.1, gt=0.0, lt=1.0)  # of the task's samples, for the threshold
     threshold_quantile: float = Field(default=0.95, gt=0.0, le=1.0)
-    # in training, a sample the routers give to a past task also runs that task's (frozen) experts
+    vote: Literal["sample", "batch"] = "sample"
+    vote_share: float = Field(default=0.3, gt=0.0, le=1.0)  # of the valid votes, for a second task
+    # in training, a past task the routers choose also runs its (frozen) experts
     past_experts: bool = True
+
+
+def attention_names(model: nn.Module, root: nn.Module) -> list[str]:
+    """Full names of the linear layers of ``root`` that sit directly in an attention block."""
+    prefix = next(name for name, module in model.named_modules() if module is root)
+    return [f"{prefix}.{parent}.{child}" for parent, block in root.named_modules()
+            if "Attention" in type(block).__name__
+            for child, module in block.named_children() if isinstance(module, nn.Linear)]
 
 
 def linear_names(model: nn.Module, root: nn.Module) -> list[str]:
@@ -84,14 +113,80 @@ def allocate(scores: dict[str, float], vision: set[str], budget: int, min_vision
     return sorted(top(vision_scores, n_vision) + top(language_scores, n_language))
 
 
+def vote_routes(errors: torch.Tensor, thresholds: torch.Tensor, vote: str, vote_share: float,
+                training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first, second) task per sample from the routers' errors [samples, tasks]; NO_TASK for none.
+
+    A task is a candidate for a sample when its error is under its threshold; the sample's choice is
+    the candidate with the lowest error. ``sample``: the first task is that choice and the second
+    the runner-up candidate. ``batch`` (the public code's ``get_task_ids``): the whole batch takes the
+    most voted choice (in training only when it holds ``vote_share`` of the votes) and, at evaluation,
+    the next most voted when it does. In training every router is a past task's, and only the first
+    is used: the training task's own experts are always on.
+    """
+    candidates = errors.masked_fill(errors >= thresholds, float("inf"))
+    ranked = candidates.sort(dim=1)
+    none = torch.full((errors.shape[0],), NO_TASK, dtype=torch.long, device=errors.device)
+
+    def pick(column: int) -> torch.Tensor:
+        if column >= errors.shape[1]:
+            return none
+        return torch.where(torch.isinf(ranked.values[:, column]), none, ranked.indices[:, column])
+
+    first = pick(0)
+    if vote == "sample":
+        return first, none if training else pick(1)
+    valid = first[first != NO_TASK]
+    if valid.numel() == 0:
+        return none, none
+    votes = torch.bincount(valid, minlength=errors.shape[1]).float()
+    top = int(votes.argmax())  # ties: the earliest task, as numpy's argmax in the public code
+    support = votes / valid.numel()
+    if training:
+        return (torch.full_like(none, top) if support[top] >= vote_share else none), none
+    votes[top] = 0
+    runner = int(votes.argmax())
+    second = torch.full_like(none, runner) if votes[runner] > 0 and support[runner] >= vote_share else none
+    return torch.full_like(none, top), second
+
+
 class AutoEncoder(nn.Module):
+    """The public code's router: Linear, ReLU, Linear, sigmoid; a sample's error is its mean squared error."""
+
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
         self.encode = nn.Linear(dim, hidden)
         self.decode = nn.Linear(hidden, dim)
 
     def errors(self, x: torch.Tensor) -> torch.Tensor:
-        return ((self.decode(torch.relu(self.encode(x))) - x) ** 2).mean(-1)
+        return ((torch.sigmoid(self.decode(torch.relu(self.encode(x)))) - x) ** 2).mean(-1)
+
+
+def train_router(embeddings: torch.Tensor, hidden: int, options: DMoLEOptions, seed: int) -> AutoEncoder:
+    """Adam at 5e-3, cosine to 1e-3 over ``router_epochs``, stopped after ``router_patience`` epochs
+    without a lower mean training loss (``train_autoencoder.py``)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    router = AutoEncoder(embeddings.shape[1], hidden).to(embeddings.device)
+    optimizer = torch.optim.Adam(router.parameters(), lr=5e-3)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=options.router_epochs, eta_min=1e-3)
+    best, stale = float("inf"), 0
+    with torch.enable_grad():
+        for _ in range(options.router_epochs):
+            order = torch.randperm(len(embeddings), generator=generator).to(embeddings.device)
+            losses = []
+            for start in range(0, len(order), options.router_batch_size):
+                optimizer.zero_grad()
+                loss = router.errors(embeddings[order[start:start + options.router_batch_size]]).mean()
+                loss.backward()
+                optimizer.step()
+                losses.append(float(loss.detach()))
+            schedule.step()
+            epoch_loss = sum(losses) / len(losses)
+            best, stale = (epoch_loss, 0) if epoch_loss < best else (best, stale + 1)
+            if stale >= options.router_patience:
+                break
+    return router.requires_grad_(False)
 
 
 @register_method("dmole")
@@ -119,8 +214,8 @@ class DMoLE(Method):
         except ConfigError:
             raise ConfigError(f"dmole adapts the vision encoder too, and {type(model).__name__} has none "
                               f"this harness knows; choose another method for this model") from None
-        self.vision_names = set(linear_names(model, vision))
-        candidates = sorted(self.vision_names) + linear_names(model, language_model(model))
+        self.vision_names = set(attention_names(model, vision)) | set(linear_names(model, projector(model)))
+        candidates = sorted(self.vision_names) + attention_names(model, language_model(model))
         o = self.options
         self.experts = attach_adapters(model, candidates, lambda name, linear: TaskExperts(
             linear.in_features, linear.out_features, o.rank, o.alpha, self.routing))
@@ -129,8 +224,8 @@ class DMoLE(Method):
 
     # ------------------------------------------------------------------ allocation
     def proxy_scores(self, stage: Stage, run: RunContext) -> dict[str, float | None]:
-        """Per candidate, its weight's gradient norm summed over the proxy batches; None where the
-        loss never reaches the layer.
+        """Per candidate, the norm of its gradient accumulated over the proxy batches (weight and
+        bias norms summed); None where the loss never reaches the layer.
 
         The gradient of a linear layer's weight is the sum over tokens of (dL/d output) x input^T, so
         it is formed from the two with hooks instead of asking the weight for its gradient: the same
@@ -144,37 +239,38 @@ class DMoLE(Method):
         order = torch.randperm(len(data), generator=generator).tolist()
         modules = dict(self.model.named_modules())
         probe = torch.zeros((), device=run.device, requires_grad=True)
-        batch_grads: dict[str, torch.Tensor] = {}
+        weight_grads: dict[str, torch.Tensor] = {}
+        bias_grads: dict[str, torch.Tensor] = {}
 
         def capture(name: str):
             def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
                 x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
                 output = output + probe
 
-                def weight_grad(grad: torch.Tensor) -> None:
+                def accumulate(grad: torch.Tensor) -> None:
                     g = grad.reshape(-1, grad.shape[-1]).float()
-                    batch_grads[name] = batch_grads.get(name, 0) + g.T @ x
+                    weight_grads[name] = weight_grads.get(name, 0) + g.T @ x
+                    if module.bias is not None:
+                        bias_grads[name] = bias_grads.get(name, 0) + g.sum(0)
 
-                output.register_hook(weight_grad)
+                output.register_hook(accumulate)
                 return output
             return hook
 
         handles = [modules[name].register_forward_hook(capture(name)) for name in self.experts]
-        scores: dict[str, float | None] = dict.fromkeys(self.experts)
         self.routing.enabled = False
         try:
             for b in range(n_batches):
                 rows = rows_of(data, order[b * self.options.proxy_batch_size:(b + 1) * self.options.proxy_batch_size])
                 batch = {k: v.to(run.device) for k, v in self.collator.train_batch(rows).items()}
-                batch_grads.clear()
                 self.model(**batch).loss.backward()
-                for name, grad in batch_grads.items():
-                    scores[name] = (scores[name] or 0.0) + float(grad.norm())
         finally:
             self.routing.enabled = True
             for handle in handles:
                 handle.remove()
-            batch_grads.clear()
+        scores: dict[str, float | None] = dict.fromkeys(self.experts)
+        for name, grad in weight_grads.items():
+            scores[name] = float(grad.norm()) + (float(bias_grads[name].norm()) if name in bias_grads else 0.0)
         return scores
 
     def before_task(self, stage: Stage, run: RunContext) -> None:
@@ -200,62 +296,72 @@ class DMoLE(Method):
 
     # ------------------------------------------------------------------ routing
     @torch.no_grad()
+    def instruction_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The frozen language model's last hidden state over each sample's instruction text alone
+        (no image tokens, no answer), max-pooled: ``extract_sequence_feature``'s text half."""
+        mask = instruction_mask(self.model, batch)
+        lengths = mask.sum(1)
+        ids = batch["input_ids"].new_zeros(len(mask), int(lengths.max()))
+        keep = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)
+        ids[keep] = batch["input_ids"][mask]  # each sample's instruction tokens, left-aligned
+        states = language_model(self.model)(input_ids=ids, attention_mask=keep.long()).last_hidden_state
+        return states.masked_fill(~keep.unsqueeze(-1), float("-inf")).amax(1)
+
+    @torch.no_grad()
     def embeddings(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Max-pooled vision features and instruction embeddings, experts off, L2-normalised."""
+        """[max-pooled vision features; max-pooled instruction states], experts off, L2-normalised together."""
         self.routing.enabled = False
         try:
             _, image = pooled_image_features(self.model, batch)
-            instruction = instruction_mask(self.model, batch)
-            text = self.model.get_input_embeddings()(batch["input_ids"])
-            text = text.masked_fill(~instruction.unsqueeze(-1), float("-inf")).amax(1)
+            text = self.instruction_states(batch)
         finally:
             self.routing.enabled = True
-        return F.normalize(torch.cat([image, text], dim=-1).float(), dim=-1)
+        return F.normalize(torch.cat([image.float(), text.float()], dim=-1), dim=-1)
+
+    def task_embeddings(self, stage: Stage, run: RunContext) -> torch.Tensor:
+        data = self.train_data(stage, run)
+        batches = (self.collator.train_batch(rows_of(data, list(range(i, min(i + 64, len(data))))))
+                   for i in range(0, len(data), 64))
+        return torch.cat([self.embeddings({k: v.to(run.device) for k, v in batch.items()}) for batch in batches])
 
     def after_task(self, stage: Stage, run: RunContext) -> None:
-        data = self.train_data(stage, run)
-        generator = torch.Generator().manual_seed(run.seed * 1000 + stage.index)
-        indices = torch.randperm(len(data), generator=generator)[: self.options.router_samples].tolist()
-        batches = (self.collator.train_batch(rows_of(data, indices[i:i + 64])) for i in range(0, len(indices), 64))
-        parts = [self.embeddings({k: v.to(run.device) for k, v in batch.items()}) for batch in batches]
-        embeddings = torch.cat(parts)
-        torch.manual_seed(run.seed * 1000 + stage.index)
-        router = AutoEncoder(embeddings.shape[1], self.options.router_hidden).to(embeddings.device)
-        optimizer = torch.optim.Adam(router.parameters(), lr=5e-3)
-        with torch.enable_grad():
-            for _ in range(self.options.router_epochs):
-                for start in range(0, len(embeddings), 64):
-                    optimizer.zero_grad()
-                    router.errors(embeddings[start:start + 64]).mean().backward()
-                    optimizer.step()
-        router.requires_grad_(False)
+        embeddings = self.task_embeddings(stage, run)
+        seed = run.seed * 1000 + stage.index
+        order = torch.randperm(len(embeddings), generator=torch.Generator().manual_seed(seed)).to(embeddings.device)
+        held = min(len(order) - 1, max(1, round(self.options.router_holdout * len(order))))
+        if held < 1:
+            raise ConfigError(f"task {stage.name} has {len(order)} training sample(s); D-MoLE's router needs at "
+                              f"least two (one to train on, one to set its threshold)")
+        hidden = max(1, round(embeddings.shape[1] / self.options.router_compression))
+        router = train_router(embeddings[order[held:]], hidden, self.options, seed)
         with torch.no_grad():
-            threshold = float(torch.quantile(router.errors(embeddings), self.options.threshold_quantile))
+            threshold = float(torch.quantile(router.errors(embeddings[order[:held]]), self.options.threshold_quantile))
         self.routers.append(router)
         self.thresholds.append(threshold)
 
-    def choose(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Per sample, the task whose router reconstructs it best under its threshold (NO_TASK: none)."""
+    def choose(self, batch: dict[str, torch.Tensor], training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(first, second) task per sample by the routers (:func:`vote_routes`)."""
         embeddings = self.embeddings(batch)
         with torch.no_grad():
             errors = torch.stack([router.errors(embeddings) for router in self.routers], dim=1)
         thresholds = torch.tensor(self.thresholds, device=errors.device)
-        errors = errors.masked_fill(errors > thresholds, float("inf"))
-        best = errors.argmin(dim=1)
-        return torch.where(torch.isinf(errors.min(dim=1).values), torch.full_like(best, NO_TASK), best)
+        return vote_routes(errors, thresholds, self.options.vote, self.options.vote_share, training)
 
     def before_step(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
-        # the paper's training-time routing: a past task the routers pick adds its experts, frozen
+        # the public code's training-time routing: a past task the routers choose adds its experts, frozen
         if self.options.past_experts and self.routers:
-            self.routing.past_ids = self.choose(batch)
+            self.routing.past_ids, _ = self.choose(batch, training=True)
             self.routing.row_samples = image_row_samples(self.model, batch)
 
     def route(self, batch: dict[str, torch.Tensor], run: RunContext,
               oracle: torch.Tensor | None = None) -> torch.Tensor | None:
         if not self.routers:
             return None
-        chosen = self.choose(batch) if oracle is None else oracle.to(run.device)
-        self.routing.task_ids, self.routing.past_ids = chosen, None
+        if oracle is None:
+            chosen, second = self.choose(batch, training=False)
+        else:  # the true task alone: the experts' capacity without routing errors
+            chosen, second = oracle.to(run.device), torch.full_like(oracle, NO_TASK).to(run.device)
+        self.routing.task_ids, self.routing.past_ids = chosen, second
         self.routing.row_samples = image_row_samples(self.model, batch)
         return chosen
 

@@ -38,6 +38,8 @@ class Routing:
         # vision encoders that flatten every image's patches into one axis (Qwen2-VL): for each such
         # row count, the sample each row belongs to
         self.row_samples: dict[int, torch.Tensor] = {}
+        # in training, [samples, tokens]: True on the tokens that count (not padding) for usage statistics
+        self.token_mask: torch.Tensor | None = None
 
     def per_row(self, per_sample: torch.Tensor, rows: int, device: torch.device) -> torch.Tensor:
         """``per_sample`` values spread over a layer input whose first axis has ``rows`` entries."""
@@ -78,6 +80,16 @@ def attach_adapters(model: nn.Module, target_names: Iterable[str],
     return attached
 
 
+def kaiming_down(rank: int, d_in: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A LoRA down-projection as peft initialises it: Kaiming-uniform(a=sqrt(5)), bound 1/sqrt(d_in).
+
+    Every LoRA-family method here starts its A this way, so seqft, MoELoRA, BranchLoRA and D-MoLE
+    differ in structure only, not in how fast their first steps move.
+    """
+    bound = 1 / math.sqrt(d_in)
+    return torch.empty(rank, d_in).uniform_(-bound, bound, generator=generator)
+
+
 def _check_rank(rank: int, experts: int) -> int:
     if rank <= 0 or experts <= 0 or rank % experts:
         raise ConfigError(f"rank {rank} must be a positive multiple of the number of experts {experts}")
@@ -87,14 +99,15 @@ def _check_rank(rank: int, experts: int) -> int:
 class MoELoRA(nn.Module):
     """CoIN's MoELoRA: E experts split rank r; a dense token-level softmax router, no top-k.
 
-    h = W0 x + (alpha / r) * sum_e softmax(W_g x)_e B_e A_e x, with A ~ N(0, 0.01^2), B = 0.
+    h = W0 x + (alpha / r) * sum_e softmax(W_g x)_e B_e A_e x, with A Kaiming-uniform (peft's
+    default, :func:`kaiming_down`) and B = 0.
     """
 
     def __init__(self, d_in: int, d_out: int, experts: int, rank: int, alpha: float) -> None:
         super().__init__()
         self.experts, self.expert_rank = experts, _check_rank(rank, experts)
         self.scale = alpha / rank
-        self.lora_A = nn.Parameter(torch.randn(rank, d_in) * 0.01)  # expert e: rows e*r_e .. (e+1)*r_e
+        self.lora_A = nn.Parameter(kaiming_down(rank, d_in))  # expert e: rows e*r_e .. (e+1)*r_e
         self.lora_B = nn.Parameter(torch.zeros(d_out, rank))
         self.router = nn.Parameter(torch.empty(experts, d_in))
         nn.init.kaiming_uniform_(self.router, a=math.sqrt(5))  # nn.Linear's default, as in CoIN
@@ -119,7 +132,8 @@ class BranchLoRA(nn.Module):
     h = W0 x + (alpha / r) * sum_{e in topk} g_e B_e (A x). Branches and routers are one parameter
     each, so a branch or an old router is frozen by turning its gradient off; the layer stacks
     them for the batched forward. ``usage`` accumulates the gate mass of the training task's
-    router, which decides what freezes after the task.
+    router over the tokens that count (``Routing.token_mask``: padding excluded), which decides what
+    freezes after the task.
     """
 
     def __init__(self, d_in: int, d_out: int, branches: int, rank: int, alpha: float, top_k: int,
@@ -128,7 +142,7 @@ class BranchLoRA(nn.Module):
         self.d_in, self.d_out, self.rank, self.top_k = d_in, d_out, rank, top_k
         self.scale = alpha / rank
         self.routing = routing
-        self.lora_A = nn.Parameter(torch.randn(rank, d_in) * 0.01)
+        self.lora_A = nn.Parameter(kaiming_down(rank, d_in))
         self.branches = nn.ParameterList([nn.Parameter(torch.zeros(d_out, rank)) for _ in range(branches)])
         self.routers = nn.ParameterList()
         self.register_buffer("usage", torch.zeros(branches), persistent=False)
@@ -165,12 +179,22 @@ class BranchLoRA(nn.Module):
         logits = torch.einsum("btd,bnd->btn", x, weights[ids])
         return logits.masked_fill(~allowed[ids].unsqueeze(1), float("-inf"))
 
+    def counted(self, gates: torch.Tensor) -> torch.Tensor:
+        """``gates`` [samples, tokens, branches] with the tokens that do not count (padding) zeroed."""
+        mask = self.routing.token_mask
+        if mask is None:
+            return gates
+        if mask.shape != gates.shape[:2]:
+            raise RuntimeError(f"the token mask is {tuple(mask.shape)} but a BranchLoRA layer sees "
+                               f"{tuple(gates.shape[:2])} (samples, tokens); the mask must follow the layer input")
+        return gates * mask.to(gates.device, gates.dtype).unsqueeze(-1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.routing.enabled or not len(self.routers):  # no task yet: the base model
             return x.new_zeros(*x.shape[:-1], self.d_out)
         gates = top_k_gates(self.router_logits(x), self.top_k)
         if self.training:
-            self.usage += gates.detach().sum(dim=(0, 1))
+            self.usage += self.counted(gates.detach()).sum(dim=(0, 1))
         low = (x @ self.lora_A.T).unsqueeze(-2) * gates.unsqueeze(-1)  # [b, t, n, r]
         up = torch.stack(list(self.branches), dim=1).flatten(1)  # [d_out, n * r]
         return (low.flatten(-2) @ up.T) * self.scale
@@ -194,10 +218,7 @@ class TaskExperts(nn.Module):
         self.owners: list[int] = []
 
     def add_expert(self, task: int, generator: torch.Generator, device: torch.device) -> None:
-        a = torch.empty(self.rank, self.d_in)
-        bound = 1 / math.sqrt(self.d_in)  # peft's Kaiming-uniform(a=sqrt(5)) bound for A
-        a.uniform_(-bound, bound, generator=generator)
-        self.lora_A.append(nn.Parameter(a.to(device)))
+        self.lora_A.append(nn.Parameter(kaiming_down(self.rank, self.d_in, generator).to(device)))
         self.lora_B.append(nn.Parameter(torch.zeros(self.d_out, self.rank, device=device)))
         self.owners.append(task)
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from mcit_bench.baselines.dmole import allocate
+from mcit_bench.baselines.dmole import NO_TASK, allocate, vote_routes
 from mcit_bench.baselines.lwf import distillation_kl
 from mcit_bench.baselines.replay import Replay, ReplayOptions
 
@@ -78,6 +78,34 @@ def test_dmole_budget_goes_to_the_top_scored_layers_split_by_modality():
     # without the floor the share rounds to 1 of 4 as well; with a 50% floor vision gets 2
     assert allocate(scores, vision, 4, 0.5) == ["l1", "l3", "v1", "v2"]
     assert allocate(scores, set(), 2, 0.25) == ["l1", "l3"]
+
+
+# four samples, three past tasks with thresholds 1, 1, 1: sample 0 prefers task 2 then task 0,
+# sample 1 only passes task 0, sample 2 passes none, sample 3 prefers task 0 then task 1
+ERRORS = torch.tensor([[0.5, 2.0, 0.2], [0.3, 1.0, 1.5], [1.2, 1.1, 3.0], [0.1, 0.4, 2.0]])
+THRESHOLDS = torch.ones(3)
+N = NO_TASK
+
+
+def test_dmole_per_sample_routing_takes_the_lowest_error_under_threshold_and_the_runner_up():
+    # an error equal to its threshold does not pass (the public code's strict <): sample 1, task 1
+    first, second = vote_routes(ERRORS, THRESHOLDS, "sample", 0.3, training=False)
+    assert first.tolist() == [2, 0, N, 0] and second.tolist() == [0, N, N, 1]
+    first, second = vote_routes(ERRORS, THRESHOLDS, "sample", 0.3, training=True)
+    assert first.tolist() == [2, 0, N, 0] and second.tolist() == [N] * 4
+
+
+def test_dmole_batch_vote_is_the_public_codes_get_task_ids():
+    # valid choices 2, 0, 0: task 0 has 2/3 of the votes, task 2 1/3 >= 0.3 -> both, for the whole batch
+    first, second = vote_routes(ERRORS, THRESHOLDS, "batch", 0.3, training=False)
+    assert first.tolist() == [0] * 4 and second.tolist() == [2] * 4
+    first, second = vote_routes(ERRORS, THRESHOLDS, "batch", 0.4, training=False)
+    assert first.tolist() == [0] * 4 and second.tolist() == [N] * 4
+    # training: the majority past task joins only with vote_share of the votes
+    assert vote_routes(ERRORS, THRESHOLDS, "batch", 0.6, training=True)[0].tolist() == [0] * 4
+    assert vote_routes(ERRORS, THRESHOLDS, "batch", 0.7, training=True)[0].tolist() == [N] * 4
+    # nobody passes: the base model for all
+    assert vote_routes(ERRORS + 5, THRESHOLDS, "batch", 0.3, training=False)[0].tolist() == [N] * 4
 
 
 def test_key_selector_picks_the_nearest_task_per_sample_without_labels():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from mcit_bench.baselines.dmole import NO_TASK, DMoLE
+
 from mcit_bench.config import RunConfig
 from mcit_bench.data.stream import load_stream
 from mcit_bench.data.synthetic import GROUNDING

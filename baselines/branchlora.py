@@ -11,9 +11,11 @@ up-projections B_1..B_N (the branches): h = W0 x + (alpha / r) * sum_{e in topk(
   when too few tunable branches are left; ``on_exhausted: share`` (default) lets tasks keep
   training what is left, so the parameter budget stays that of MoELoRA's experts; ``grow`` adds
   zero-initialised branches until ``top_k`` are tunable (a budget that grows with the stream).
-- Like for like with MoELoRA by default: as many branches as MoELoRA has experts (4), each of
-  MoELoRA's per-expert rank (4), so both hold up-projections of total rank 16 at the same scale
-  alpha / r = 2; the trunk's A and MoELoRA's A start from the same Kaiming-uniform draw rule.
+- Like for like with MoELoRA by default: as many branches as MoELoRA has experts (8, CoIN's), each
+  of MoELoRA's per-expert rank (2), so both hold up-projections of total rank 16 at the same scale
+  alpha / r = 2, as the paper pairs them (8 branches of rank 16 against 8 experts of 128 / 8); the
+  trunk's A and MoELoRA's A start from the same Kaiming-uniform draw rule. One branch freezes per
+  task, so each of the 8 tasks of CoIN (and of synth-coin) finds at least one tunable branch.
 - Task selector: per task an image key and an instruction key (mcit_bench.methods.selector); at
   evaluation each sample takes the router of the task whose keys match best, without its label.
 - The trunk and the projector are shared and keep training, as in the paper.
@@ -37,13 +39,13 @@ from mcit_bench.models.loading import image_feature_dim
 
 
 class BranchLoRAOptions(MethodOptions):
-    branches: int = Field(default=4, gt=0)
+    branches: int = Field(default=8, gt=0)  # MoELoRA's experts
     # the rank of the trunk and of every branch: the paper pairs it with MoELoRA's per-expert rank
-    # (16 = 128 / 8 on 7B models); here MoELoRA's 16 / 4 experts
-    rank: int = Field(default=4, gt=0)
-    alpha: float = Field(default=8.0, gt=0)  # alpha / rank = 2, MoELoRA's 32 / 16
+    # (16 = 128 / 8 on 7B models); here MoELoRA's 16 / 8 experts
+    rank: int = Field(default=2, gt=0)
+    alpha: float = Field(default=4.0, gt=0)  # alpha / rank = 2, MoELoRA's 32 / 16
     top_k: int = Field(default=2, gt=0)
-    freeze_per_task: int | None = Field(default=None, ge=0)  # None: top_k
+    freeze_per_task: int | None = Field(default=1, ge=0)  # None: top_k
     on_exhausted: Literal["grow", "share"] = "share"
     key_weight: float = Field(default=1.0, ge=0.0)
     train_projector: bool = True
@@ -60,7 +62,7 @@ class BranchLoRAMethod(Method):
     capabilities = Capabilities(grows_params=True)
     Options = BranchLoRAOptions
     # the rank of the trunk and of every branch
-    search_space = {**LR, "rank": Choice((4, 8, 16))}
+    search_space = {**LR, "rank": Choice((2, 4, 8))}
 
     def __init__(self, options: BranchLoRAOptions) -> None:
         super().__init__(options)

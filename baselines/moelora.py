@@ -3,8 +3,8 @@
 Each linear layer of the language model gets E experts that split the rank r between them and a
 dense token-level softmax router (no top-k, no task identity). Everything (experts, routers, the
 projector) trains on every task, so it forgets like seqft unless the routing happens to separate
-tasks. CoIN uses E = 8, r = 128 on 7B models; on mcit-tiny the default keeps seqft's total rank 16
-(four experts of rank 4), so the two differ only in the mixture.
+tasks. CoIN uses E = 8, r = 128 on 7B models; on mcit-tiny the default keeps CoIN's 8 experts and
+seqft's total rank 16 (rank 2 each), so the two differ only in the mixture.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from mcit_bench.methods.search import LR, Choice
 
 
 class MoELoRAOptions(MethodOptions):
-    experts: int = Field(default=4, gt=0)
+    experts: int = Field(default=8, gt=0)  # CoIN's
     rank: int = Field(default=16, gt=0)  # total over the experts
     alpha: float = Field(default=32.0, gt=0)
     train_projector: bool = True
@@ -34,7 +34,7 @@ class MoELoRAOptions(MethodOptions):
 @register_method("moelora")
 class MoELoRAMethod(Method):
     Options = MoELoRAOptions
-    # total rank over the experts, each a multiple of the default 4 experts
+    # total rank over the experts, each a multiple of the default 8 experts
     search_space = {**LR, "rank": Choice((8, 16, 32))}
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:

@@ -37,24 +37,25 @@ def count(model: torch.nn.Module, kind: type, trainable: bool = False) -> int:
 
 
 @pytest.mark.slow
-def test_branchlora_and_moelora_share_total_rank_and_branchlora_holds_fewer_parameters():
+def test_branchlora_and_moelora_share_total_rank_and_branchlora_trains_fewer_parameters():
     _, moelora, _, _ = adapters("moelora")
-    # 4 experts x rank 4: A (16 x in), B (out x 16), router (4 x in) per linear
-    assert count(moelora, MoELoRA) == LAYERS * (16 * SUM_IN + 16 * SUM_OUT + 4 * SUM_IN) == 182_272
+    # 8 experts x rank 2: A (16 x in), B (out x 16), router (8 x in) per linear
+    assert count(moelora, MoELoRA) == LAYERS * (16 * SUM_IN + 16 * SUM_OUT + 8 * SUM_IN) == 200_704
     method, branchlora, stream, run = adapters("branchlora")
     layers = [m for m in branchlora.modules() if isinstance(m, BranchLoRA)]
     first, second = method.stages(stream)
     method.before_task(first, run)
-    # trunk A (4 x in), 4 branches of rank 4 (out x 4 each: total rank 16, as MoELoRA), router 0 (4 x in)
-    assert count(branchlora, BranchLoRA) == LAYERS * (4 * SUM_IN + 16 * SUM_OUT + 4 * SUM_IN) == 126_976
-    assert count(branchlora, BranchLoRA, trainable=True) == 126_976
+    # trunk A (2 x in), 8 branches of rank 2 (out x 2 each: total rank 16, as MoELoRA), router 0 (8 x in)
+    assert count(branchlora, BranchLoRA) == LAYERS * (2 * SUM_IN + 16 * SUM_OUT + 8 * SUM_IN) == 136_192
+    assert count(branchlora, BranchLoRA, trainable=True) == 136_192
     for layer in layers:
-        layer.usage.copy_(torch.tensor([1.0, 4.0, 3.0, 2.0]))
+        layer.usage.copy_(torch.tensor([1.0, 4.0, 3.0, 2.0, 0.0, 0.5, 0.0, 0.0]))
     method.after_task(first, run)
     method.before_task(second, run)
-    # share (the default): no branch is added; the two most used (1, 2) freeze; a second router joins
-    assert all(layer.n_branches == 4 for layer in layers)
-    assert all(method.frozen[name] == [1, 2] for name in method.layers)
-    assert count(branchlora, BranchLoRA) == LAYERS * (4 * SUM_IN + 16 * SUM_OUT + 8 * SUM_IN) == 145_408
-    # in training now: the trunk, branches 0 and 3, router 1
-    assert count(branchlora, BranchLoRA, trainable=True) == LAYERS * (4 * SUM_IN + 8 * SUM_OUT + 4 * SUM_IN) == 81_920
+    # share (the default): no branch is added; the most used (1) freezes; a second router joins
+    assert all(layer.n_branches == 8 for layer in layers)
+    assert all(method.frozen[name] == [1] for name in method.layers)
+    assert count(branchlora, BranchLoRA) == LAYERS * (2 * SUM_IN + 16 * SUM_OUT + 16 * SUM_IN) == 173_056
+    # in training now: the trunk, the seven other branches, router 1
+    assert count(branchlora, BranchLoRA, trainable=True) == LAYERS * (2 * SUM_IN + 14 * SUM_OUT + 8 * SUM_IN) \
+        == 124_928

@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mcit_bench.config import TrainingConfig
 from mcit_bench.data.stream import load_stream
 from mcit_bench.errors import ConfigError, DataError, first_problem
 from mcit_bench.io import atomic_write_json, exclusive_lock
@@ -55,8 +56,9 @@ class EntryKey(_Strict):
     method: str
     protocol: Protocol
     # "default": the method's own settings; "tuned-<sha256 of the chosen settings, 12 hex>": settings a
-    # 'mcit-bench tune' study chose (results' run.config.tuned), so seeds of other choices never average
-    settings: str = Field(default="default", pattern=r"^(default|tuned-[0-9a-f]{12})$")
+    # 'mcit-bench tune' study chose (results' run.config.tuned); "custom-<sha256, 12 hex>": options or
+    # training settings given by hand. Seeds of other choices never average.
+    settings: str = Field(default="default", pattern=r"^(default|tuned-[0-9a-f]{12}|custom-[0-9a-f]{12})$")
 
     def protocol_label(self) -> str:
         return self.protocol + (f", {self.settings}" if self.settings != "default" else "")
@@ -100,13 +102,26 @@ def protocol_of(results: Results) -> Protocol:
     return "task-aware" if results.run.task_id_at_eval else "task-agnostic"
 
 
+def hand_set(config: dict[str, Any]) -> dict[str, Any]:
+    """The method options and training settings a run's config gives that are not the defaults."""
+    defaults = TrainingConfig().model_dump()
+    training = {key: value for key, value in config.get("training", {}).items() if defaults.get(key) != value}
+    options = config.get("method_options") or {}
+    return {**({"method_options": options} if options else {}), **({"training": training} if training else {})}
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def settings_of(results: Results) -> str:
-    """``default``, or ``tuned-`` and the digest of the settings a tuning study chose."""
+    """``default``; ``tuned-`` and the digest of the settings a tuning study chose; or ``custom-`` and
+    the digest of the options and training settings given by hand."""
     tuned = results.run.config.get("tuned")
-    if not tuned:
-        return "default"
-    chosen = json.dumps(tuned.get("params", {}), sort_keys=True).encode()
-    return f"tuned-{hashlib.sha256(chosen).hexdigest()[:12]}"
+    if tuned:
+        return f"tuned-{_digest(tuned.get('params', {}))}"
+    chosen = hand_set(results.run.config)
+    return f"custom-{_digest(chosen)}" if chosen else "default"
 
 
 def entry_from_results(results: Results, verified: bool | None = None) -> Entry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -13,7 +14,14 @@ import pytest
 from mcit_bench.check import compare
 from mcit_bench.data.stream import load_stream
 from mcit_bench.errors import DataError
-from mcit_bench.leaderboard import aggregate, read_leaderboard, shipped_tiny_weights, stat, submit_all
+from mcit_bench.leaderboard import (
+    aggregate,
+    entry_from_results,
+    read_leaderboard,
+    shipped_tiny_weights,
+    stat,
+    submit_all,
+)
 from mcit_bench.report import latex, markdown, rich_table, to_csv
 from mcit_bench.schema import SCHEMA_VERSION, parse_results
 from mcit_bench.scoring.continual import summarize
@@ -383,3 +391,20 @@ def test_selecting_methods_show_selection_per_task_and_the_oracle_diagonal():
     assert (f"right after training, routed/oracle: {tasks[0]} 80.0/90.0, {tasks[1]} 70.0/75.0, "
             f"{tasks[2]} 60.0/60.0") in shown
     assert f"task selection after the last stage: {tasks[0]} 100%, {tasks[1]} 50%, {tasks[2]} 80%" in shown
+
+
+def test_hand_set_options_or_training_settings_get_their_own_settings_key():
+    def key(config: dict) -> str:
+        doc = results_doc()
+        doc["run"]["config"] = config
+        return entry_from_results(parse_results(doc, "results.json")).key.settings
+
+    assert key({}) == "default"
+    # training settings equal to the defaults are the defaults
+    assert key({"training": {"lr": 1e-3, "batch_size": 32}, "method_options": {}}) == "default"
+    hand = {"method_options": {"ewc_lambda": 3e4}, "training": {"lr": 2e-3}}
+    digest = hashlib.sha256(json.dumps(hand, sort_keys=True).encode()).hexdigest()[:12]
+    given = {"training": {"lr": 2e-3, "batch_size": 32}, "method_options": {"ewc_lambda": 3e4}}
+    assert key(given) == f"custom-{digest}"
+    tuned = {"tuned": {"params": {"training.lr": 2e-3}}, "training": {"lr": 2e-3}}
+    assert key(tuned).startswith("tuned-")  # a study's choice is named by the study, not as hand-set

@@ -23,11 +23,11 @@ choice with its source. All base weights stay frozen. Before task t:
   and early stopping after 10 epochs without improvement (``train_autoencoder.py``); its threshold
   is the ``threshold_quantile`` of its errors on ``router_holdout`` of the samples it did not train on.
 - Routing (``get_task_ids``): each sample's candidate is the task with the lowest error among those
-  under their thresholds. ``vote: sample`` (default) keeps that choice per sample, with the
-  runner-up as a second active task; ``vote: batch`` is the public code's rule: the batch's majority
-  task, plus a second one holding at least ``vote_share`` of the votes. In training, a past task
-  chosen the same way adds its frozen experts beside task t's (``past_experts``). No task passing
-  means the base model answers.
+  under their thresholds. ``vote: sample`` (default) keeps that choice per sample, with the best
+  candidate among the tasks before it as a second active task; ``vote: batch`` is the public code's
+  rule: the batch's majority task, plus a second one holding at least ``vote_share`` of the votes.
+  In training, a past task chosen the same way adds its frozen experts beside task t's
+  (``past_experts``). No task passing means the base model answers.
 """
 
 from __future__ import annotations
@@ -113,18 +113,35 @@ def allocate(scores: dict[str, float], vision: set[str], budget: int, min_vision
     return sorted(top(vision_scores, n_vision) + top(language_scores, n_language))
 
 
+def candidates_of(errors: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """``errors`` with every error not under its task's threshold (the public code's strict <) made inf."""
+    return errors.masked_fill(errors >= thresholds, float("inf"))
+
+
+def older_candidate(candidates: torch.Tensor, first: torch.Tensor) -> torch.Tensor:
+    """Per sample, the lowest-error candidate among the tasks before its ``first`` (NO_TASK: none).
+
+    In training, task t's experts learnt beside the past task each sample's routers chose then, from
+    these same routers (all of them older than t): this pairs them again at evaluation.
+    """
+    older = torch.arange(candidates.shape[1], device=candidates.device).unsqueeze(0) < first.unsqueeze(1)
+    best = candidates.masked_fill(~older, float("inf")).min(dim=1)
+    return torch.where(torch.isinf(best.values), torch.full_like(first, NO_TASK), best.indices)
+
+
 def vote_routes(errors: torch.Tensor, thresholds: torch.Tensor, vote: str, vote_share: float,
                 training: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(first, second) task per sample from the routers' errors [samples, tasks]; NO_TASK for none.
 
     A task is a candidate for a sample when its error is under its threshold; the sample's choice is
     the candidate with the lowest error. ``sample``: the first task is that choice and the second
-    the runner-up candidate. ``batch`` (the public code's ``get_task_ids``): the whole batch takes the
-    most voted choice (in training only when it holds ``vote_share`` of the votes) and, at evaluation,
-    the next most voted when it does. In training every router is a past task's, and only the first
-    is used: the training task's own experts are always on.
+    the best candidate among the tasks trained before it. ``batch`` (the public code's
+    ``get_task_ids``): the whole batch takes the most voted choice (in training only when it holds
+    ``vote_share`` of the votes) and, at evaluation, the next most voted when it does. In training
+    every router is a past task's, and only the first is used: the training task's own experts are
+    always on.
     """
-    candidates = errors.masked_fill(errors >= thresholds, float("inf"))
+    candidates = candidates_of(errors, thresholds)
     ranked = candidates.sort(dim=1)
     none = torch.full((errors.shape[0],), NO_TASK, dtype=torch.long, device=errors.device)
 
@@ -135,7 +152,7 @@ def vote_routes(errors: torch.Tensor, thresholds: torch.Tensor, vote: str, vote_
 
     first = pick(0)
     if vote == "sample":
-        return first, none if training else pick(1)
+        return first, none if training else older_candidate(candidates, first)
     valid = first[first != NO_TASK]
     if valid.numel() == 0:
         return none, none
@@ -339,12 +356,16 @@ class DMoLE(Method):
         self.routers.append(router)
         self.thresholds.append(threshold)
 
-    def choose(self, batch: dict[str, torch.Tensor], training: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """(first, second) task per sample by the routers (:func:`vote_routes`)."""
+    def errors(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every router's reconstruction error per sample [samples, tasks], and the thresholds."""
         embeddings = self.embeddings(batch)
         with torch.no_grad():
             errors = torch.stack([router.errors(embeddings) for router in self.routers], dim=1)
-        thresholds = torch.tensor(self.thresholds, device=errors.device)
+        return errors, torch.tensor(self.thresholds, device=errors.device)
+
+    def choose(self, batch: dict[str, torch.Tensor], training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """(first, second) task per sample by the routers (:func:`vote_routes`)."""
+        errors, thresholds = self.errors(batch)
         return vote_routes(errors, thresholds, self.options.vote, self.options.vote_share, training)
 
     def before_step(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
@@ -359,8 +380,10 @@ class DMoLE(Method):
             return None
         if oracle is None:
             chosen, second = self.choose(batch, training=False)
-        else:  # the true task alone: the experts' capacity without routing errors
-            chosen, second = oracle.to(run.device), torch.full_like(oracle, NO_TASK).to(run.device)
+        else:  # the true task, beside the older task its routers pair it with: no task-choice errors
+            errors, thresholds = self.errors(batch)
+            chosen = oracle.to(errors.device)
+            second = older_candidate(candidates_of(errors, thresholds), chosen)
         self.routing.task_ids, self.routing.past_ids = chosen, second
         self.routing.row_samples = image_row_samples(self.model, batch)
         return chosen

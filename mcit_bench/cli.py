@@ -243,12 +243,14 @@ def score(run_dir: Annotated[Path, typer.Argument(help="a run directory with res
 def submit(
     results: Annotated[list[Path], typer.Argument(help="results.json files or run directories")],
     leaderboard: Annotated[Path, typer.Option(help="leaderboard JSON to add to")] = DEFAULT_LEADERBOARD,
+    replace: Annotated[bool, typer.Option(help="swap an entry of the same method, settings and seed for "
+                                               "this run (a rerun after a fix)")] = False,
 ) -> None:
     """Verify finished runs and add them to a leaderboard; nothing is written unless every run passes."""
     from mcit_bench.leaderboard import submit_all
 
     try:
-        entries = submit_all(results, leaderboard)
+        entries = submit_all(results, leaderboard, replace)
     except UserError as error:
         _fail(error)
     for entry in entries:

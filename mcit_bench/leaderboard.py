@@ -280,32 +280,41 @@ def verified_by_predictions(results: Results, path: Path) -> bool:
     return True
 
 
-def submit_all(results_paths: Iterable[Path], leaderboard_path: Path) -> list[Entry]:
+def submit_all(results_paths: Iterable[Path], leaderboard_path: Path, replace: bool = False) -> list[Entry]:
     """Verify runs and add them to the leaderboard in one write; the file is untouched unless all pass.
+
+    An entry of the same key and seed is refused, or with ``replace`` swapped for the new run (a rerun
+    after a fix to the method); two submitted runs of one key and seed are always refused.
 
     The read, the checks and the write happen under an exclusive lock on the leaderboard file, so
     concurrent submits queue instead of overwriting each other's entries.
     """
     results_paths = list(results_paths)
     with exclusive_lock(leaderboard_path):
-        return _submit_locked(results_paths, Path(leaderboard_path))
+        return _submit_locked(results_paths, Path(leaderboard_path), replace)
 
 
-def _submit_locked(results_paths: list[Path], leaderboard_path: Path) -> list[Entry]:
+def _identity(entry: Entry) -> tuple[str, int]:
+    return entry.key.model_dump_json(), entry.seed
+
+
+def _submit_locked(results_paths: list[Path], leaderboard_path: Path, replace: bool) -> list[Entry]:
     board = read_leaderboard(leaderboard_path)
-    taken = {(entry.key.model_dump_json(), entry.seed) for entry in board.entries}
+    taken = set() if replace else {_identity(entry) for entry in board.entries}
     added = []
     for path in results_paths:
         results = load_results(path)
         verify_submission(results, str(path))
         entry = entry_from_results(results, verified=verified_by_predictions(results, Path(path)))
-        identity = (entry.key.model_dump_json(), entry.seed)
+        identity = _identity(entry)
         if identity in taken:
-            raise DataError(f"{path}: the leaderboard already has {entry.key.label()} seed {entry.seed}; "
-                            f"submit another seed or remove the old entry first")
+            where = "these submissions have" if replace else "the leaderboard already has"
+            raise DataError(f"{path}: {where} {entry.key.label()} seed {entry.seed}; submit another seed"
+                            + ("" if replace else ", or pass --replace to swap the old entry for this run"))
         taken.add(identity)
         added.append(entry)
-    board.entries.extend(added)
+    new = {_identity(entry) for entry in added}
+    board.entries = [entry for entry in board.entries if _identity(entry) not in new] + added
     write_leaderboard(board, leaderboard_path)
     return added
 

@@ -110,7 +110,7 @@ def test_duplicate_and_unfinished_runs_are_refused(tmp_path):
     submit_all([first], board)
     before = board.read_bytes()
     label = f"synth-coin@1[ci] / mcit-tiny ({shipped_tiny_weights()[:12]}) / seqft (task-aware) seed 0"
-    with pytest.raises(DataError, match=re.escape(f"already has {label}")):
+    with pytest.raises(DataError, match=re.escape(f"already has {label}; submit another seed, or pass --replace")):
         submit_all([write_doc(tmp_path, "b.json", results_doc())], board)
     unfinished = tmp_path / "run"
     unfinished.mkdir()
@@ -120,6 +120,22 @@ def test_duplicate_and_unfinished_runs_are_refused(tmp_path):
     # one bad run among good ones: none of them is added
     with pytest.raises(DataError):
         submit_all([write_doc(tmp_path, "c.json", results_doc(seed=5)), first], board)
+    assert board.read_bytes() == before
+
+
+def test_replace_swaps_the_entry_of_the_same_key_and_seed_for_the_rerun(tmp_path):
+    board = tmp_path / "leaderboard.json"
+    submit_all([write_doc(tmp_path, "a.json", results_doc()), write_doc(tmp_path, "b.json", results_doc(seed=1))],
+               board)
+    rerun = results_doc(matrix=[[0.0, 10.0, 0.0], [90.0, 10.0, 10.0], [70.0, 70.0, 10.0], [60.0, 40.0, 60.0]])
+    [entry] = submit_all([write_doc(tmp_path, "rerun.json", rerun)], board, replace=True)
+    entries = read_leaderboard(board).entries
+    assert sorted(e.seed for e in entries) == [0, 1]
+    assert next(e for e in entries if e.seed == 0).matrix == rerun["matrix"] == entry.matrix
+    # two runs of the same key and seed in one submission are still refused, and nothing is written
+    before = board.read_bytes()
+    with pytest.raises(DataError, match="these submissions have .* seed 0; submit another seed$"):
+        submit_all([write_doc(tmp_path, "c.json", rerun), write_doc(tmp_path, "d.json", rerun)], board, replace=True)
     assert board.read_bytes() == before
 
 

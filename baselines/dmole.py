@@ -346,13 +346,13 @@ class DMoLE(Method):
         seed = run.seed * 1000 + stage.index
         order = torch.randperm(len(embeddings), generator=torch.Generator().manual_seed(seed)).to(embeddings.device)
         held = min(len(order) - 1, max(1, round(self.options.router_holdout * len(order))))
-        if held < 1:
-            raise ConfigError(f"task {stage.name} has {len(order)} training sample(s); D-MoLE's router needs at "
-                              f"least two (one to train on, one to set its threshold)")
+        # a task of one sample has nothing to hold out: its threshold comes from the sample it trained
+        # on, as the public code's thresholds all do
+        train, threshold_set = (order[held:], order[:held]) if held >= 1 else (order, order)
         hidden = max(1, round(embeddings.shape[1] / self.options.router_compression))
-        router = train_router(embeddings[order[held:]], hidden, self.options, seed)
+        router = train_router(embeddings[train], hidden, self.options, seed)
         with torch.no_grad():
-            threshold = float(torch.quantile(router.errors(embeddings[order[:held]]), self.options.threshold_quantile))
+            threshold = float(torch.quantile(router.errors(embeddings[threshold_set]), self.options.threshold_quantile))
         self.routers.append(router)
         self.thresholds.append(threshold)
 

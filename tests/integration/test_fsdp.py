@@ -38,6 +38,9 @@ WEIGHT_TOLERANCE = 1e-5
 # gradient of (1 - cos) nearly vanishes, and Adam turns that float noise into steps of order lr, so
 # they are held to 5% of their norm (measured: 1.5% and 2.7%)
 KEY_TOLERANCE = 0.05
+# and BranchLoRA's branches: a branch the top-2 gates seldom pick gets near-zero gradients, which Adam
+# scales up the same way, so they are held to 0.1% of their norm (measured: 0.07%, 1.3e-5 at most)
+BRANCH_TOLERANCE = 1e-3
 TEST_SAMPLES = 4  # per task in the quick slice: the matrices may differ by one answer
 
 
@@ -78,9 +81,11 @@ def test_two_sharded_processes_train_as_one_unsharded(sharded, unsharded, method
     weights_two = load_file(str(two / "checkpoints" / last / "weights.safetensors"))
     assert weights_one.keys() == weights_two.keys() and weights_one  # what trained, written whole
     for name, value in weights_one.items():
-        if name.startswith("task_selector."):
+        relative = KEY_TOLERANCE if name.startswith("task_selector.") else BRANCH_TOLERANCE if ".branches." in name \
+            else None
+        if relative is not None:
             difference = np.linalg.norm(weights_two[name].numpy() - value.numpy())
-            assert difference <= KEY_TOLERANCE * np.linalg.norm(value.numpy()), name
+            assert difference <= relative * np.linalg.norm(value.numpy()), name
         else:
             np.testing.assert_allclose(weights_two[name].numpy(), value.numpy(), atol=WEIGHT_TOLERANCE, err_msg=name)
     assert results_two["stages"][-1]["task_selection"] == results_one["stages"][-1]["task_selection"]

@@ -85,16 +85,20 @@ class DMoLEOptions(MethodOptions):
     past_experts: bool = True
 
 
+def name_of(model: nn.Module, part: nn.Module) -> str:
+    return next(name for name, module in model.named_modules() if module is part)
+
+
 def attention_names(model: nn.Module, root: nn.Module) -> list[str]:
     """Full names of the linear layers of ``root`` that sit directly in an attention block."""
-    prefix = next(name for name, module in model.named_modules() if module is root)
+    prefix = name_of(model, root)
     return [f"{prefix}.{parent}.{child}" for parent, block in root.named_modules()
             if "Attention" in type(block).__name__
             for child, module in block.named_children() if isinstance(module, nn.Linear)]
 
 
 def linear_names(model: nn.Module, root: nn.Module) -> list[str]:
-    prefix = next(name for name, module in model.named_modules() if module is root)
+    prefix = name_of(model, root)
     return [f"{prefix}.{name}" for name, module in root.named_modules() if isinstance(module, nn.Linear)]
 
 

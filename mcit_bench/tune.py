@@ -18,10 +18,13 @@ the full training data with them and records where they came from (``RunConfig.t
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy
 from pydantic import BaseModel, Field, ValidationError
 
 from mcit_bench.config import RunConfig, TrainingConfig, TunedFrom, parse_run_config
@@ -41,6 +44,8 @@ TUNING_FILE = "tuning.json"
 # with two references, pruned 6, among them the best running mean); and before half the stream the
 # running mean rewards plasticity only, while forgetting shows later.
 PRUNER_STARTUP_TRIALS = 5
+HEARTBEAT_SECONDS = 60
+STALE_AFTER_SECONDS = 300
 
 
 def pruner_warmup_stages(tasks: int) -> int:
@@ -153,11 +158,14 @@ def open_study(request: TuneRequest, folder: Path) -> optuna.Study:
     storage = request.storage_url(folder)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.create_study(
-            study_name=request.study_name, storage=storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=request.base.seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
-                                               n_warmup_steps=pruner_warmup_stages(len(request.stream.tasks))))
+        # Each trial's process beats every HEARTBEAT_SECONDS; one silent for STALE_AFTER_SECONDS (killed,
+        # its machine gone) is marked failed by the next worker, and a failed trial leaves the budget.
+        with warnings.catch_warnings():  # Optuna calls the heartbeat experimental; we rely on it as it is
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_SECONDS,
+                                             grace_period=STALE_AFTER_SECONDS)
+        study = optuna.create_study(study_name=request.study_name, storage=rdb, direction="maximize",
+                                    load_if_exists=True)
     except Exception as error:  # SQLAlchemy and Optuna raise many kinds; all mean the same to the user
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ConfigError(f"the study storage {redacted(storage)} cannot be opened ({reason}); pass --storage "
@@ -170,7 +178,25 @@ def open_study(request: TuneRequest, folder: Path) -> optuna.Study:
         differences = [key for key in sorted(wanted) if made_for.get(key) != wanted[key]]
         raise ConfigError(f"study {request.study_name!r} in {redacted(storage)} was made for another search "
                           f"(it differs in {', '.join(differences)}); pass another --study-name")
+    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(request.base.seed, joined=made_for is not None,
+                                                                 trials_so_far=len(study.trials)))
+    study.pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
+                                               n_warmup_steps=pruner_warmup_stages(len(request.stream.tasks)))
     return study
+
+
+def sampler_seed(seed: int, joined: bool, trials_so_far: int) -> int:
+    """The seed of this process's sampler.
+
+    The process that makes the study draws from the run's seed, so a study run by one process is
+    reproducible. A process that joins one (a resumed study, a second worker) must not: TPE draws its
+    first trials at random from its seed, and the same seed replays the draws the study already
+    tried (a resumed EWC study repeated its trial 0 as trial 8). Its seed mixes in the trials so far
+    and the process id, so two workers that join at once also draw apart.
+    """
+    if not joined:
+        return seed
+    return int(numpy.random.SeedSequence([seed, trials_so_far, os.getpid()]).generate_state(1)[0])
 
 
 def redacted(storage: str) -> str:

@@ -9,6 +9,7 @@ apart from default entries. The bad-input tests stop before any training.
 
 import hashlib
 import json
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -16,11 +17,11 @@ from typer.testing import CliRunner
 import mcit_bench.runner as runner_module
 from mcit_bench.cli import app
 from mcit_bench.config import RunConfig, ValidationSplit
-from mcit_bench.errors import ConfigError
+from mcit_bench.errors import ConfigError, DataError
 from mcit_bench.leaderboard import entry_from_results
 from mcit_bench.methods.search import Choice, LogUniform
 from mcit_bench.schema import load_results
-from mcit_bench.tune import TuneRequest, open_study, seen_mean, tuning_summary
+from mcit_bench.tune import TuneRequest, open_study, seen_mean, tune, tuning_summary
 from tests.conftest import FIXTURES
 
 cli = CliRunner()
@@ -222,3 +223,57 @@ def test_a_tuning_file_for_another_method_is_refused(study, tmp_path):
     broken.write_text("{}")
     result = invoke("run", *SEARCH, "--tuned", str(broken), "--output", str(tmp_path))
     assert result.exit_code == 2 and "is not a tuning.json of 'mcit-bench tune'" in " ".join(result.output.split())
+
+
+def fake_run(value: float):
+    """A stand-in for a trial's training that returns a fixed validation accuracy."""
+    return lambda *args, **kwargs: {"summary": {"final_acc": value}}
+
+
+def test_a_resumed_study_does_not_replay_its_draws(tmp_path, monkeypatch):
+    """TPE's first trials are random draws from the sampler's seed: a process that resumes a study
+    must not draw the settings already tried again (a resumed EWC study once repeated its trial 0)."""
+    calls = []
+
+    def stopped_at_the_second_trial(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise DataError("the disk is full")  # the first process stops here
+        return {"summary": {"final_acc": 50.0}}
+
+    monkeypatch.setattr(runner_module, "run_stream", stopped_at_the_second_trial)
+    assert invoke("tune", *SEARCH, "--trials", "2", "--output", str(tmp_path)).exit_code == 2
+    assert invoke("tune", *SEARCH, "--trials", "2", "--output", str(tmp_path)).exit_code == 0  # resumes
+    folder = tmp_path / "synth-coin" / "seqft" / "tune-seed0-ci"
+    first, failed, resumed = json.loads((folder / "tuning.json").read_text())["trials"]
+    assert (first["state"], failed["state"], resumed["state"]) == ("complete", "fail", "complete")
+    assert resumed["params"] != first["params"]
+    # the process that makes a study draws from the run's seed, so one process's study is reproducible
+    monkeypatch.setattr(runner_module, "run_stream", fake_run(50.0))
+    again = tmp_path / "again"
+    assert invoke("tune", *SEARCH, "--trials", "1", "--output", str(again)).exit_code == 0
+    replay = json.loads((again / "synth-coin" / "seqft" / "tune-seed0-ci" / "tuning.json").read_text())["trials"]
+    assert replay[0]["params"] == first["params"]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+def test_a_trial_whose_worker_died_is_failed_and_leaves_the_budget(tmp_path, monkeypatch):
+    """A trial whose process was killed stays RUNNING in the storage; once its heartbeat is older
+    than the grace period the next worker marks it failed and runs the budget's trials in full."""
+    import optuna
+
+    import mcit_bench.tune as tune_module
+
+    monkeypatch.setattr(tune_module, "HEARTBEAT_SECONDS", 1)
+    monkeypatch.setattr(tune_module, "STALE_AFTER_SECONDS", 1)
+    monkeypatch.setattr(runner_module, "run_stream", fake_run(50.0))
+    request = TuneRequest(base=RunConfig(subset="ci", validation=ValidationSplit()), trials=2,
+                          space={"training.lr": LogUniform(1e-4, 1e-2)}, output_root=tmp_path, study_name="s",
+                          storage=f"sqlite:///{tmp_path / 'shared.db'}")
+    study = open_study(request, tmp_path)
+    dead = study.ask()  # a worker starts a trial, beats once, and is killed
+    study._storage.record_heartbeat(dead._trial_id)
+    time.sleep(2.5)
+    tune(request)
+    states = [trial.state for trial in open_study(request, tmp_path).trials]
+    assert states == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2

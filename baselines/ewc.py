@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import nn
 
 from mcit_bench.methods.base import Method, RunContext, Stage, register_method, rows_of
-from mcit_bench.methods.search import LogUniform
+from mcit_bench.methods.search import LogUniform, Uniform
 
 
 class EWCOptions(SeqFTOptions):
@@ -34,8 +34,11 @@ class EWCOptions(SeqFTOptions):
 @register_method("ewc")
 class EWC(Method):
     Options = EWCOptions
-    # lambda on a log grid around the gradient-matched 1e4 (benchmarks/ewc_penalty_scale.py)
-    search_space = {**LORA_SPACE, "ewc_lambda": LogUniform(1e2, 1e6)}
+    # lambda on a log grid around the gradient-matched 1e4 (benchmarks/ewc_penalty_scale.py); gamma,
+    # online EWC's own setting (mammoth's ewc_on requires it), from halving older importance per task
+    # to keeping it whole: with gamma 1 the importance of seven tasks left the full stream's last task
+    # no room at any lambda a first study tried (docs/BENCHMARKS.md)
+    search_space = {**LORA_SPACE, "ewc_lambda": LogUniform(1e2, 1e6), "gamma": Uniform(0.5, 1.0)}
 
     def __init__(self, options: EWCOptions) -> None:
         super().__init__(options)

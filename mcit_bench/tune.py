@@ -44,6 +44,9 @@ TUNING_FILE = "tuning.json"
 # with two references, pruned 6, among them the best running mean); and before half the stream the
 # running mean rewards plasticity only, while forgetting shows later.
 PRUNER_STARTUP_TRIALS = 5
+# TPE draws its first trials at random (Optuna's default, kept): a study of up to this many trials is
+# a seeded random search, the classic equal-budget baseline; TPE models the results from the next.
+SAMPLER_STARTUP_TRIALS = 10
 HEARTBEAT_SECONDS = 60
 STALE_AFTER_SECONDS = 300
 
@@ -178,8 +181,8 @@ def open_study(request: TuneRequest, folder: Path) -> optuna.Study:
         differences = [key for key in sorted(wanted) if made_for.get(key) != wanted[key]]
         raise ConfigError(f"study {request.study_name!r} in {redacted(storage)} was made for another search "
                           f"(it differs in {', '.join(differences)}); pass another --study-name")
-    study.sampler = optuna.samplers.TPESampler(seed=sampler_seed(request.base.seed, joined=made_for is not None,
-                                                                 trials_so_far=len(study.trials)))
+    seed = sampler_seed(request.base.seed, joined=made_for is not None, trials_so_far=len(study.trials))
+    study.sampler = optuna.samplers.TPESampler(n_startup_trials=SAMPLER_STARTUP_TRIALS, seed=seed)
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
                                                n_warmup_steps=pruner_warmup_stages(len(request.stream.tasks)))
     return study
@@ -276,7 +279,8 @@ def tuning_summary(study: optuna.Study, request: TuneRequest, folder: Path) -> d
         "method": request.base.method,
         "identity": study.user_attrs["identity"],
         "objective": "final_acc on the validation split",
-        "budget": {"trials": request.trials, "steps_per_task": "the stream's", "pruner": "median",
+        "budget": {"trials": request.trials, "steps_per_task": "the stream's", "sampler": "tpe",
+                   "sampler_random_trials": SAMPLER_STARTUP_TRIALS, "pruner": "median",
                    "pruner_startup_trials": PRUNER_STARTUP_TRIALS,
                    "pruner_warmup_stages": pruner_warmup_stages(len(study.user_attrs["identity"]["tasks"]))},
         "trials": [{"number": t.number, "state": t.state.name.lower(), "params": t.params,

@@ -62,6 +62,7 @@ def test_the_chosen_trial_is_the_best_on_validation(study):
     assert len(trials) == 3
     assert [t["state"] for t in trials] == ["complete"] * 3  # the pruner waits for five finished trials
     assert summary["budget"]["pruner_startup_trials"] == 5 and summary["budget"]["pruner_warmup_stages"] == 4
+    assert summary["budget"]["sampler_random_trials"] == 10  # three trials: a seeded random search
     values = {t["number"]: t["value"] for t in trials}
     best = max(values, key=lambda number: (values[number], -number))
     assert summary["best"]["number"] == best and summary["best"]["value"] == values[best]

@@ -35,9 +35,10 @@ class EWCOptions(SeqFTOptions):
 class EWC(Method):
     Options = EWCOptions
     # lambda on a log grid around the gradient-matched 1e4 (benchmarks/ewc_penalty_scale.py); gamma,
-    # online EWC's own setting (mammoth's ewc_on requires it), from halving older importance per task
-    # to keeping it whole: with gamma 1 the importance of seven tasks left the full stream's last task
-    # no room at any lambda a first study tried (docs/BENCHMARKS.md)
+    # online EWC's own setting (mammoth's ewc_on requires it: models/ewc_on.py at 20ff873, lines 23
+    # and 62), from halving older importance per task to keeping it whole: with gamma 1 the importance
+    # of seven tasks left the full stream's last task no room at any lambda a first study tried
+    # (docs/BENCHMARKS.md)
     search_space = {**LORA_SPACE, "ewc_lambda": LogUniform(1e2, 1e6), "gamma": Uniform(0.5, 1.0)}
 
     def __init__(self, options: EWCOptions) -> None:

@@ -154,7 +154,8 @@ def tune(
     subset: Annotated[Optional[str], typer.Option(help="a preset of the sequence, e.g. 'ci'")] = None,
     variant: Annotated[Optional[str], typer.Option(help="instruction variant of the sequence")] = None,
     model: Annotated[str, typer.Option(help="registered model, local folder or Hugging Face id")] = "mcit-tiny",
-    seed: Annotated[int, typer.Option(help="training seed of every trial, and the sampler's")] = 0,
+    seed: Annotated[int, typer.Option(help="training seed of every trial, and the sampler's in the "
+                                                   "process that makes the study")] = 0,
     space: Annotated[Optional[Path], typer.Option(help="YAML search space replacing the method's own "
                                                        "(name: {log: [lo, hi]} | {range: [lo, hi]} | "
                                                        "{choices: [...]})")] = None,
@@ -176,7 +177,11 @@ def tune(
     config: Annotated[Optional[Path], typer.Option(help="YAML file of fixed run settings")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="cache for generated data and arrow files")] = None,
 ) -> None:
-    """Search a method's hyper-parameters on a validation split carved from the training data (Optuna)."""
+    """Search a method's hyper-parameters on a validation split carved from the training data (Optuna).
+
+    The same command resumes a stopped study or joins a running one; a trial whose worker died is
+    marked failed and run again.
+    """
     from mcit_bench.config import parse_run_config
     from mcit_bench.tune import TuneRequest, method_space, read_space_file
     from mcit_bench.tune import tune as run_study

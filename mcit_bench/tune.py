@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy
 from pydantic import BaseModel, Field, ValidationError
 
 from mcit_bench.config import RunConfig, TrainingConfig, TunedFrom, parse_run_config
@@ -197,6 +196,8 @@ def sampler_seed(seed: int, joined: bool, trials_so_far: int) -> int:
     tried (a resumed EWC study repeated its trial 0 as trial 8). Its seed mixes in the trials so far
     and the process id, so two workers that join at once also draw apart.
     """
+    import numpy  # here, as Optuna is: the CLI imports this module for every command
+
     if not joined:
         return seed
     return int(numpy.random.SeedSequence([seed, trials_so_far, os.getpid()]).generate_state(1)[0])

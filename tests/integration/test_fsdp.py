@@ -31,16 +31,19 @@ STEPS = 4
 # seqft first: it is also the one stopped and resumed; then a penalty, a teacher, a selector, growth
 # and the rest
 METHODS = ["seqft", "ewc", "lwf", "branchlora", "dmole", "replay", "moelora", "expansion", "joint"]
-# trained weights of two sharded processes against one unsharded: float sums in another order, through
-# Adam (measured: at most 3e-7)
+# a resumed sharded run against the uninterrupted one: the same sums in the same order
 WEIGHT_TOLERANCE = 1e-5
+# trained weights of two sharded processes against one unsharded: float sums in another order, through
+# Adam, which scales each element's step by that element's own gradient size, so where a gradient is
+# near zero (a LoRA B element, a branch the top-2 gates seldom pick) reduction-order noise becomes a
+# step of order lr. Most elements agree to 3e-7, but on a 2026-12-05 CPU one lora_B element in 6,144
+# was off by 2e-5 (2% of it), so each trained tensor is held to 0.1% of its norm (measured there:
+# 0.009% at most, 8.8e-5 in a BranchLoRA branch, 8.1e-5 in that lora_B)
+TRAINED_TOLERANCE = 1e-3
 # except the task keys (expansion, BranchLoRA): they start at their batch's mean query, where the
 # gradient of (1 - cos) nearly vanishes, and Adam turns that float noise into steps of order lr, so
 # they are held to 5% of their norm (measured: 1.5% and 2.7%)
 KEY_TOLERANCE = 0.05
-# and BranchLoRA's branches: a branch the top-2 gates seldom pick gets near-zero gradients, which Adam
-# scales up the same way, so they are held to 0.1% of their norm (measured: 0.07%, 1.3e-5 at most)
-BRANCH_TOLERANCE = 1e-3
 TEST_SAMPLES = 4  # per task in the quick slice: the matrices may differ by one answer
 
 
@@ -81,13 +84,9 @@ def test_two_sharded_processes_train_as_one_unsharded(sharded, unsharded, method
     weights_two = load_file(str(two / "checkpoints" / last / "weights.safetensors"))
     assert weights_one.keys() == weights_two.keys() and weights_one  # what trained, written whole
     for name, value in weights_one.items():
-        relative = KEY_TOLERANCE if name.startswith("task_selector.") else BRANCH_TOLERANCE if ".branches." in name \
-            else None
-        if relative is not None:
-            difference = np.linalg.norm(weights_two[name].numpy() - value.numpy())
-            assert difference <= relative * np.linalg.norm(value.numpy()), name
-        else:
-            np.testing.assert_allclose(weights_two[name].numpy(), value.numpy(), atol=WEIGHT_TOLERANCE, err_msg=name)
+        relative = KEY_TOLERANCE if name.startswith("task_selector.") else TRAINED_TOLERANCE
+        difference = np.linalg.norm(weights_two[name].numpy() - value.numpy())
+        assert difference <= relative * np.linalg.norm(value.numpy()), name
     assert results_two["stages"][-1]["task_selection"] == results_one["stages"][-1]["task_selection"]
     # each process recorded what it held: half of the base in shards, the trained part whole
     ranks = results_two["cost"]["per_rank"]

@@ -55,13 +55,17 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
 
 @app.command()
 def run(
-    method: Annotated[str, typer.Option(help="method to run (see 'mcit-bench ls methods')")] = "seqft",
-    sequence: Annotated[str, typer.Option(help="task sequence name or YAML file")] = "synth-coin",
+    method: Annotated[Optional[str], typer.Option(help="method to run (see 'mcit-bench ls methods'; default "
+                                                       "seqft)")] = None,
+    sequence: Annotated[Optional[str], typer.Option(help="task sequence name or YAML file (default "
+                                                         "synth-coin)")] = None,
     subset: Annotated[Optional[str], typer.Option(help="a preset of the sequence, e.g. 'ci' (small, fast)")] = None,
     variant: Annotated[Optional[str], typer.Option(help="instruction variant of the sequence (CoIN: original, "
                                                         "diverse, ten-types)")] = None,
-    model: Annotated[str, typer.Option(help="registered model, local folder or Hugging Face id")] = "mcit-tiny",
-    seed: Annotated[int, typer.Option(help="training seed (data order, initialisation)")] = 0,
+    model: Annotated[Optional[str], typer.Option(help="registered model, local folder or Hugging Face id "
+                                                      "(default mcit-tiny)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="training seed (data order, initialisation; default "
+                                                     "0)")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="several seeds, e.g. 0,1,2: one run each, then mean, std "
                                                       "and 95% CI")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="folder with a real benchmark's files")] = None,
@@ -95,12 +99,12 @@ def run(
 
     finished: list[Path] = []
     try:
-        seed_list = _parse_seeds(seeds) if seeds else [seed]
-        if len(seed_list) > 1 and run_id:
-            raise ConfigError("--run-id names one run; leave it out with --seeds (the runs are named seed<N>)")
         raw = _raw_config(config, method, sequence, subset, variant, model, option, full, precision,
                           {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum,
                            "lr": lr, "gradient_checkpointing": gradient_checkpointing or None})
+        seed_list = _parse_seeds(seeds) if seeds else [seed if seed is not None else raw.get("seed", 0)]
+        if len(seed_list) > 1 and run_id:
+            raise ConfigError("--run-id names one run; leave it out with --seeds (the runs are named seed<N>)")
         if shard is not None:
             raw["shard"] = shard
         source = str(config) if config else "command line"
@@ -126,14 +130,17 @@ def run(
         _fail(error)
 
 
-def _raw_config(config: Path | None, method: str, sequence: str, subset: str | None, variant: str | None,
-                model: str, option: list[str], full: bool, precision: str | None,
+def _raw_config(config: Path | None, method: str | None, sequence: str | None, subset: str | None,
+                variant: str | None, model: str | None, option: list[str], full: bool, precision: str | None,
                 training_flags: dict[str, Any]) -> dict[str, Any]:
-    """The run settings of a config file with the command line's flags on top (flags left out: None)."""
+    """The run settings of a config file with the command line's flags on top. A flag left out is
+    None and keeps the file's value (or RunConfig's default): a default flag must not silently turn
+    a file's ``method: ewc`` back into seqft."""
     from mcit_bench.config import load_config_file
 
     raw: dict[str, Any] = load_config_file(config) if config else {}
-    raw.update({"method": method, "sequence": sequence, "subset": subset, "variant": variant, "model": model})
+    flags = {"method": method, "sequence": sequence, "subset": subset, "variant": variant, "model": model}
+    raw.update({key: value for key, value in flags.items() if value is not None})
     method_options = dict(raw.get("method_options", {}))
     method_options.update(_parse_options(option))
     if full:
@@ -150,12 +157,14 @@ def _raw_config(config: Path | None, method: str, sequence: str, subset: str | N
 def tune(
     method: Annotated[str, typer.Option(help="method to tune (see 'mcit-bench ls methods')")],
     trials: Annotated[int, typer.Option(help="the study's budget: trials in all, the same for every method")],
-    sequence: Annotated[str, typer.Option(help="task sequence name or YAML file")] = "synth-coin",
+    sequence: Annotated[Optional[str], typer.Option(help="task sequence name or YAML file (default "
+                                                         "synth-coin)")] = None,
     subset: Annotated[Optional[str], typer.Option(help="a preset of the sequence, e.g. 'ci'")] = None,
     variant: Annotated[Optional[str], typer.Option(help="instruction variant of the sequence")] = None,
-    model: Annotated[str, typer.Option(help="registered model, local folder or Hugging Face id")] = "mcit-tiny",
-    seed: Annotated[int, typer.Option(help="training seed of every trial, and the sampler's in the "
-                                                   "process that makes the study")] = 0,
+    model: Annotated[Optional[str], typer.Option(help="registered model, local folder or Hugging Face id "
+                                                      "(default mcit-tiny)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="training seed of every trial, and the sampler's in the "
+                                                     "process that makes the study (default 0)")] = None,
     space: Annotated[Optional[Path], typer.Option(help="YAML search space replacing the method's own "
                                                        "(name: {log: [lo, hi]} | {range: [lo, hi]} | "
                                                        "{choices: [...]})")] = None,
@@ -189,13 +198,14 @@ def tune(
     try:
         raw = _raw_config(config, method, sequence, subset, variant, model, option, False, precision,
                           {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum})
-        raw["seed"] = seed
+        if seed is not None:
+            raw["seed"] = seed
         raw["validation"] = {"fraction": validation_fraction, "max_per_task": validation_max}
         base = parse_run_config(raw, str(config) if config else "command line")
         request = TuneRequest(base=base, trials=trials,
                               space=read_space_file(space) if space else method_space(method),
-                              output_root=output, study_name=study_name or f"tune-seed{seed}"
-                              + (f"-{subset}" if subset else ""), storage=storage, data_root=data_root,
+                              output_root=output, study_name=study_name or f"tune-seed{base.seed}"
+                              + (f"-{base.subset}" if base.subset else ""), storage=storage, data_root=data_root,
                               cache_root=cache_dir)
         summary = run_study(request, console)
     except UserError as error:

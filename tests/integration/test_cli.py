@@ -41,6 +41,27 @@ def test_bad_arguments_get_one_sentence_and_exit_2(tmp_path, args, message):
     assert not (tmp_path / "runs").exists()  # refused before anything was written
 
 
+def test_a_config_file_sets_what_the_flags_leave_out(tmp_path):
+    """A flag left out keeps the file's value: --method's default once turned a file's ewc into seqft."""
+    config = tmp_path / "run.yaml"
+    config.write_text(f"method: ewc\nsequence: {FIXTURES / 'two_task_quick.yaml'}\nseed: 3\n"
+                      "method_options: {ewc_lambda: 100.0, gamma: 0.9}\ntraining: {lr: 0.002}\n")
+    result = invoke("run", "--config", str(config), "--output", str(tmp_path / "runs"),
+                    "--cache-dir", str(tmp_path / "cache"))
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((tmp_path / "runs" / "two-task-quick" / "ewc" / "seed3" / "config.json").read_text())
+    assert (recorded["method"], recorded["seed"], recorded["training"]["lr"]) == ("ewc", 3, 0.002)
+    assert recorded["method_options"] == {"ewc_lambda": 100.0, "gamma": 0.9}
+
+
+def test_a_flag_given_overrides_the_config_file(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("method: ewc\nmethod_options: {ewc_lambda: 100.0}\n")
+    result = invoke("run", "--config", str(config), "--method", "seqft", "--output", str(tmp_path / "runs"))
+    assert result.exit_code == 2
+    assert "method 'seqft' option ewc_lambda: Extra inputs are not permitted" in " ".join(result.output.split())
+
+
 def test_bad_sequence_file_names_the_field(tmp_path):
     sequence = tmp_path / "bad.yaml"
     sequence.write_text((FIXTURES / "two_task.yaml").read_text().replace("steps_per_task: 30", "step_per_task: 30"))

@@ -333,10 +333,11 @@ def tuned_config(raw: dict[str, Any], tuning: TuningFile, path: Path, source: st
     """The run config of a final run with a study's chosen settings: the study's stream and model
     must be the run's, and the chosen values are applied and recorded."""
     identity = tuning.identity
+    resolved = parse_run_config(raw, source)  # a setting left out compares as its default
     for key in ("method", "sequence", "subset", "variant", "model"):
-        if raw.get(key) != identity.get(key):
-            raise ConfigError(f"--tuned {path} was tuned with {key} {identity[key]!r}, not {raw.get(key)!r}; run "
-                              f"with the study's {key}")
+        if getattr(resolved, key) != identity.get(key):
+            raise ConfigError(f"--tuned {path} was tuned with {key} {identity[key]!r}, not "
+                              f"{getattr(resolved, key)!r}; run with the study's {key}")
     params = tuning.best.params
     fixed_here = [name for name in params
                   if (training_key(name) in raw.get("training", {}) if training_key(name) is not None

@@ -120,6 +120,21 @@ def test_the_tuned_run_trains_on_everything_with_the_chosen_settings(tmp_path, c
     assert clash.exit_code == 2 and "chose training.lr; leave it out" in " ".join(clash.output.split())
 
 
+def test_settings_left_out_compare_with_the_study_as_their_defaults(tmp_path):
+    """A study of the default stream and model matches a run that names neither: the identity check
+    passes and the next check (a chosen setting also given) answers."""
+    tuning = tmp_path / "tuning.json"
+    tuning.write_text(json.dumps({
+        "study": "tune-seed0", "identity": {"method": "seqft", "sequence": "synth-coin", "subset": None,
+                                            "variant": None, "model": "mcit-tiny"},
+        "budget": {"trials": 8}, "best": {"number": 2, "value": 28.3, "params": {"training.lr": 0.002}}}))
+    result = invoke("run", "--tuned", str(tuning), "--lr", "0.1", "--output", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and "chose training.lr; leave it out" in " ".join(result.output.split())
+    other = invoke("run", "--tuned", str(tuning), "--model", "tiny-llava", "--output", str(tmp_path / "runs"))
+    assert other.exit_code == 2
+    assert "was tuned with model 'mcit-tiny', not 'tiny-llava'" in " ".join(other.output.split())
+
+
 def test_a_finished_study_is_joined_not_rerun(study, monkeypatch):
     """A second worker on a study that has its budget trains nothing and reports the same choice."""
     monkeypatch.setattr(runner_module, "run_stream", lambda *a, **k: pytest.fail("a finished study trained"))

@@ -191,7 +191,7 @@ def tune(
     The same command resumes a stopped study or joins a running one; a trial whose worker died is
     marked failed and run again.
     """
-    from mcit_bench.config import parse_run_config
+    from mcit_bench.config import RunConfig, parse_run_config
     from mcit_bench.tune import TuneRequest, method_space, read_space_file
     from mcit_bench.tune import tune as run_study
 
@@ -222,7 +222,10 @@ def tune(
     best = summary["best"]
     console.print(f"best: trial {best['number']} ({best['value']:.2f}) with {json.dumps(best['params'])}",
                   markup=False)
-    console.print(f"train with it: mcit-bench run --method {method} --tuned "
+    identity = summary["identity"]
+    named = "".join(f" --{key} {identity[key]}" for key in ("sequence", "subset", "variant", "model")
+                    if identity[key] != RunConfig.model_fields[key].default)  # a run must name what the study did
+    console.print(f"train with it: mcit-bench run --method {method}{named} --tuned "
                   f"{summary['folder']}/tuning.json", markup=False)
 
 

@@ -78,7 +78,9 @@ def test_the_chosen_trial_is_the_best_on_validation(study):
         assert results["summary"]["final_acc"] == pytest.approx(trial["value"])  # its own run's validation score
         # ci trains on 200 samples a task: 20 are held out and scored, none of the 24 test samples
         assert {info["test_samples"] for info in results["task_info"].values()} == {20}
-    assert "best: trial" in study["output"] and "--tuned" in study["output"]
+    assert "best: trial" in study["output"]
+    # the command it suggests names the study's subset, which a tuned run must match
+    assert "mcit-bench run --method seqft --subset ci --tuned" in " ".join(study["output"].split())
 
 
 def test_the_test_split_is_never_read(study):

@@ -4,22 +4,18 @@ tuned settings (issue 15: faithful EWC)."""
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
-from pathlib import Path
 
 import pytest
 from mcit_bench.baselines.ewc import EWCOptions
 
+from tests.conftest import benchmark_script
+
 pytestmark = pytest.mark.slow
-PROBE = Path(__file__).resolve().parents[2] / "benchmarks" / "ewc_penalty_scale.py"
 
 
 def probe_module():
-    spec = importlib.util.spec_from_file_location("ewc_penalty_scale", PROBE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("ewc_penalty_scale")
 
 
 # EWC's default, and the choice of the full stream's 8-trial study on its validation split

@@ -3,21 +3,15 @@ importances (Omega_k = gamma Omega_{k-1} + F_k) and weighs what the last task tr
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import save_file
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ewc_fisher_mass.py"
+from tests.conftest import benchmark_script
 
 
 def script():
-    spec = importlib.util.spec_from_file_location("ewc_fisher_mass", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return benchmark_script("ewc_fisher_mass")
 
 
 def test_each_task_fisher_is_recovered_from_the_importances(tmp_path):

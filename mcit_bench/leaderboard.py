@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from mcit_bench.config import TrainingConfig
 from mcit_bench.data.stream import load_stream
@@ -59,9 +59,21 @@ class EntryKey(_Strict):
     # 'mcit-bench tune' study chose (results' run.config.tuned); "custom-<sha256, 12 hex>": options or
     # training settings given by hand. Seeds of other choices never average.
     settings: str = Field(default="default", pattern=r"^(default|tuned-[0-9a-f]{12}|custom-[0-9a-f]{12})$")
+    # "validation": a run scored on a split carved from its training data (a tuning trial, or a run
+    # config with ``validation``). Submit refuses it; aggregated from run folders it stands apart from
+    # the test runs of the same settings, whose scores it must never average with.
+    split: Literal["test", "validation"] = "test"
+
+    @model_serializer(mode="wrap")
+    def _test_split_unwritten(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("split") == "test":  # the board's entries, all on test, keep the form they were written in
+            del data["split"]
+        return data
 
     def protocol_label(self) -> str:
-        return self.protocol + (f", {self.settings}" if self.settings != "default" else "")
+        return (self.protocol + (f", {self.settings}" if self.settings != "default" else "")
+                + (", validation split" if self.split == "validation" else ""))
 
     def label(self) -> str:
         subset = f"[{self.subset}]" if self.subset else ""
@@ -70,7 +82,7 @@ class EntryKey(_Strict):
 
     def sort_key(self) -> tuple:
         return (self.sequence, self.subset or "", self.model, self.model_weights or "", self.method, self.protocol,
-                self.settings)
+                self.settings, self.split)
 
 
 class Entry(_Strict):
@@ -131,7 +143,8 @@ def entry_from_results(results: Results, verified: bool | None = None) -> Entry:
     key = EntryKey(sequence=label, subset=sequence.subset,
                    content_hash=sequence.content_hash, model=results.run.model,
                    model_weights=results.run.model_weights, method=results.run.method, protocol=protocol_of(results),
-                   settings=settings_of(results))
+                   settings=settings_of(results),
+                   split="validation" if results.run.config.get("validation") else "test")
     return Entry(key=key, seed=results.run.seed, tasks=results.tasks, matrix=results.matrix,
                  summary=results.summary, task_selection=results.stages[-1].task_selection,
                  trainable_params=max(results.cost.trainable_params_per_stage),

@@ -424,3 +424,18 @@ def test_hand_set_options_or_training_settings_get_their_own_settings_key():
     assert key(given) == f"custom-{digest}"
     tuned = {"tuned": {"params": {"training.lr": 2e-3}}, "training": {"lr": 2e-3}}
     assert key(tuned).startswith("tuned-")  # a study's choice is named by the study, not as hand-set
+
+
+def test_a_run_scored_on_validation_never_averages_with_test_runs():
+    """The same settings scored on a validation split (a tuning trial, a run config with ``validation``)
+    form their own row, labelled so; a test entry's key is written as before, with no split field."""
+    on_test = results_doc(seed=0)
+    on_validation = results_doc(matrix=[[0.0, 0.0, 0.0], [90.0, 0.0, 0.0], [90.0, 90.0, 0.0], [90.0, 90.0, 90.0]],
+                                seed=1)
+    on_validation["run"]["config"] = {"validation": {"fraction": 0.1, "max_per_task": 100, "seed": 0}}
+    entries = [entry_from_results(parse_results(doc, "results.json")) for doc in (on_test, on_validation)]
+    assert [entry.key.split for entry in entries] == ["test", "validation"]
+    assert "split" not in entries[0].key.model_dump() and entries[1].key.model_dump()["split"] == "validation"
+    rows = aggregate(entries)
+    assert sorted((row.key.protocol_label(), row.metrics["final_acc"].mean) for row in rows) == [
+        ("task-aware", 50.0), ("task-aware, validation split", 90.0)]

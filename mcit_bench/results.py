@@ -89,7 +89,10 @@ def print_results(results: dict[str, Any], console) -> None:
     labels = ["base"] + [f"{i} {task}" for i, task in enumerate(tasks, start=1)]
     if results["run"].get("upper_bound"):
         labels = ["base"] + ["joint"] * len(tasks)
-    console.print(matrix_table(matrix, tasks, labels, "Accuracy matrix R (rows: after training stage)"))
+    validation = results["run"].get("config", {}).get("validation")
+    split = (f", scored on a validation split carved from the training data ({validation['fraction']:g} of "
+             f"each task's, at most {validation['max_per_task']}), not on test") if validation else ""
+    console.print(matrix_table(matrix, tasks, labels, f"Accuracy matrix R (rows: after training stage{split})"))
     console.print(summary_table(shown_summary(summarize(matrix), bool(results["run"].get("upper_bound")))))
     for metric, by_task in results.get("extra_scores", {}).items():  # reported beside the matrix
         shown = ", ".join(f"{task} {values[-1]:.1f}" for task, values in by_task.items())

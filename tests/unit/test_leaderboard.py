@@ -439,3 +439,12 @@ def test_a_run_scored_on_validation_never_averages_with_test_runs():
     rows = aggregate(entries)
     assert sorted((row.key.protocol_label(), row.metrics["final_acc"].mean) for row in rows) == [
         ("task-aware", 50.0), ("task-aware, validation split", 90.0)]
+
+    from rich.console import Console
+
+    from mcit_bench.results import print_results
+
+    console = Console(width=200, record=True)
+    print_results(on_validation, console)
+    assert ("scored on a validation split carved from the training data (0.1 of each task's, at most 100), "
+            "not on test") in " ".join(console.export_text().split())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mcit_bench.config import split_scored
 from mcit_bench.errors import DataError
 from mcit_bench.schema import Results
 
@@ -31,6 +32,10 @@ def compare(current: Results, baseline: Results, tolerance: float) -> tuple[list
     if current.tasks != baseline.tasks:
         raise DataError(f"the runs have different task lists ({current.tasks} vs {baseline.tasks}); "
                         f"compare runs of the same sequence and subset")
+    splits = [split_scored(run.run.config.get("validation")) for run in (current, baseline)]
+    if splits[0] != splits[1]:
+        raise DataError(f"the runs are scored on different samples ({splits[0]} against {splits[1]}); compare "
+                        f"runs scored on the same split")
     changes = []
     for name, value in baseline.summary.items():
         new = current.summary[name]

@@ -50,6 +50,14 @@ class ValidationSplit(_Strict):
     seed: int = 0
 
 
+def split_scored(validation: dict[str, Any] | None) -> str:
+    """What a run's matrix was scored on, for tables and messages (``validation``: its config's)."""
+    if not validation:
+        return "the test split"
+    return (f"a validation split carved from the training data ({validation['fraction']:g} of each task's, at "
+            f"most {validation['max_per_task']}, seed {validation.get('seed', 0)})")
+
+
 class TunedFrom(_Strict):
     """Where a run's tuned settings came from: the study, its budget and the chosen trial."""
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from mcit_bench.config import split_scored
 from mcit_bench.errors import DataError
 from mcit_bench.scoring.continual import DISPLAY_NAMES, shown_summary, summarize
 
@@ -90,8 +91,7 @@ def print_results(results: dict[str, Any], console) -> None:
     if results["run"].get("upper_bound"):
         labels = ["base"] + ["joint"] * len(tasks)
     validation = results["run"].get("config", {}).get("validation")
-    split = (f", scored on a validation split carved from the training data ({validation['fraction']:g} of "
-             f"each task's, at most {validation['max_per_task']}), not on test") if validation else ""
+    split = f", scored on {split_scored(validation)}, not on test" if validation else ""
     console.print(matrix_table(matrix, tasks, labels, f"Accuracy matrix R (rows: after training stage{split})"))
     console.print(summary_table(shown_summary(summarize(matrix), bool(results["run"].get("upper_bound")))))
     for metric, by_task in results.get("extra_scores", {}).items():  # reported beside the matrix

@@ -220,6 +220,17 @@ def test_check_flags_worsened_cells_and_metrics():
     assert regressions == [] and moved
 
 
+
+def test_check_refuses_runs_scored_on_different_splits():
+    baseline = parse_results(results_doc(), "baseline")
+    on_validation = results_doc()
+    on_validation["run"]["config"] = {"validation": {"fraction": 0.1, "max_per_task": 100, "seed": 0}}
+    with pytest.raises(DataError, match=r"the runs are scored on different samples \(a validation split carved "
+                                        r"from the training data \(0.1 of each task's, at most 100, seed 0\) "
+                                        r"against the test split\)"):
+        compare(parse_results(on_validation, "current"), baseline, tolerance=2.0)
+
+
 def test_a_write_killed_half_way_leaves_the_old_leaderboard(tmp_path, monkeypatch):
     board = tmp_path / "leaderboard.json"
     submit_all([write_doc(tmp_path, "a.json", results_doc())], board)
@@ -446,5 +457,5 @@ def test_a_run_scored_on_validation_never_averages_with_test_runs():
 
     console = Console(width=200, record=True)
     print_results(on_validation, console)
-    assert ("scored on a validation split carved from the training data (0.1 of each task's, at most 100), "
+    assert ("scored on a validation split carved from the training data (0.1 of each task's, at most 100, seed 0), "
             "not on test") in " ".join(console.export_text().split())

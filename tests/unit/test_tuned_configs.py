@@ -1,0 +1,26 @@
+"""benchmarks/tuned-synth-coin holds, for every registered method, the settings its study chose as a
+run config that the CLI's --config accepts and the method's options accept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mcit_bench.config import load_config_file, parse_run_config
+from mcit_bench.methods.base import METHODS
+from mcit_bench.runner import build_method
+
+FOLDER = Path(__file__).resolve().parents[2] / "benchmarks" / "tuned-synth-coin"
+
+
+def test_every_method_has_its_tuned_config_and_it_builds():
+    files = {path.stem: path for path in FOLDER.glob("*.yaml")}
+    assert set(files) == set(METHODS.names())
+    for name, path in files.items():
+        config = parse_run_config(load_config_file(path), str(path))
+        assert config.method == name and config.sequence == "synth-coin" and config.validation is None
+        build_method(config)
+    # the choices docs/BENCHMARKS.md's headline table gives
+    chosen = {name: parse_run_config(load_config_file(path), str(path)) for name, path in files.items()}
+    assert chosen["dmole"].method_options == {"rank": 4} and chosen["dmole"].training.lr == 0.0036396393567863887
+    assert chosen["expansion"].method_options == {"lr": 0.006074996073425695}
+    assert chosen["ewc"].method_options == {"ewc_lambda": 5627.93, "gamma": 0.95, "lora_rank": 8}

@@ -442,7 +442,8 @@ def board_summary(rows: list[Row]) -> dict[str, Any]:
     return {"rows": [{
         "sequence": row.key.sequence, "subset": row.key.subset, "model": row.key.model,
         "model_weights": row.key.model_weights, "method": row.key.method,
-        "protocol": row.key.protocol, "settings": row.key.settings, "seeds": row.seeds, "tasks": row.tasks,
+        "protocol": row.key.protocol, "settings": row.key.settings, "split": row.key.split, "seeds": row.seeds,
+        "tasks": row.tasks,
         "metrics": {name: stat_dict(value) for name, value in row.metrics.items()},
         "task_selection": stat_dict(row.task_selection), "matrix": row.matrix, "stage_curve": row.stage_curve,
         "trainable_params": row.trainable_params, "added_params": row.added_params,

@@ -88,6 +88,27 @@ def test_leaderboard_page_renders_sorts_and_shows_heatmaps(tmp_path):
         shutil.copy(shot, Path(keep) / "leaderboard.png")
 
 
+def test_a_row_scored_on_validation_is_labelled_so(tmp_path):
+    sync_playwright = _browser_or_skip()
+
+    def on_validation(doc: dict) -> dict:
+        if doc["run"]["method"] == "replay":
+            doc["run"]["config"] = {"validation": {"fraction": 0.1, "max_per_task": 100, "seed": 0}}
+        return doc
+
+    page_path = tmp_path / "leaderboard.html"
+    page_path.write_text(html_page(leaderboard_rows(edit=on_validation)))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page()
+        page.goto(page_path.as_uri())
+        protocols = dict(zip(page.locator("#board tbody tr.entry td:first-child").all_inner_texts(),
+                             page.locator("#board tbody tr.entry td:nth-child(2)").all_inner_texts()))
+        browser.close()
+    assert "validation split" in protocols["replay"]
+    assert "validation" not in protocols["seqft"] and "validation" not in protocols["branchlora"]
+
+
 HOSTILE = {"<!--<script>": [[0, 10, 0], [80, 10, 10], [30, 70, 10], [20, 30, 60]],
            "</script><script>alert(1)</script>": [[0, 10, 0], [80, 10, 10], [60, 70, 10], [50, 55, 60]],
            "<img src=x onerror=alert(2)>": [[0, 10, 0], [85, 10, 10], [70, 75, 10], [65, 60, 62]]}

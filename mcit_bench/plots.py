@@ -20,8 +20,30 @@ def _pyplot():
     return plt
 
 
+def distinctions(results: Results) -> list[str]:
+    """What sets a run apart from others of its method: settings other than the defaults (as the
+    leaderboard keys them) and a validation split."""
+    from mcit_bench.leaderboard import settings_of
+
+    settings = settings_of(results)
+    return ([settings] if settings != "default" else []) + (
+        ["validation split"] if results.run.config.get("validation") else [])
+
+
 def run_label(results: Results) -> str:
-    return f"{results.run.method} (seed {results.run.seed})"
+    return f"{results.run.method} ({', '.join(distinctions(results) + [f'seed {results.run.seed}'])})"
+
+
+def heatmap_path(folder: Path, results: Results, taken: set[Path]) -> Path:
+    """``heatmap-<method>[-<settings>][-validation]-seed<N>.png``, numbered on where two runs would
+    share a name (two sittings of one setting), so no run's heatmap overwrites another's."""
+    parts = [results.run.method] + [part.replace(" split", "") for part in distinctions(results)]
+    stem = "heatmap-" + "-".join(parts + [f"seed{results.run.seed}"])
+    path, number = folder / f"{stem}.png", 2
+    while path in taken:
+        path, number = folder / f"{stem}-{number}.png", number + 1
+    taken.add(path)
+    return path
 
 
 def _save(figure, path: Path) -> None:
@@ -79,10 +101,11 @@ def plot_runs(runs: list[tuple[Path, Results]], out_dir: Path | None) -> list[Pa
     """A heatmap per run (beside its results unless ``out_dir``) and one overlay of the stage curves."""
     if len({tuple(results.tasks) for _, results in runs}) > 1:
         raise DataError("the runs have different task lists; overlay only runs of one sequence and subset")
-    written = []
+    written: list[Path] = []
+    taken: set[Path] = set()
     for source, results in runs:
         folder = out_dir or (source if source.is_dir() else source.parent)
-        path = Path(folder) / f"heatmap-{results.run.method}-seed{results.run.seed}.png"
+        path = heatmap_path(Path(folder), results, taken)
         heatmap_png(results, path)
         written.append(path)
     curves = Path(out_dir or (runs[0][0] if runs[0][0].is_dir() else runs[0][0].parent)) / "stage-curves.png"

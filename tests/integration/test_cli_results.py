@@ -72,6 +72,19 @@ def test_plot_writes_heatmaps_and_curves(tmp_path):
     assert all((tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in written)
 
 
+def test_plot_never_overwrites_one_run_heatmap_with_another(tmp_path):
+    """Two sittings of one setting and a validation run of it, all seed 0, into one folder."""
+    on_validation = results_doc()
+    on_validation["run"]["config"] = {"validation": {"fraction": 0.1, "max_per_task": 100, "seed": 0}}
+    runs = [write_doc(tmp_path, "a.json", results_doc()), write_doc(tmp_path, "b.json", results_doc()),
+            write_doc(tmp_path, "c.json", on_validation)]
+    result, _ = invoke("plot", *runs, "--out", tmp_path / "plots")
+    assert result.exit_code == 0
+    written = sorted(path.name for path in (tmp_path / "plots").iterdir())
+    assert written == ["heatmap-seqft-seed0-2.png", "heatmap-seqft-seed0.png", "heatmap-seqft-validation-seed0.png",
+                       "stage-curves.png"]
+
+
 def test_committed_schema_is_current():
     from tests.conftest import FIXTURES
 

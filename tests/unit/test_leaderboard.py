@@ -459,3 +459,14 @@ def test_a_run_scored_on_validation_never_averages_with_test_runs():
     print_results(on_validation, console)
     assert ("scored on a validation split carved from the training data (0.1 of each task's, at most 100, seed 0), "
             "not on test") in " ".join(console.export_text().split())
+
+
+def test_plot_labels_tell_settings_and_splits_apart():
+    from mcit_bench.plots import run_label
+
+    doc = results_doc(seed=2)
+    assert run_label(parse_results(doc, "r")) == "seqft (seed 2)"
+    doc["run"]["config"] = {"method_options": {"lora_rank": 8},
+                            "validation": {"fraction": 0.1, "max_per_task": 100, "seed": 0}}
+    digest = hashlib.sha256(json.dumps({"method_options": {"lora_rank": 8}}, sort_keys=True).encode()).hexdigest()[:12]
+    assert run_label(parse_results(doc, "r")) == f"seqft (custom-{digest}, validation split, seed 2)"

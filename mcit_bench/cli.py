@@ -70,7 +70,8 @@ def run(
                                                       "and 95% CI")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="folder with a real benchmark's files")] = None,
     output: Annotated[Path, typer.Option(help="root of run directories")] = Path("runs"),
-    run_id: Annotated[Optional[str], typer.Option(help="name of the run directory (default seed<N>[-subset])")] = None,
+    run_id: Annotated[Optional[str], typer.Option(help="name of the run directory (default "
+                                                       "seed<N>[-subset][-variant][-validation])")] = None,
     resume: Annotated[bool, typer.Option(help="continue an unfinished run after its last finished stage")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     full: Annotated[bool, typer.Option(help="seqft/joint: train all language-model weights instead of LoRA")] = False,

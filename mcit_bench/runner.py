@@ -99,7 +99,8 @@ def path_part(value: str, what: str) -> str:
 def run_directory(output_root: Path, stream: TaskStream, config: RunConfig, run_id: str | None) -> Path:
     """``<output>/<sequence>/<method>/<run id>``: each part checked, so a run never lands outside ``output``."""
     default_id = (f"seed{config.seed}" + (f"-{config.subset}" if config.subset else "")
-                  + (f"-{config.variant}" if config.variant else ""))
+                  + (f"-{config.variant}" if config.variant else "")
+                  + ("-validation" if config.validation else ""))  # never the folder of the test run
     return (output_root / path_part(stream.name, "sequence name") / path_part(config.method, "method name")
             / path_part(run_id or default_id, "run id"))
 

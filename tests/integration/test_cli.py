@@ -54,6 +54,18 @@ def test_a_config_file_sets_what_the_flags_leave_out(tmp_path):
     assert recorded["method_options"] == {"ewc_lambda": 100.0, "gamma": 0.9}
 
 
+def test_a_run_scored_on_validation_gets_its_own_default_folder(tmp_path):
+    from mcit_bench.config import RunConfig, ValidationSplit
+    from mcit_bench.data.stream import load_stream
+    from mcit_bench.runner import run_directory
+
+    stream = load_stream("synth-coin", "ci")
+    on_test = RunConfig(method="ewc", subset="ci", seed=2)
+    on_validation = on_test.model_copy(update={"validation": ValidationSplit()})
+    assert run_directory(tmp_path, stream, on_test, None) == tmp_path / "synth-coin" / "ewc" / "seed2-ci"
+    assert run_directory(tmp_path, stream, on_validation, None).name == "seed2-ci-validation"
+
+
 def test_a_flag_given_overrides_the_config_file(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("method: ewc\nmethod_options: {ewc_lambda: 100.0}\n")

@@ -239,8 +239,9 @@ def verify_submission(results: Results, source: str) -> None:
     verify_consistent(results, source)
     verify_names(results, source)
     if results.run.config.get("validation"):
-        raise DataError(f"{source}: this is a tuning trial, scored on a validation split carved from the training "
-                        f"data; submit the run of its chosen settings ('mcit-bench run --tuned tuning.json')")
+        raise DataError(f"{source}: this run (a tuning trial, or a run config with 'validation') is scored on a "
+                        f"validation split carved from the training data; submit a run of the same settings on the "
+                        f"test split ('mcit-bench run --tuned tuning.json', or the config without 'validation')")
     sequence = results.run.sequence
     try:
         version, content_hash = shipped_sequence(sequence.name, sequence.subset, sequence.variant)

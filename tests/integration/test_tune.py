@@ -91,7 +91,8 @@ def test_the_test_split_is_never_read(study):
 def test_a_trial_never_goes_on_the_leaderboard(study, tmp_path):
     trial_dir = study["out"] / "runs" / "synth-coin" / "seqft" / study["summary"]["best"]["run_id"]
     refused = invoke("submit", str(trial_dir), "--leaderboard", str(tmp_path / "board.json"))
-    assert refused.exit_code == 2 and "this is a tuning trial" in " ".join(refused.output.split())
+    assert refused.exit_code == 2 and "is scored on a validation split carved from the training data" in " ".join(
+        refused.output.split())
     assert not (tmp_path / "board.json").exists()
 
 

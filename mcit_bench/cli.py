@@ -88,7 +88,8 @@ def run(
                                                               "memory)")] = False,
     shard: Annotated[Optional[str], typer.Option(help="fsdp: shard the frozen base model over the processes "
                                                       "(FSDP2; launch with torchrun, docs/DISTRIBUTED.md)")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file of run settings (flags override it)")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file of run settings, the fields of a run's "
+                                                       "config.json (a flag given wins over it)")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="cache for generated data and arrow files")] = None,
     tuned: Annotated[Optional[Path], typer.Option(help="tuning.json of 'mcit-bench tune': train with the settings "
                                                        "its study chose")] = None,

@@ -126,6 +126,11 @@ def _digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def split_of(results: Results) -> Literal["test", "validation"]:
+    """Whether a run was scored on test or on a validation split carved from its training data."""
+    return "validation" if results.run.config.get("validation") else "test"
+
+
 def settings_of(results: Results) -> str:
     """``default``; ``tuned-`` and the digest of the settings a tuning study chose; or ``custom-`` and
     the digest of the options and training settings given by hand."""
@@ -144,7 +149,7 @@ def entry_from_results(results: Results, verified: bool | None = None) -> Entry:
                    content_hash=sequence.content_hash, model=results.run.model,
                    model_weights=results.run.model_weights, method=results.run.method, protocol=protocol_of(results),
                    settings=settings_of(results),
-                   split="validation" if results.run.config.get("validation") else "test")
+                   split=split_of(results))
     return Entry(key=key, seed=results.run.seed, tasks=results.tasks, matrix=results.matrix,
                  summary=results.summary, task_selection=results.stages[-1].task_selection,
                  trainable_params=max(results.cost.trainable_params_per_stage),
@@ -238,7 +243,7 @@ def verify_submission(results: Results, source: str) -> None:
     """Refuse a results document whose numbers or identity cannot be trusted."""
     verify_consistent(results, source)
     verify_names(results, source)
-    if results.run.config.get("validation"):
+    if split_of(results) == "validation":
         raise DataError(f"{source}: this run (a tuning trial, or a run config with 'validation') is scored on a "
                         f"validation split carved from the training data; submit a run of the same settings on the "
                         f"test split ('mcit-bench run --tuned tuning.json', or the config without 'validation')")

@@ -23,11 +23,11 @@ def _pyplot():
 def distinctions(results: Results) -> list[str]:
     """What sets a run apart from others of its method: settings other than the defaults (as the
     leaderboard keys them) and a validation split."""
-    from mcit_bench.leaderboard import settings_of
+    from mcit_bench.leaderboard import settings_of, split_of
 
     settings = settings_of(results)
     return ([settings] if settings != "default" else []) + (
-        ["validation split"] if results.run.config.get("validation") else [])
+        ["validation split"] if split_of(results) == "validation" else [])
 
 
 def run_label(results: Results) -> str:

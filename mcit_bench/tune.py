@@ -345,6 +345,6 @@ def tuned_config(raw: dict[str, Any], tuning: TuningFile, path: Path, source: st
     if fixed_here:
         raise ConfigError(f"--tuned {path} chose {', '.join(sorted(fixed_here))}; leave it out of the command line "
                           f"and config file")
-    raw = {**raw, "tuned": TunedFrom(study=tuning.study, trials=tuning.budget.trials, best_trial=tuning.best.number,
-                                     validation_final_acc=tuning.best.value, params=params).model_dump(mode="json")}
-    return apply_params(parse_run_config(raw, source), params, f"--tuned {path}")
+    tuned = TunedFrom(study=tuning.study, trials=tuning.budget.trials, best_trial=tuning.best.number,
+                      validation_final_acc=tuning.best.value, params=params)
+    return apply_params(resolved.model_copy(update={"tuned": tuned}), params, f"--tuned {path}")

@@ -36,7 +36,7 @@ BACKENDS: dict[str, Callable[[], tuple]] = {
 
 def measure(model, processor, rows: list[dict], sizes: list[int], max_new: int) -> tuple[dict[int, float], bool]:
     """Samples per second at each batch size, and whether every batch size gave the same answers."""
-    collator = InstructionCollator(processor)
+    collator = InstructionCollator(processor, processor.tokenizer.model_max_length)
     generate_answers(model, collator, rows, max(sizes), max_new)  # warm-up: caches and allocator
     speeds: dict[int, float] = {}
     outputs: dict[int, list[str]] = {}

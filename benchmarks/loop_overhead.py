@@ -64,7 +64,7 @@ def main() -> None:
     run = RunContext(stream=stream, seed=0, train_data=train_sets)
     model = method.setup(base, run)
     initial = copy.deepcopy(model.state_dict())
-    collator = InstructionCollator(processor)
+    collator = InstructionCollator(processor, processor.tokenizer.model_max_length)
     for indices in batch_indices(len(data), config.batch_size, args.steps,
                                  torch.Generator().manual_seed(stage_seed(0, 1))):
         collator.train_batch(rows_of(data, indices))  # warm the cache for both loops

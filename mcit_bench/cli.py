@@ -86,6 +86,8 @@ def run(
                                                           "float32 for what trains)")] = None,
     gradient_checkpointing: Annotated[bool, typer.Option(help="recompute activations in backward (less "
                                                               "memory)")] = False,
+    max_length: Annotated[Optional[int], typer.Option(help="tokens of a training sequence, image placeholders "
+                                                           "included (default: the model's limit)")] = None,
     shard: Annotated[Optional[str], typer.Option(help="fsdp: shard the frozen base model over the processes "
                                                       "(FSDP2; launch with torchrun, docs/DISTRIBUTED.md)")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file of run settings, the fields of a run's "
@@ -103,7 +105,8 @@ def run(
     try:
         raw = _raw_config(config, method, sequence, subset, variant, model, option, full, precision,
                           {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum,
-                           "lr": lr, "gradient_checkpointing": gradient_checkpointing or None})
+                           "lr": lr, "gradient_checkpointing": gradient_checkpointing or None,
+                           "max_length": max_length})
         seed_list = _parse_seeds(seeds) if seeds else [seed if seed is not None else raw.get("seed", 0)]
         if len(seed_list) > 1 and run_id:
             raise ConfigError("--run-id names one run; leave it out with --seeds (the runs are named seed<N>)")

@@ -31,6 +31,9 @@ class TrainingConfig(_Strict):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     # recompute activations in the backward pass: less memory for 7B/13B models, same results
     gradient_checkpointing: bool = False
+    # tokens of a training sequence, prompt and image placeholders included; None: the model's own
+    # limit (mcit_bench.models.loading.sequence_limit)
+    max_length: int | None = Field(default=None, gt=0)
 
 
 class EvalConfig(_Strict):
@@ -94,10 +97,13 @@ class RunConfig(_Strict):
         """The config as run directories and results record it; the tuning fields only when set, so
         the configs of runs made before they existed still match."""
         dumped = self.model_dump(mode="json")
+        dumped["training"] = {key: value for key, value in dumped["training"].items()
+                              if key not in OPTIONAL_TRAINING_RECORDS or value is not None}
         return {key: value for key, value in dumped.items() if key not in OPTIONAL_RECORDS or value is not None}
 
 
 OPTIONAL_RECORDS = ("shard", "validation", "tuned")
+OPTIONAL_TRAINING_RECORDS = ("max_length",)
 
 
 def parse_run_config(raw: dict[str, Any], source: str) -> RunConfig:

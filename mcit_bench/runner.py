@@ -483,7 +483,13 @@ def run_stream(
     )
 
     from mcit_bench.models.collate import InstructionCollator
-    from mcit_bench.models.loading import check_model, load_model, unreadable_tasks
+    from mcit_bench.models.loading import (
+        load_named_processor,
+        load_weights,
+        model_config,
+        sequence_limit,
+        unreadable_tasks,
+    )
     from mcit_bench.train import stage_seed, train_stage
 
     started = time.perf_counter()
@@ -492,11 +498,16 @@ def run_stream(
     stream = load_stream(config.sequence, config.subset, config.variant)
     for task in stream.tasks:  # a metric that cannot run fails now, not after hours of training
         METRICS.get(task_metric(task)).preflight()
-    check_model(config.model)
+    architecture = model_config(config.model)
     method = build_method(config)
     paths = RunPaths(run_directory(output_root, stream, config, run_id))
     root = prepare_data_root(stream, data_root, cache_root)
     train_sets, test_sets = load_stream_data(stream, root, cache_root, config.validation)
+    processor = load_named_processor(config.model)
+    collator = InstructionCollator(processor, config.training.max_length
+                                   or sequence_limit(config.model, architecture, processor.tokenizer))
+    for task, train_set in train_sets.items():  # a sample that cannot fit fails now, before the run directory
+        collator.check_fits(task, train_set)
     # several processes (accelerate launch, torchrun): each checks the directory, the main one claims it
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
@@ -512,12 +523,11 @@ def run_stream(
     accelerator.wait_for_everyone()
     console = console if main else None
     torch.manual_seed(config.seed)
-    model, processor = load_model(config.model, PRECISIONS[config.precision])
+    model = load_weights(config.model, PRECISIONS[config.precision], accelerator.device)
     if console is not None and main:
         for warning in unreadable_tasks(processor.tokenizer, train_sets):
             console.print(warning, style="yellow", highlight=False, markup=False)
     base_ids = {id(p) for p in model.parameters()}  # adapters may rename base weights, never replace them
-    collator = InstructionCollator(processor)
     run = RunContext(stream=stream, seed=config.seed, train_data=train_sets, device=accelerator.device,
                      collator=collator)
     model = method.setup(model, run).to(accelerator.device)
@@ -569,8 +579,13 @@ def run_stream(
             torch.manual_seed(stage_seed(config.seed, stage.index))
             method.before_task(stage, run)
             trained |= {name for name, p in model.named_parameters() if p.requires_grad}
+            cut_before = collator.cut_samples
             stats = train_stage(model, method, stage, run, collator, config.training, stream.task_steps(),
                                 accelerator, progress, config.precision, sharded=config.shard is not None)
+            if console and collator.cut_samples > cut_before:
+                console.print(f"warning: {collator.cut_samples - cut_before} training samples of stage {stage.index} "
+                              f"were longer than {collator.max_length} tokens and lost the end of their answer "
+                              f"(--max-length raises the limit)", style="yellow", highlight=False, markup=False)
             method.after_task(stage, run)
             if main:
                 save_checkpoint(paths.checkpoint(stage.index), model, trained, method)

@@ -93,13 +93,20 @@ class InstructionCollator:
     over the same samples pay the image processor nothing. The cache is bounded by the bytes of
     its image tensors, not by a count, so it holds a whole multi-task stream of 64-pixel images
     (joint training's 16,000 samples of synth-coin) yet never fills the host with 336-pixel ones.
+
+    ``max_length`` (:func:`mcit_bench.models.loading.sequence_limit`) bounds a training sequence. Only
+    the answer is ever cut, from its end, and each cut sample is counted (``cut_samples``): cutting
+    the prompt would cut image placeholders the model fills with exactly as many image features (a
+    336-pixel LLaVA-1.5 image is 576 of them) and the model would refuse the batch. A prompt that
+    leaves no room for an answer token is refused in one sentence.
     """
 
-    def __init__(self, processor: Any, max_length: int = 256, cache_bytes: int = 1 << 30,
+    def __init__(self, processor: Any, max_length: int, cache_bytes: int = 1 << 30,
                  answer_cache_size: int = 65536) -> None:
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.max_length = max_length
+        self.cut_samples = 0
         self.pad_id = self.tokenizer.pad_token_id
         mean = getattr(processor.image_processor, "image_mean", None) or [0.5, 0.5, 0.5]
         self.pad_fill = tuple(int(255 * m) for m in mean)
@@ -209,11 +216,11 @@ class InstructionCollator:
         encoded = self._encode_rows(rows)
         sequences, labels, token_types = [], [], []
         for row, item in zip(rows, encoded):
-            answer_ids = self.answer_ids(row["instruction"], row["target"], bool(item.images))
-            sequences.append((item.ids + answer_ids)[: self.max_length])
-            labels.append(([IGNORE_INDEX] * len(item.ids) + answer_ids)[: self.max_length])
-            token_types.append({name: (item.token_types.get(name, [0] * len(item.ids)) + [0] * len(answer_ids))
-                                [: self.max_length] for name in token_type_names(encoded)})
+            answer_ids = self.fitted_answer(row, item)
+            sequences.append(item.ids + answer_ids)
+            labels.append([IGNORE_INDEX] * len(item.ids) + answer_ids)
+            token_types.append({name: item.token_types.get(name, [0] * len(item.ids)) + [0] * len(answer_ids)
+                                for name in token_type_names(encoded)})
         width = max(len(seq) for seq in sequences)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         label_ids = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -227,6 +234,39 @@ class InstructionCollator:
                 types[name][i, : len(values)] = torch.tensor(values)
         return {"input_ids": input_ids, "attention_mask": attention, "labels": label_ids, **types,
                 **self.image_inputs(encoded)}
+
+    def fitted_answer(self, row: dict[str, Any], item: Encoded) -> list[int]:
+        """The sample's answer tokens, cut from the end to fit ``max_length`` after its whole prompt."""
+        answer_ids = self.answer_ids(row["instruction"], row["target"], bool(item.images))
+        room = self.max_length - len(item.ids)
+        if room < 1:
+            where = f"sample {row['id']!r}" if "id" in row else "a sample"
+            image = row["image"] if isinstance(row["image"], str) else "an image in memory"
+            raise DataError(f"{where} ({image or 'no image'}) has a prompt of {len(item.ids)} tokens, image "
+                            f"placeholders included, and the model takes {self.max_length}; raise --max-length "
+                            f"(if the model's positions allow) or shorten that sample's instruction")
+        if len(answer_ids) > room:
+            self.cut_samples += 1
+            return answer_ids[:room]
+        return answer_ids
+
+    def check_fits(self, task: str, dataset: Any) -> None:
+        """Refuse, before any training, a task whose longest sample leaves its answer no room: the
+        longest by text with an image and without, measured through the processor (placeholders
+        expanded as the model will see them)."""
+        texts = [f"{instruction} {target}" for instruction, target in zip(dataset["instruction"], dataset["target"])]
+        if not texts:
+            return
+        lengths = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        images = dataset["image"]
+        for wants_image in (True, False):
+            candidates = [i for i, image in enumerate(images) if bool(image) == wants_image]
+            if candidates:
+                longest = max(candidates, key=lambda i: len(lengths[i]))
+                try:
+                    self.train_batch([dataset[longest]])
+                except DataError as error:
+                    raise DataError(f"task {task!r}: {error}") from None
 
     def generation_batch(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Left-padded prompts, so every row's next token sits in the last column."""

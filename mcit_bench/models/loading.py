@@ -57,13 +57,6 @@ def _loading(name: str, load):
                           f"(huggingface-cli download) or pass a local folder") from None
 
 
-def check_model(name: str) -> None:
-    """Fail fast, before anything is written: the model's config must load (a small file, no weights)."""
-    from transformers import AutoConfig
-
-    _loading(name, AutoConfig.from_pretrained)
-
-
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -126,15 +119,60 @@ def load_processor(path: str):
         return images_only(processor_class).from_pretrained(path)
 
 
-def load_model(name: str, dtype: torch.dtype = torch.float32) -> tuple[nn.Module, object]:
-    """(model, processor) for a registered name, a local folder or a hub id (offline-safe)."""
-    from transformers import AutoModelForImageTextToText
+def load_model(name: str, dtype: torch.dtype = torch.float32,
+               device: torch.device | None = None) -> tuple[nn.Module, object]:
+    """(model, processor) for a registered name, a local folder or a hub id (offline-safe). With
+    ``device`` the weights are read straight onto it, never held whole in host memory first."""
+    return load_weights(name, dtype, device), load_named_processor(name)
 
-    processor, model = _loading(name, lambda path: (load_processor(path),
-                                                    AutoModelForImageTextToText.from_pretrained(path, dtype=dtype)))
+
+def load_named_processor(name: str):
+    """The model's processor, its tokenizer given a padding token (the end-of-sequence one) if it has none."""
+    processor = _loading(name, load_processor)
     if getattr(processor, "tokenizer", None) is not None and processor.tokenizer.pad_token is None:
         processor.tokenizer.pad_token = processor.tokenizer.eos_token
-    return model, processor
+    return processor
+
+
+def load_weights(name: str, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> nn.Module:
+    from transformers import AutoModelForImageTextToText
+
+    placement = {} if device is None or device.type == "cpu" else {"device_map": {"": device}}
+    return _loading(name, lambda path: AutoModelForImageTextToText.from_pretrained(path, dtype=dtype, **placement))
+
+
+def model_config(name: str):
+    """The model's config (a small file, no weights): loading it fails fast, before anything is written."""
+    from transformers import AutoConfig
+
+    return _loading(name, AutoConfig.from_pretrained)
+
+
+# LLaVA-1.5 was instruction-tuned on sequences of at most 2048 tokens, and CoIN trains it so
+# (``--model_max_length 2048``, CoIN scripts/CoIN/Train/2_TextVQA.sh:41, as in every task's script);
+# its hub config allows 4096 positions and its tokenizer names no limit
+TRAINED_LENGTHS = {"llava": 2048}
+# transformers writes a sentinel of about 1e30 into a tokenizer that names no limit
+UNSET_LENGTH = 10**9
+
+
+def sequence_limit(name: str, config: Any, tokenizer: Any) -> int:
+    """The longest training sequence a model takes: the least of its tokenizer's ``model_max_length``,
+    its language model's ``max_position_embeddings`` and the length its family was tuned at."""
+    limits = []
+    tokenizer_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tokenizer_limit, int) and 0 < tokenizer_limit < UNSET_LENGTH:
+        limits.append(tokenizer_limit)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    positions = getattr(text, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        limits.append(positions)
+    if getattr(config, "model_type", None) in TRAINED_LENGTHS:
+        limits.append(TRAINED_LENGTHS[config.model_type])
+    if not limits:
+        raise ConfigError(f"model {name!r} names no sequence length limit (no model_max_length in its tokenizer, "
+                          f"no max_position_embeddings in its config); pass --max-length N")
+    return min(limits)
 
 
 def language_model(model: nn.Module) -> nn.Module:

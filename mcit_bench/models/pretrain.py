@@ -55,7 +55,7 @@ def pretrain(config: PretrainConfig, out_dir: Path, log_every: int = 100) -> dic
     """Train every weight of a fresh mcit-tiny on descriptions; save it to ``out_dir``."""
     torch.manual_seed(config.seed)
     model, processor = build_tiny(config.seed, TinyShape())
-    collator = InstructionCollator(processor)
+    collator = InstructionCollator(processor, processor.tokenizer.model_max_length)
     rng = np.random.default_rng(config.seed + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     model.train()

@@ -59,10 +59,10 @@ def _qwen_text_config(tokenizer) -> dict:
 
 
 def _text_config(tokenizer, **extra) -> dict:
-    return dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id, **extra)
+    return {**dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                   pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                   eos_token_id=tokenizer.eos_token_id), **extra}
 
 
 def _finish(model, processor_class: type, image_processor, tokenizer, template: str, **processor_kwargs):
@@ -130,6 +130,43 @@ def build_tiny_internvl(seed: int):
     model = transformers.InternVLForConditionalGeneration(config)
     return _finish(model, transformers.InternVLProcessor, image_processor, tokenizer, template,
                    image_seq_length=tokens_per_image)
+
+
+LLAVA_IMAGE_SIDE = 336  # LLaVA-1.5's CLIP ViT-L/14-336: 24 x 24 patches, 576 image tokens
+CLIP_MEAN, CLIP_STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+
+
+def build_tiny_llava15(seed: int):
+    """(model, processor) of a random LLaVA-1.5 at its real shapes but tiny widths: a 336-pixel CLIP
+    tower of 14-pixel patches (576 image tokens a sample), the second-to-last layer's features, the
+    two-layer GELU projector, a Llama with 4096 positions, and a tokenizer that names no length
+    limit, as llava-hf/llava-1.5-7b-hf's does."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    from mcit_bench.data.synthetic import vocabulary_corpus
+    from mcit_bench.models.tiny import CHAT_TEMPLATE, IMAGE_TOKEN
+
+    tokenizer = build_tokenizer(build_vocabulary(vocabulary_corpus()))
+    tokenizer.model_max_length = int(1e30)  # transformers' sentinel for "no limit"
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                              image_size=LLAVA_IMAGE_SIDE, patch_size=14, projection_dim=32)
+    text = LlamaConfig(**_text_config(tokenizer, max_position_embeddings=4096), tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision, text_config=text,
+                         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+                         image_seq_length=(LLAVA_IMAGE_SIDE // 14) ** 2, vision_feature_select_strategy="default",
+                         vision_feature_layer=-2, projector_hidden_act="gelu")
+    image_processor = CLIPImageProcessorPil(size={"shortest_edge": LLAVA_IMAGE_SIDE},
+                                           crop_size={"height": LLAVA_IMAGE_SIDE, "width": LLAVA_IMAGE_SIDE},
+                                           do_center_crop=True, image_mean=CLIP_MEAN, image_std=CLIP_STD)
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=14,
+                               vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
+                               image_token=IMAGE_TOKEN, num_additional_image_tokens=1)
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    return model, processor
 
 
 def save_tiny(model, processor, folder: Path) -> Path:

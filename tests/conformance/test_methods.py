@@ -43,7 +43,7 @@ def set_up(name: str, cache_root):
     train_sets, test_sets = load_stream_data(stream, root, cache_root)
     torch.manual_seed(0)
     model, processor = load_model("mcit-tiny")
-    collator = InstructionCollator(processor)
+    collator = InstructionCollator(processor, processor.tokenizer.model_max_length)
     run = RunContext(stream=stream, seed=0, train_data=train_sets, collator=collator)
     method = build_method(RunConfig(method=name, sequence=SEQUENCE))
     return stream, test_sets, method, method.setup(model, run), collator, run

@@ -39,7 +39,7 @@ def same_images_two_instructions(cache_root):
 def set_up(stream, train, **options) -> tuple[DMoLE, torch.nn.Module, RunContext, InstructionCollator]:
     torch.manual_seed(0)
     model, processor = load_model("mcit-tiny")
-    collator = InstructionCollator(processor)
+    collator = InstructionCollator(processor, processor.tokenizer.model_max_length)
     run = RunContext(stream=stream, seed=0, train_data=train, collator=collator)
     method = build_method(RunConfig(method="dmole", sequence=SEQUENCE, method_options=options))
     return method, method.setup(model, run), run, collator

@@ -54,7 +54,7 @@ def test_every_text_of_the_world_is_in_the_vocabulary(tiny):
 
 def test_chat_template_and_labels_cover_only_the_answer(tiny):
     _, processor = tiny
-    collator = InstructionCollator(processor)
+    collator = InstructionCollator(processor, processor.tokenizer.model_max_length)
     assert collator.prompt("Q?") == "USER: <image>\nQ? ASSISTANT:"
     rng = np.random.default_rng(0)
     sample = TASKS["grounding"].generate(rng)
@@ -73,7 +73,7 @@ def model_image_token(processor) -> int:
 
 def test_base_model_describes_instead_of_answering(tiny):
     model, processor = tiny
-    collator = InstructionCollator(processor)
+    collator = InstructionCollator(processor, processor.tokenizer.model_max_length)
     rng = np.random.default_rng(1)
     sample = TASKS["gqa"].generate(rng)
     batch = collator.generation_batch([{"image": sample.image, "instruction": sample.instruction}])
@@ -95,7 +95,7 @@ def test_pretraining_command_is_recorded_beside_the_weights():
 def test_prompt_cache_is_bounded_by_image_bytes_and_exact(tiny, tmp_path):
     _, processor = tiny
     one_image = 3 * 64 * 64 * 4  # mcit-tiny's pixel values: 3 x 64 x 64 float32
-    collator = InstructionCollator(processor, cache_bytes=3 * one_image)
+    collator = InstructionCollator(processor, processor.tokenizer.model_max_length, cache_bytes=3 * one_image)
     rng = np.random.default_rng(2)
     rows = []
     for index in range(5):
@@ -117,7 +117,7 @@ def test_text_only_samples_share_a_batch_with_image_ones(tiny):
     from mcit_bench.models.loading import image_row_samples, pooled_image_features, unknown_word_share
 
     model, processor = tiny
-    collator = InstructionCollator(processor)
+    collator = InstructionCollator(processor, processor.tokenizer.model_max_length)
     picture = Image.new("RGB", (64, 64), (200, 30, 30))
     with_image = {"image": picture, "instruction": "what color is the square?", "target": "red"}
     text_only = {"image": "", "instruction": "what color is the square?", "target": "red"}

@@ -113,6 +113,7 @@ class BranchLoRAMethod(Method):
 
     def before_step(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
         self.routing.token_mask = batch["attention_mask"].bool()  # usage counts no padding
+        self.routing.micro_batch += 1
 
     def loss(self, batch: dict[str, torch.Tensor], outputs: Any, run: RunContext) -> dict[str, torch.Tensor]:
         queries = sample_queries(self.model, batch)

@@ -42,6 +42,7 @@ from torch.nn import functional as F
 
 from mcit_bench.adapters.experts import Routing, TaskExperts, attach_adapters
 from mcit_bench.adapters.lora import freeze_all
+from mcit_bench.distributed import processes, row_share, summed_over_processes
 from mcit_bench.errors import ConfigError
 from mcit_bench.methods.base import (
     Capabilities,
@@ -253,6 +254,10 @@ class DMoLE(Method):
         numbers, but the frozen weights never need ``requires_grad``, which a sharded weight (FSDP2,
         ``--shard fsdp``) could not give. A zero that requires grad is added to each candidate's
         output, so the loss has a gradient to follow and every output gets its dL/d output.
+
+        Memory: every process runs the same proxy batches, so each accumulates only its own share of
+        each weight gradient's rows (1/N of them over N processes) and the squared norms are summed
+        over processes; a layer's input is held in its own precision until its gradient arrives.
         """
         data = self.train_data(stage, run)
         n_batches = max(1, math.ceil(self.options.proxy_fraction * len(data) / self.options.proxy_batch_size))
@@ -262,17 +267,19 @@ class DMoLE(Method):
         probe = torch.zeros((), device=run.device, requires_grad=True)
         weight_grads: dict[str, torch.Tensor] = {}
         bias_grads: dict[str, torch.Tensor] = {}
+        world, rank = processes()
 
         def capture(name: str):
             def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-                x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+                x = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
+                rows = row_share(module.out_features, world, rank)
                 output = output + probe
 
                 def accumulate(grad: torch.Tensor) -> None:
-                    g = grad.reshape(-1, grad.shape[-1]).float()
-                    weight_grads[name] = weight_grads.get(name, 0) + g.T @ x
+                    g = grad.reshape(-1, grad.shape[-1])
+                    weight_grads[name] = weight_grads.get(name, 0) + g[:, rows].float().T @ x.float()
                     if module.bias is not None:
-                        bias_grads[name] = bias_grads.get(name, 0) + g.sum(0)
+                        bias_grads[name] = bias_grads.get(name, 0) + g.float().sum(0)
 
                 output.register_hook(accumulate)
                 return output
@@ -290,8 +297,11 @@ class DMoLE(Method):
             for handle in handles:
                 handle.remove()
         scores: dict[str, float | None] = dict.fromkeys(self.experts)
-        for name, grad in weight_grads.items():
-            scores[name] = float(grad.norm()) + (float(bias_grads[name].norm()) if name in bias_grads else 0.0)
+        reached = sorted(weight_grads)  # the same on every process: the same batches reach the same layers
+        if reached:
+            squares = summed_over_processes(torch.stack([weight_grads[name].square().sum() for name in reached]))
+            for name, square in zip(reached, squares.tolist()):
+                scores[name] = math.sqrt(square) + (float(bias_grads[name].norm()) if name in bias_grads else 0.0)
         return scores
 
     def before_task(self, stage: Stage, run: RunContext) -> None:

@@ -7,15 +7,24 @@ from __future__ import annotations
 import torch
 
 
-def _world() -> int:
+def processes() -> tuple[int, int]:
+    """(process count, this process's rank); (1, 0) outside a multi-process run."""
     import torch.distributed as dist
 
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+def row_share(rows: int, world: int, rank: int) -> slice:
+    """This process's contiguous share of ``rows`` when each of ``world`` processes takes one."""
+    size = -(-rows // world)
+    return slice(min(rows, rank * size), min(rows, (rank + 1) * size))
 
 
 def summed_over_processes(value: torch.Tensor) -> torch.Tensor:
     """``value`` summed over every process (a copy; the input is left as it is)."""
-    if _world() == 1:
+    if processes()[0] == 1:
         return value
     import torch.distributed as dist
 
@@ -26,7 +35,7 @@ def summed_over_processes(value: torch.Tensor) -> torch.Tensor:
 
 def mean_over_processes(rows: torch.Tensor) -> torch.Tensor:
     """The mean over the rows of every process's share of a global batch."""
-    if _world() == 1:
+    if processes()[0] == 1:
         return rows.mean(0)
     summed = summed_over_processes(torch.cat([rows.sum(0), rows.new_tensor([rows.shape[0]])]))
     return summed[:-1] / summed[-1]

@@ -30,13 +30,10 @@ def generate_answers(
     run: RunContext | None = None,
     device: torch.device = torch.device("cpu"),
     oracle_task: int | None = None,
-    synced: bool = False,
 ) -> tuple[list[str], list[int] | None]:
     """Greedy answers for ``rows`` in order (left padding, KV cache, stop at end of turn), and the
     task the method's selector chose for each row (None when the method does not select). With
-    ``oracle_task`` a selecting method routes every row to that task instead of choosing. ``synced``
-    (a sharded model): a process whose answers are done keeps stepping until every process's are,
-    because each step gathers the shards from all of them."""
+    ``oracle_task`` a selecting method routes every row to that task instead of choosing."""
     model.eval()
     tokenizer = collator.tokenizer
     answers: list[str] = []
@@ -57,7 +54,6 @@ def generate_answers(
             use_cache=True,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
-            synced_gpus=synced,
         )
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         answers.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))

@@ -52,6 +52,7 @@ from mcit_bench.results import (
 from mcit_bench.schema import SCHEMA_VERSION
 from mcit_bench.scoring.continual import summarize
 from mcit_bench.scoring.task_metrics import DEFAULT_METRIC, METRICS, score_task
+from mcit_bench.sharding import gathered
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -403,17 +404,12 @@ def task_metric(task) -> str:
 def generate_sharded(accelerator: Accelerator, model, collator, rows, config: RunConfig, method, run,
                      oracle_task: int | None = None) -> tuple[list[str], list[int] | None]:
     """Every process answers every ``world``-th row; the answers come back to all, in row order,
-    each row exactly once."""
+    each row exactly once. A sharded model is gathered whole for the evaluation (:func:`evaluate_row`),
+    so no forward here waits on another process."""
     world, rank = accelerator.num_processes, accelerator.process_index
-    mine = rows[rank::world]
-    kept = len(mine)
-    if config.shard is not None:  # sharded layers gather in every forward: every process runs as many
-        mine = mine + rows[: -(-len(rows) // world) - kept]  # batches (the padding's answers are dropped)
     with compute_precision(config.precision, run.device):
-        answers, chosen = generate_answers(model, collator, mine, config.eval.batch_size,
-                                           config.eval.max_new_tokens, method, run, run.device, oracle_task,
-                                           synced=config.shard is not None)
-    answers, chosen = answers[:kept], (chosen[:kept] if chosen is not None else None)
+        answers, chosen = generate_answers(model, collator, rows[rank::world], config.eval.batch_size,
+                                           config.eval.max_new_tokens, method, run, run.device, oracle_task)
     if world == 1:
         return answers, chosen
     from accelerate.utils import gather_object
@@ -440,6 +436,12 @@ def evaluate_row(model, collator, method, run, stream, test_sets, paths, stage, 
     method also answers each trained task again routed by its true id (the oracle predictions,
     scored into results' ``oracle`` matrix at the end).
     """
+    with gathered(model, config.shard is not None):
+        return evaluate_tasks(model, collator, method, run, stream, test_sets, paths, stage, config, accelerator)
+
+
+def evaluate_tasks(model, collator, method, run, stream, test_sets, paths, stage, config, accelerator
+                   ) -> tuple[dict[str, float], dict[str, float]]:
     scores: dict[str, float] = {}
     selection: dict[str, float] = {}
     for position, task in enumerate(stream.tasks):
@@ -473,7 +475,7 @@ def run_stream(
     ``after_stage(stage, rows)`` sees the matrix rows measured so far after every finished stage (a
     tuning study reports them to its pruner, which may stop the run by raising).
     """
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     from rich.progress import (
         BarColumn,
         Progress,
@@ -482,6 +484,7 @@ def run_stream(
         TimeRemainingColumn,
     )
 
+    from mcit_bench.models.blank_image import install_blank_image
     from mcit_bench.models.collate import InstructionCollator
     from mcit_bench.models.loading import (
         load_named_processor,
@@ -509,7 +512,11 @@ def run_stream(
     for task, train_set in train_sets.items():  # a sample that cannot fit fails now, before the run directory
         collator.check_fits(task, train_set)
     # several processes (accelerate launch, torchrun): each checks the directory, the main one claims it
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    # DDP must not broadcast rank 0's buffers into every process before each forward: what a method
+    # counts in a buffer on its share of the batch (BranchLoRA's branch usage) is summed over the
+    # processes by the method, and the model's own buffers (position tables) are the same everywhere
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(),
+                              kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
     main = accelerator.is_main_process
     if config.shard == "fsdp":
         from mcit_bench.sharding import check_can_shard
@@ -537,6 +544,8 @@ def run_stream(
         # what the method added or trains stays replicated; the loaded base is sharded
         keep = {p for p in model.parameters() if id(p) not in base_ids or p.requires_grad}
         model = shard_model(model, accelerator, config.precision, keep)
+    # after sharding, so a sharded embedding layer's own hooks never see the blank image's zero
+    install_blank_image(model, collator.blank_image())  # every process runs the vision side every step
     stages = method.stages(stream)
     tasks = stream.task_names
 

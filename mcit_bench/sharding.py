@@ -24,6 +24,7 @@ gloo, which is what the tests run.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -69,8 +70,25 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     return units
 
 
-def check_can_shard(method_name: str, can_shard: bool, processes: int, full: bool) -> None:
+# FSDP2's ``fully_shard`` is public from torch 2.6 and takes ``ignored_params`` from 2.7; from 2.8 a
+# root's ``reshard_after_forward`` is honoured and ``set_reshard_after_forward`` reaches every unit,
+# which evaluation's one gather (:func:`gathered`) relies on
+SHARD_TORCH_FLOOR = (2, 8)
+
+
+def torch_release(version: str) -> tuple[int, int]:
+    """(major, minor) of a torch version string such as ``2.13.0+cpu``."""
+    major, minor = (version.split("+")[0].split(".") + ["0"])[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def check_can_shard(method_name: str, can_shard: bool, processes: int, full: bool,
+                    torch_version: str = torch.__version__) -> None:
     """Refuse, before anything loads, a sharded run that cannot be one."""
+    if torch_release(torch_version) < SHARD_TORCH_FLOOR:
+        floor = ".".join(map(str, SHARD_TORCH_FLOOR))
+        raise ConfigError(f"--shard fsdp needs torch {floor} or newer (FSDP2 with ignored parameters and one "
+                          f"root over the model), and this is torch {torch_version}; upgrade torch or drop --shard")
     if processes < 2:
         raise ConfigError("--shard fsdp needs at least two processes to shard over; launch with torchrun "
                           "--nproc_per_node N (or accelerate launch --num_processes N), or drop --shard")
@@ -83,7 +101,13 @@ def check_can_shard(method_name: str, can_shard: bool, processes: int, full: boo
 
 def shard_model(model: nn.Module, accelerator: Accelerator, precision: str, keep: set[nn.Parameter]) -> nn.Module:
     """Wrap the frozen base of ``model`` with FSDP2 over every process; ``keep`` (what the method
-    added or trains) stays replicated."""
+    added or trains) stays replicated.
+
+    Every unit of :func:`shard_units` is sharded on its own, then one root over the whole model holds
+    what is left (norms, position tables, a frozen projector), so the units share one set of streams
+    and their gathers overlap compute. Within each stack of layers each layer gathers the next one's
+    weights during its own forward, and the previous one's during its backward.
+    """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
@@ -92,12 +116,61 @@ def shard_model(model: nn.Module, accelerator: Accelerator, precision: str, keep
     policy = MixedPrecisionPolicy()
     if precision == "bf16" and device_type == "cuda":
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    for unit in shard_units(model):
-        # each unit is its own FSDP root (nothing above it is wrapped), and a root keeps its gathered
-        # weights after forward unless told otherwise: then no process would hold less than the model
+    units = shard_units(model)
+    stacks = unit_stacks(model, units)
+    for unit in units:
         fully_shard(unit, mesh=mesh, mp_policy=policy, reshard_after_forward=True,
                     ignored_params=keep & set(unit.parameters()))
+    in_units = {p for unit in units for p in unit.parameters()}
+    # the root holds no shards of its own: what lies outside the units (norms, position tables) is a
+    # fraction of a percent of the model, and a method may call the part it sits in on its own,
+    # outside the root's forward, where a root's shards would not be gathered
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=True,
+                ignored_params={p for p in model.parameters() if p not in in_units} | set(keep))
+    # FSDP2 makes the first module to run forward its root; a unit called on its own first (the
+    # selectors' vision tower, generation encoding the images before its first forward) would then
+    # refuse the model's own root, so the root is settled now (torch has no public call for it)
+    model._get_fsdp_state()._lazy_init()
+    for stack in stacks:
+        for before, after in zip(stack, stack[1:]):
+            before.set_modules_to_forward_prefetch([after])
+            after.set_modules_to_backward_prefetch([before])
     return model
+
+
+def unit_stacks(model: nn.Module, units: list[nn.Module]) -> list[list[nn.Module]]:
+    """The units that run one after another: those that are consecutive layers of one ``nn.ModuleList``
+    (decoder layers, vision encoder layers), in order."""
+    chosen = {id(unit) for unit in units}
+    stacks = []
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList):
+            stack = [layer for layer in module if id(layer) in chosen]
+            if len(stack) > 1:
+                stacks.append(stack)
+    return stacks
+
+
+@contextmanager
+def gathered(model: nn.Module, sharded: bool):
+    """Every sharded unit of ``model`` gathered once and kept whole inside the block (evaluation:
+    generation would otherwise gather each unit's weights for every token it generates, and every
+    process would have to step in lockstep); resharded after it. Nothing to do when not ``sharded``."""
+    if not sharded:
+        yield
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    units = [module for module in model.modules() if isinstance(module, FSDPModule)]
+    for unit in units:
+        unit.set_reshard_after_forward(False, recurse=False)
+        unit.unshard()
+    try:
+        yield
+    finally:
+        for unit in units:
+            unit.set_reshard_after_forward(True, recurse=False)
+            unit.reshard()
 
 
 def predicted_bytes(model: nn.Module, keep: set[nn.Parameter], processes: int) -> dict[str, int]:
@@ -143,16 +216,23 @@ def check_replicated(method_name: str, model: nn.Module, trainable: list[nn.Para
 
 
 def average_replicated_gradients(parameters: list[nn.Parameter], processes: int) -> None:
-    """DDP's all-reduce for what trains outside the shards: every process ends with the mean gradient."""
+    """DDP's all-reduce for what trains outside the shards: every process ends with the mean gradient.
+
+    Every process reduces the same buffer: a parameter its micro-batches did not reach (a branch or
+    expert no sample of its share routed to) enters as zeros beside a flag, and one that no process
+    reached keeps no gradient, as in one process (AdamW then leaves it as it is)."""
     import torch.distributed as dist
 
-    grads = [p.grad for p in parameters if p.grad is not None and not is_sharded(p)]
-    if not grads:
+    replicated = [p for p in parameters if not is_sharded(p)]
+    if not replicated:
         return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in replicated]
+    reached = torch.tensor([float(p.grad is not None) for p in replicated], dtype=grads[0].dtype,
+                           device=grads[0].device)
+    flat = torch.cat([g.reshape(-1) for g in grads] + [reached])
     dist.all_reduce(flat)
-    flat /= processes
+    reached = flat[-len(replicated):].tolist()
     offset = 0
-    for grad in grads:
-        grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+    for index, (parameter, grad) in enumerate(zip(replicated, grads)):
+        parameter.grad = flat[offset:offset + grad.numel()].view_as(grad) / processes if reached[index] else None
         offset += grad.numel()

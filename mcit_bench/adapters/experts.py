@@ -24,6 +24,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mcit_bench.errors import ConfigError
+from mcit_bench.models.blank_image import vision_sees_blank
 
 
 class Routing:
@@ -40,11 +41,16 @@ class Routing:
         self.row_samples: dict[int, torch.Tensor] = {}
         # in training, [samples, tokens]: True on the tokens that count (not padding) for usage statistics
         self.token_mask: torch.Tensor | None = None
+        # counts the training micro-batches (the method's before_step), so usage is counted once per
+        # micro-batch however often activation recomputation runs a layer's forward
+        self.micro_batch = 0
 
     def per_row(self, per_sample: torch.Tensor, rows: int, device: torch.device) -> torch.Tensor:
         """``per_sample`` values spread over a layer input whose first axis has ``rows`` entries."""
         if rows in self.row_samples:
             return per_sample.to(device)[self.row_samples[rows].to(device)]
+        if per_sample.shape[0] != rows and vision_sees_blank():  # rows of the blank image, weighted zero
+            return torch.full((rows,), self.training_task, dtype=torch.long, device=device)
         if per_sample.shape[0] != rows:
             # a silent fallback would route a whole batch to the training task and hide the bug
             raise RuntimeError(f"routing holds {per_sample.shape[0]} task ids but an adapter layer sees a "
@@ -146,6 +152,7 @@ class BranchLoRA(nn.Module):
         self.branches = nn.ParameterList([nn.Parameter(torch.zeros(d_out, rank)) for _ in range(branches)])
         self.routers = nn.ParameterList()
         self.register_buffer("usage", torch.zeros(branches), persistent=False)
+        self.counted_pass = -1  # the micro-batch (Routing.micro_batch) whose usage was counted last
 
     @property
     def n_branches(self) -> int:
@@ -193,7 +200,9 @@ class BranchLoRA(nn.Module):
         if not self.routing.enabled or not len(self.routers):  # no task yet: the base model
             return x.new_zeros(*x.shape[:-1], self.d_out)
         gates = top_k_gates(self.router_logits(x), self.top_k)
-        if self.training:
+        if self.training and self.counted_pass != self.routing.micro_batch:
+            # once per micro-batch: gradient checkpointing runs this forward again in backward
+            self.counted_pass = self.routing.micro_batch
             self.usage += self.counted(gates.detach()).sum(dim=(0, 1))
         low = (x @ self.lora_A.T).unsqueeze(-2) * gates.unsqueeze(-1)  # [b, t, n, r]
         up = torch.stack(list(self.branches), dim=1).flatten(1)  # [d_out, n * r]
@@ -216,17 +225,20 @@ class TaskExperts(nn.Module):
         self.lora_A = nn.ParameterList()
         self.lora_B = nn.ParameterList()
         self.owners: list[int] = []
+        # the owners on the experts' device, so a forward copies nothing from the host
+        self.register_buffer("owner_ids", torch.zeros(0, dtype=torch.long), persistent=False)
 
     def add_expert(self, task: int, generator: torch.Generator, device: torch.device) -> None:
         self.lora_A.append(nn.Parameter(kaiming_down(self.rank, self.d_in, generator).to(device)))
         self.lora_B.append(nn.Parameter(torch.zeros(self.d_out, self.rank, device=device)))
         self.owners.append(task)
+        self.owner_ids = torch.tensor(self.owners, dtype=torch.long, device=device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.owners or not self.routing.enabled:
             return x.new_zeros(*x.shape[:-1], self.d_out)
         ids = self.routing.ids(x.shape[0], x.device)
-        owners = torch.tensor(self.owners, device=x.device)
+        owners = self.owner_ids
         active = ids.unsqueeze(1) == owners.unsqueeze(0)  # [b, experts]
         if self.routing.past_ids is not None:  # a past task the router picked for this training sample
             past = self.routing.per_row(self.routing.past_ids, x.shape[0], x.device)

@@ -17,6 +17,8 @@ IGNORE_INDEX = -100
 # processor outputs with one value per prompt token (Qwen2-VL marks its image tokens for M-RoPE):
 # padded and extended over the answer like the input ids, text tokens being 0
 TOKEN_ALIGNED = ("mm_token_type_ids", "token_type_ids")
+# the blank image's side before the processor resizes it: Qwen2-VL's smallest image (56 x 56 pixels)
+BLANK_SIDE = 56
 
 
 class Encoded(NamedTuple):
@@ -196,6 +198,12 @@ class InstructionCollator:
                 _, evicted = self._encoded.popitem(last=False)
                 self._encoded_bytes -= encoded_bytes(evicted)
         return [found[index] for index in range(len(rows))]
+
+    def blank_image(self) -> dict[str, torch.Tensor]:
+        """The processor's image inputs for a blank image of the padding colour (mcit_bench.models.blank_image)."""
+        blank = Image.new("RGB", (BLANK_SIDE, BLANK_SIDE), self.pad_fill)
+        out = self.processor(text=[self.prompt("")], images=[blank], return_tensors="pt")
+        return split_output(out, 0, per_image_rows=False).images
 
     @property
     def cached_bytes(self) -> int:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mcit_bench.errors import ConfigError
+from mcit_bench.models.blank_image import blank_image_inputs
 from mcit_bench.models.tiny import TINY_NAME, packaged_path
 from mcit_bench.registry import Registry
 
@@ -238,23 +239,36 @@ def pooled_image_features(model: nn.Module, batch: dict[str, torch.Tensor]) -> t
     summary = torch.zeros(len(has_image), width, dtype=dtype, device=has_image.device)
     pooled = torch.zeros_like(summary)
     if not has_image.any():
+        blank = blank_image_inputs(model)
+        if blank is not None:  # the vision layers run as in a batch with images (models/blank_image.py)
+            blank = {name: value.to(has_image.device) for name, value in blank.items()}
+            vision_features(vision, blank["pixel_values"].to(dtype), patches_per_image(blank), blank)
         return summary, pooled
     pixels = batch["pixel_values"].to(dtype)
     rows = patches_per_image(batch)
     if rows is None:
-        features = vision(pixel_values=pixels).last_hidden_state  # [images, tokens, dim]
+        features = vision_features(vision, pixels, rows, batch)  # [images, tokens, dim]
         if features.shape[0] != int(has_image.sum()):
             raise ConfigError(f"the processor gives {features.shape[0]} image tiles for {int(has_image.sum())} "
                               f"samples with an image; methods that route by image need one tile per image "
                               f"(InternVL: set crop_to_patches to false in the model's preprocessor_config.json)")
         image_summary, image_pooled = features[:, 0], features.amax(1)
     else:
-        flat = vision(pixels, grid_thw=batch["image_grid_thw"]).last_hidden_state  # [all patches, dim]
+        flat = vision_features(vision, pixels, rows, batch)  # [all patches, dim]
         parts = flat.split(rows.tolist())
         image_summary = torch.stack([part.mean(0) for part in parts])
         image_pooled = torch.stack([part.amax(0) for part in parts])
     summary[has_image], pooled[has_image] = image_summary.to(dtype), image_pooled.to(dtype)
     return summary, pooled
+
+
+def vision_features(vision: nn.Module, pixels: torch.Tensor, rows: torch.Tensor | None,
+                    batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The vision encoder's last hidden state: [images, tokens, dim], or [all patches, dim] for an
+    encoder that flattens every image's patches (``rows`` per image, Qwen2-VL)."""
+    if rows is None:
+        return vision(pixel_values=pixels).last_hidden_state
+    return vision(pixels, grid_thw=batch["image_grid_thw"]).last_hidden_state
 
 
 def image_row_samples(model: nn.Module, batch: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:

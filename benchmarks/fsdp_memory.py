@@ -10,6 +10,12 @@ transformers, so the peak-memory ratio shows the runtime, not the model; the par
 scales to a 7B model (docs/DISTRIBUTED.md's formula).
 
     python benchmarks/fsdp_memory.py [--method seqft]
+    python benchmarks/fsdp_memory.py --table   # docs/DISTRIBUTED.md's table for LLaVA-1.5-7B and -13B
+
+``--table`` prints, per process, every term of the memory a real-size run holds (mcit_bench/memory.py:
+frozen base in shards, what trains with its gradients and optimizer state, the reduction buffer,
+autocast copies, activations, logits, the base gathered for evaluation and the key-value cache),
+computed from LLaVA-1.5 built on the meta device with seqft's rank-128 LoRA: no memory, no download.
 """
 
 from __future__ import annotations
@@ -34,7 +40,13 @@ def per_rank(command: list[str], output: Path, method: str, *flags: str) -> list
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="seqft")
+    parser.add_argument("--table", action="store_true", help="print the real-size memory table and stop")
     args = parser.parse_args()
+    if args.table:
+        from mcit_bench.memory import memory_table
+
+        print(memory_table())
+        return
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory() as scratch:
         one = per_rank([str(bin_dir / "mcit-bench")], Path(scratch) / "one", args.method)[0]

@@ -315,10 +315,31 @@ def require_images(dataset, source: Path) -> None:
                         f"'image' fields")
 
 
+PROC_STATUS, PROC_CLEAR_REFS = Path("/proc/self/status"), Path("/proc/self/clear_refs")
+
+
 def peak_memory_mb() -> float:
+    """This process's peak since :func:`reset_peak_memory`: CUDA's peak allocation, or on CPU the
+    peak resident set (Linux's VmHWM, which can be reset; else the whole life's ru_maxrss)."""
     if torch.cuda.is_available():
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    try:
+        line = next(line for line in PROC_STATUS.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(line.split()[1]) / 1024  # KiB
+    except (OSError, StopIteration, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def reset_peak_memory() -> None:
+    """Forget the peak so far (after sharding: the whole model each process read before it cut its
+    share is not what the run holds). On Linux writing 5 to clear_refs resets VmHWM."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        PROC_CLEAR_REFS.write_text("5")
+    except OSError:
+        pass  # not Linux, or not allowed: the peak stays the whole life's
 
 
 def rank_memory(model: torch.nn.Module, accelerator: Accelerator) -> list[dict[str, Any]]:
@@ -544,6 +565,7 @@ def run_stream(
         # what the method added or trains stays replicated; the loaded base is sharded
         keep = {p for p in model.parameters() if id(p) not in base_ids or p.requires_grad}
         model = shard_model(model, accelerator, config.precision, keep)
+        reset_peak_memory()
     # after sharding, so a sharded embedding layer's own hooks never see the blank image's zero
     install_blank_image(model, collator.blank_image())  # every process runs the vision side every step
     stages = method.stages(stream)

@@ -40,7 +40,9 @@ def chatml_tokenizer(markers: dict[str, str]):
     from mcit_bench.data.synthetic import vocabulary_corpus
 
     words = vocabulary_corpus() + ["system user assistant You are a helpful"]
-    return build_tokenizer(build_vocabulary(words), extra_special_tokens=markers, eos_token="<|im_end|>")
+    tokenizer = build_tokenizer(build_vocabulary(words), extra_special_tokens=markers, eos_token="<|im_end|>")
+    tokenizer.model_max_length = REAL_LIMIT  # as Qwen2-VL-7B-Instruct's tokenizer_config.json declares
+    return tokenizer
 
 
 def _qwen_token_ids(tokenizer) -> dict[str, int]:
@@ -49,18 +51,14 @@ def _qwen_token_ids(tokenizer) -> dict[str, int]:
             "vision_start_token_id": ids["vision_start_token"], "vision_end_token_id": ids["vision_end_token"]}
 
 
-def _qwen_text_config(tokenizer) -> dict:
-    return dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                # M-RoPE: head_dim 16, so 8 rotary frequencies split over (time, height, width)
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
-                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id)
+# Qwen2-VL-7B-Instruct's sequence limit (tokenizer and rotary positions alike): the tiny models keep
+# the real limit, so sequence lengths are checked as they would be
+REAL_LIMIT = 32768
 
 
 def _text_config(tokenizer, **extra) -> dict:
     return {**dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=REAL_LIMIT,
                    pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                    eos_token_id=tokenizer.eos_token_id), **extra}
 
@@ -80,8 +78,9 @@ def _finish(model, processor_class: type, image_processor, tokenizer, template: 
     return model, processor
 
 
-def build_tiny_qwen2_vl(seed: int, version: str = "2"):
-    """(model, processor) of a random Qwen2-VL (``version`` "2") or Qwen2.5-VL ("2.5")."""
+def build_tiny_qwen2_vl(seed: int, version: str = "2", image_side: int = IMAGE_SIDE):
+    """(model, processor) of a random Qwen2-VL (``version`` "2") or Qwen2.5-VL ("2.5"), every image
+    resized to ``image_side`` pixels square (448: 1,024 patches, 256 image tokens after the merge)."""
     import transformers
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -102,7 +101,7 @@ def build_tiny_qwen2_vl(seed: int, version: str = "2"):
     rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
     config = config_class(text_config=_text_config(tokenizer, rope_parameters=rope), vision_config=vision,
                           **_qwen_token_ids(tokenizer))
-    pixels = IMAGE_SIDE * IMAGE_SIDE
+    pixels = image_side * image_side
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": pixels, "longest_edge": pixels},
                                                patch_size=14, merge_size=2, temporal_patch_size=2)
     template = CHATML_TEMPLATE.replace("IMAGE", "<|vision_start|><|image_pad|><|vision_end|>")

@@ -13,15 +13,19 @@ from tests.conftest import FIXTURES
 pytestmark = pytest.mark.slow
 
 SELECTING = {"expansion", "branchlora", "dmole"}
-BACKENDS = ("qwen2-vl", "qwen2.5-vl", "internvl")
+# llava-1.5 and qwen2-vl-448 at real image sizes: 576 image tokens (LLaVA-1.5's 336-pixel CLIP) and
+# 256 (Qwen2-VL at 448 x 448 pixels), so real sequence lengths meet the sequence limit and truncation
+BACKENDS = ("qwen2-vl", "qwen2.5-vl", "internvl", "llava-1.5", "qwen2-vl-448")
+IMAGE_TOKENS = {"llava-1.5": 576, "qwen2-vl-448": 256}
 
 
 @pytest.fixture(scope="module")
 def tiny_dirs(tmp_path_factory):
-    from mcit_bench.models.tiny_archs import build_tiny_internvl, build_tiny_qwen2_vl, save_tiny
+    from mcit_bench.models.tiny_archs import build_tiny_internvl, build_tiny_llava15, build_tiny_qwen2_vl, save_tiny
 
     builders = {"qwen2-vl": lambda: build_tiny_qwen2_vl(0, "2"), "qwen2.5-vl": lambda: build_tiny_qwen2_vl(0, "2.5"),
-                "internvl": lambda: build_tiny_internvl(0)}
+                "internvl": lambda: build_tiny_internvl(0), "llava-1.5": lambda: build_tiny_llava15(0),
+                "qwen2-vl-448": lambda: build_tiny_qwen2_vl(0, "2", image_side=448)}
     return {name: save_tiny(*build(), tmp_path_factory.mktemp(name)) for name, build in builders.items()}
 
 
@@ -37,7 +41,7 @@ def lora_count(config, rank: int = 16) -> int:
 
 def image_width(config, backend: str) -> int:
     """The vision encoder's own feature width (Qwen2-VL calls it embed_dim)."""
-    return config["vision_config"]["embed_dim" if backend == "qwen2-vl" else "hidden_size"]
+    return config["vision_config"]["embed_dim" if backend.startswith("qwen2-vl") else "hidden_size"]
 
 
 def projector_count(config, backend: str) -> int:
@@ -45,10 +49,12 @@ def projector_count(config, backend: str) -> int:
     width on each 2 x 2 patch group. InternVL: a LayerNorm over the pixel-shuffled (4 x width) features,
     then -> LM width -> LM width."""
     width, text = image_width(config, backend), config["text_config"]["hidden_size"]
+    if backend == "llava-1.5":  # two linear layers with a GELU between
+        return width * text + text + text * text + text
     merged = 4 * width
     if backend == "internvl":
         return 2 * merged + merged * text + text + text * text + text
-    norm = 2 * width if backend == "qwen2-vl" else width  # LayerNorm (weight, bias) or RMSNorm (weight)
+    norm = 2 * width if backend.startswith("qwen2-vl") else width  # LayerNorm (weight, bias) or RMSNorm (weight)
     return norm + merged * merged + merged + merged * text + text
 
 
@@ -73,6 +79,22 @@ def test_every_method_runs_on_a_tiny_model_of_each_backend(tmp_path, cache_root,
     if method == "expansion":  # one projector copy per task plus its image and text keys
         keys = image_width(config, backend) + config["text_config"]["hidden_size"]
         assert last["trainable_params"] == projector_count(config, backend) + keys
+    if backend in IMAGE_TOKENS:  # a sample of the stream reaches the model with its image's placeholders whole
+        assert image_tokens(model_dir) == IMAGE_TOKENS[backend]
+
+
+def image_tokens(model_dir) -> int:
+    """The image placeholders of a 64-pixel synth-coin image's training sample, as the saved model's
+    own processor expands them."""
+    from PIL import Image
+
+    from mcit_bench.models.collate import InstructionCollator
+    from mcit_bench.models.loading import load_named_processor, model_config, sequence_limit
+
+    config, processor = model_config(str(model_dir)), load_named_processor(str(model_dir))
+    collator = InstructionCollator(processor, sequence_limit("tiny", config, processor.tokenizer))
+    batch = collator.train_batch([{"image": Image.new("RGB", (64, 64)), "instruction": "what is it?", "target": "x"}])
+    return int((batch["input_ids"] == config.image_token_id).sum())
 
 
 TEXT_ONLY = FIXTURES / "text_only_quick.yaml"

@@ -77,6 +77,7 @@ def test_branchlora_usage_counts_the_gate_mass_of_real_tokens_only():
     layer(x)
     torch.testing.assert_close(layer.usage, gates[0, :2].sum(0) + gates[1, 0])
     routing.token_mask = torch.ones(2, 4, dtype=torch.bool)
+    routing.micro_batch += 1  # the next micro-batch (BranchLoRA's before_step): its usage counts
     with pytest.raises(RuntimeError, match=r"the token mask is \(2, 4\) but a BranchLoRA layer sees \(2, 3\)"):
         layer(x)
 

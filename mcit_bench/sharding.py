@@ -5,7 +5,8 @@ tower, embeddings) is frozen and is nearly all of the memory, while what trains 
 projector, task keys) is a few percent of it. So the layers the model declares unsplittable
 (``_no_split_modules``: decoder layers, vision encoder layers, vision embeddings), the input
 embeddings and the LM head are each wrapped with ``fully_shard`` on a one-dimensional mesh over all
-processes (:func:`shard_units` says why nothing above them is), and every parameter the method
+processes (:func:`shard_units` says why no part above them is; one root over the whole model ties
+them together and shards nothing itself), and every parameter the method
 added or that trains when the model is sharded is left out (``ignored_params``): it stays a plain,
 replicated tensor, its gradient averaged over processes after backward
 (:func:`average_replicated_gradients`), exactly as DDP averages it.
@@ -16,6 +17,8 @@ and old routers and D-MoLE's old experts are plain tensors frozen like any other
 method adds between tasks (branches, experts, projector copies) are plain tensors too, with no
 re-sharding. The frozen base keeps ``requires_grad`` false under FSDP, and the checkpoints hold only
 what trains, so the main process writes them from its replicated copy as in an unsharded run.
+
+Evaluation gathers the whole base once (:func:`gathered`), so generation runs on each process alone.
 
 On GPUs the mesh is over CUDA with NCCL and, under ``--precision bf16``, FSDP2's
 ``MixedPrecisionPolicy`` (bf16 parameters in compute, float32 gradient reduction); on CPU it is
@@ -51,11 +54,12 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
     and the LM head (once when they are tied).
 
     Each unit gathers its own weights in its own forward, so a method may call any part of the model
-    on its own (selectors run the vision tower and the embeddings). Nothing above the layers is
-    wrapped: a wrapped module changes class, and Hugging Face finds what a model records (hidden
-    states) by its class, so wrapping the vision tower or the language model would lose them. What is
-    left outside the units (norms, position tables, the projector) is a fraction of a percent of a 7B
-    model and stays replicated.
+    on its own (selectors run the vision tower and the embeddings). No part between the layers and
+    the whole model is wrapped: a wrapped module changes class, and Hugging Face finds what a model
+    records (hidden states) by its class, so wrapping the vision tower or the language model would
+    lose them. What is left outside the units (norms, position tables, the projector) is a fraction
+    of a percent of a 7B model and stays replicated; the root over the whole model (:func:`shard_model`)
+    holds none of it.
     """
     classes = layer_classes(model)
     layers = [module for module in model.modules() if type(module).__name__ in classes and module is not model]

@@ -33,6 +33,10 @@ def test_ls_lists_registered_things():
     (["--option", "rank"], "--option 'rank' must look like name=value"),
     (["--option", "colour=red"], "method 'seqft' option colour: Extra inputs are not permitted"),
     (["--lr", "-1"], "command line field training.lr: Input should be greater than 0"),
+    (["--max-length", "0"], "command line field training.max_length: Input should be greater than 0"),
+    # synth-coin's first training sample: a 16-token image and its question do not fit in 12 tokens
+    (["--sequence", str(FIXTURES / "two_task_quick.yaml"), "--max-length", "12"],
+     "task 'imagenet': sample 'imagenet-train-00000' ("),
 ])
 def test_bad_arguments_get_one_sentence_and_exit_2(tmp_path, args, message):
     result = invoke("run", *args, "--output", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"))

@@ -42,8 +42,8 @@ from torch.nn import functional as F
 
 from mcit_bench.adapters.experts import Routing, TaskExperts, attach_adapters
 from mcit_bench.adapters.lora import freeze_all
+from mcit_bench.core.errors import ConfigError
 from mcit_bench.distributed import processes, row_share, summed_over_processes
-from mcit_bench.errors import ConfigError
 from mcit_bench.methods.base import (
     Capabilities,
     Method,

@@ -17,11 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from mcit_bench.baselines.seqft import LORA_SPACE, SeqFTOptions, lora_or_full
 from pydantic import Field
 from torch import nn
 
 from mcit_bench.methods.base import Method, RunContext, Stage, register_method, rows_of
+from mcit_bench.methods.lora import LORA_SPACE, SeqFTOptions, lora_or_full
 from mcit_bench.methods.search import LogUniform, Uniform
 
 

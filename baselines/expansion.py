@@ -18,7 +18,7 @@ from torch import nn
 
 from mcit_bench.adapters.experts import Routing
 from mcit_bench.adapters.lora import freeze_all
-from mcit_bench.errors import ConfigError
+from mcit_bench.core.errors import ConfigError
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
 from mcit_bench.methods.search import LogUniform
 from mcit_bench.methods.selector import KeySelector, sample_queries

@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import numpy as np
-from mcit_bench.baselines.seqft import LORA_SPACE, SeqFTOptions, lora_or_full
 from pydantic import Field
 
 from mcit_bench.methods.base import Capabilities, Method, RunContext, Stage, register_method
+from mcit_bench.methods.lora import LORA_SPACE, SeqFTOptions, lora_or_full
 
 
 class ReplayOptions(SeqFTOptions):

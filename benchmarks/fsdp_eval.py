@@ -43,7 +43,8 @@ def answer(model, collator, rows, batch: int, new_tokens: int, synced: bool) -> 
             inputs = collator.generation_batch(rows[start:start + batch])
             output = model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                                     pad_token_id=collator.tokenizer.pad_token_id, synced_gpus=synced)
-            answers += collator.tokenizer.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            new = output[:, inputs["input_ids"].shape[1]:]
+            answers += collator.tokenizer.batch_decode(new, skip_special_tokens=True)
     return answers, time.perf_counter() - started
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mcit_bench.config import split_scored
-from mcit_bench.errors import DataError
+from mcit_bench.core.errors import DataError
 from mcit_bench.schema import Results
 
 # Forgetting is the one summary metric where lower is better.

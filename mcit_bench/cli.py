@@ -20,7 +20,7 @@ import typer  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from mcit_bench.errors import ConfigError, UserError, storage_error  # noqa: E402
+from mcit_bench.core.errors import ConfigError, UserError, storage_error  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark multimodal continual instruction tuning: run methods on task streams, score them.")
@@ -318,7 +318,7 @@ def show_leaderboard(
     import json
 
     from mcit_bench import report
-    from mcit_bench.io import atomic_write_text
+    from mcit_bench.core.io import atomic_write_text
     from mcit_bench.leaderboard import aggregate, board_summary, read_leaderboard, results_entries
 
     try:
@@ -396,7 +396,7 @@ def export_schema(
     """Write the JSON Schema of results.json (the file the leaderboard accepts)."""
     import json
 
-    from mcit_bench.io import atomic_write_text
+    from mcit_bench.core.io import atomic_write_text
     from mcit_bench.schema import json_schema
 
     atomic_write_text(out, json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
@@ -471,9 +471,11 @@ def data_check(
     from mcit_bench.data.audit import audit_stream
     from mcit_bench.data.stream import SyntheticSource, candidates, load_stream, locate_variant
     from mcit_bench.runner import default_cache_root, prepare_data_root
+    from mcit_bench.scoring.task_metrics import check_metric_names
 
     try:
         stream = load_stream(sequence, subset, variant)
+        check_metric_names(stream.tasks)
         if data_root is None and isinstance(stream.definition.source, SyntheticSource):
             data_root = prepare_data_root(stream, None, cache_dir or default_cache_root())
         if data_root is None or not data_root.is_dir():

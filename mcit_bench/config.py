@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mcit_bench.errors import ConfigError, first_problem
+from mcit_bench.core.errors import ConfigError, first_problem
 
 
 class _Strict(BaseModel):

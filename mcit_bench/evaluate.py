@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mcit_bench.data.records import Record
-from mcit_bench.errors import DataError
-from mcit_bench.io import atomic_write_text
 from mcit_bench.methods.base import Method, RunContext, rows_of
 from mcit_bench.models.collate import InstructionCollator
 
@@ -58,36 +53,6 @@ def generate_answers(
         new_tokens = output[:, batch["input_ids"].shape[1] :]
         answers.extend(text.strip() for text in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
     return answers, (chosen if selects else None)
-
-
-def write_predictions(path: Path, rows: list[dict[str, Any]], predictions: list[str]) -> None:
-    """One JSON line per sample: its id, the model's output, and what scoring needs of the reference."""
-    lines = [
-        json.dumps({"question_id": row["id"], "prediction": prediction, "answers": row["answers"],
-                    "task_type": row["task_type"], "metadata": json.loads(row["metadata"])}, ensure_ascii=False)
-        for row, prediction in zip(rows, predictions)
-    ]
-    atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def read_predictions(path: Path) -> tuple[list[str], list[Record]]:
-    """The predictions of a file and the records (references) they answer, in file order."""
-    if not path.is_file():
-        raise DataError(f"predictions file {path} does not exist; the run did not evaluate that stage")
-    predictions: list[str] = []
-    records: list[Record] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            predictions.append(str(entry["prediction"]))
-            records.append(Record(str(entry["question_id"]), "", "", tuple(entry["answers"]), entry["task_type"],
-                                  entry["metadata"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise DataError(f"predictions file {path} line {number} is not a JSON object with question_id, "
-                            f"prediction, answers, task_type and metadata; re-run the stage") from None
-    return predictions, records
 
 
 def test_rows(dataset) -> list[dict[str, Any]]:

@@ -24,9 +24,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from mcit_bench.config import TrainingConfig
+from mcit_bench.core.errors import ConfigError, DataError, first_problem
+from mcit_bench.core.io import atomic_write_json, exclusive_lock
 from mcit_bench.data.stream import load_stream
-from mcit_bench.errors import ConfigError, DataError, first_problem
-from mcit_bench.io import atomic_write_json, exclusive_lock
 from mcit_bench.models.fingerprint import weights_fingerprint
 from mcit_bench.models.tiny import TINY_NAME, packaged_path
 from mcit_bench.schema import Results, load_results

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mcit_bench.errors import DataError
-from mcit_bench.io import atomic_write_bytes
+from mcit_bench.core.errors import DataError
+from mcit_bench.core.io import atomic_write_bytes
 from mcit_bench.schema import Results
 
 

@@ -6,28 +6,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from mcit_bench.data.formats import file_digest
-from mcit_bench.data.records import Record
-from mcit_bench.errors import DataError
-from mcit_bench.evaluate import read_predictions
-from mcit_bench.io import atomic_write_json
+from mcit_bench.core.errors import DataError
+from mcit_bench.core.io import atomic_write_json, file_digest
+from mcit_bench.core.records import Record
 from mcit_bench.results import matrix_from_rows, rounded
+from mcit_bench.rundir import ORACLE_PREDICTIONS, PREDICTIONS, predictions_path, read_predictions
 from mcit_bench.schema import Results, load_results
 from mcit_bench.scoring.continual import summarize
 from mcit_bench.scoring.published import score_published
 from mcit_bench.scoring.task_metrics import COMPANION_METRICS, score_task
 
 TaskScorer = Callable[[str, Sequence[str], Sequence[Record]], float]
-PREDICTIONS = "predictions"
-# predictions of selecting methods routed by the true task id, laid out as predictions/ is
-ORACLE_PREDICTIONS = "predictions-oracle"
-
-
-def predictions_path(run_dir: Path, stage: int, task: str, folder: str = PREDICTIONS) -> Path:
-    """One task's predictions after one stage (0: the base model) in a run directory."""
-    return run_dir / folder / f"stage{stage}" / f"{task}.jsonl"
-
-
 def companion_scores(run_dir: Path, task_types: dict[str, str], stages: list[int]) -> dict[str, dict[str, list[float]]]:
     """Metrics reported beside the matrix (BLEU-4 of caption tasks), per task after each evaluated
     stage (stage 0, the base model, first), recomputed from the saved predictions."""

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mcit_bench.config import split_scored
-from mcit_bench.errors import DataError
+from mcit_bench.core.errors import DataError
 from mcit_bench.scoring.continual import DISPLAY_NAMES, shown_summary, summarize
 
 PACKAGES = ("mcit-bench", "torch", "transformers", "peft", "accelerate", "datasets", "numpy")

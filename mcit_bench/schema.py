@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from mcit_bench.errors import DataError, first_problem
+from mcit_bench.core.errors import DataError, first_problem
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, summarize
 from mcit_bench.scoring.task_metrics import METRICS
 

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from mcit_bench.errors import ConfigError
+from mcit_bench.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from accelerate import Accelerator

@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field, ValidationError
 
 from mcit_bench.config import RunConfig, TrainingConfig, TunedFrom, parse_run_config
+from mcit_bench.core.errors import ConfigError, DataError, first_problem
+from mcit_bench.core.io import atomic_write_json
 from mcit_bench.data.stream import TaskStream, load_stream
-from mcit_bench.errors import ConfigError, DataError, first_problem
-from mcit_bench.io import atomic_write_json
 from mcit_bench.methods.base import METHODS
 from mcit_bench.methods.search import TRAINING_PREFIX, SearchSpace, parse_param, space_to_json
 
@@ -146,7 +146,7 @@ def study_identity(request: TuneRequest) -> dict[str, Any]:
 
 
 def study_folder(request: TuneRequest) -> Path:
-    from mcit_bench.runner import path_part
+    from mcit_bench.rundir import path_part
 
     return (request.output_root / path_part(request.stream.name, "sequence name")
             / path_part(request.base.method, "method name") / path_part(request.study_name, "study name"))

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mcit_bench.errors import ConfigError
+from mcit_bench.core.errors import ConfigError
 from mcit_bench.models.blank_image import vision_sees_blank
 
 

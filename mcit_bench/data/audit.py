@@ -11,9 +11,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from mcit_bench.core.errors import DataError
 from mcit_bench.data.formats import SplitSpec, read_split
 from mcit_bench.data.stream import LocatedTask, TaskDef, TaskStream, candidates, locate_stream
-from mcit_bench.errors import DataError
 
 SHOWN_MISSING = 3  # missing images named per split; the rest are counted
 
@@ -110,10 +110,8 @@ def audit_hub_task(task: TaskDef, root: Path) -> TaskReport:
 def scoring_notes(located: LocatedTask, root: Path) -> list[str]:
     """How the task will be scored with the files present: the sound matrix's references, and the
     source's own rule with the official files it found or falls back without."""
-    from mcit_bench.scoring.task_metrics import DEFAULT_METRIC
-
     task = located.task
-    metric = task.metric or DEFAULT_METRIC[task.type]
+    metric = task.metric_name
     if task.annotations is None:
         references = "the test file's answers"
     elif located.annotations is not None:

@@ -28,9 +28,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mcit_bench.data.records import IMAGE_TAG, Record
-from mcit_bench.errors import DataError
-from mcit_bench.scoring.answers import box_inside, box_limits
+from mcit_bench.core.boxes import box_inside, box_limits
+from mcit_bench.core.errors import DataError
+from mcit_bench.core.io import file_digest
+from mcit_bench.core.records import IMAGE_TAG, Record
 
 READER_VERSION = 3  # 3: JSONL, text-only records, D-MoLE's test formats, box conventions, published extras
 
@@ -513,14 +514,6 @@ def position_keys(records: list[Record], references: dict[str, tuple[str, ...]],
                      f"{Path(record.image).name}; the caption file does not follow the test file's order"], problems)
             return ["" for _ in records]
     return [str(number) for number in range(1, len(records) + 1)]
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def records_dataset(records: list[Record]):

@@ -14,10 +14,10 @@ from typing import Any
 
 from PIL import Image
 
+from mcit_bench.core.errors import DataError
+from mcit_bench.core.records import Record
 from mcit_bench.data.formats import cached_dataset
-from mcit_bench.data.records import Record
 from mcit_bench.data.stream import HubSource
-from mcit_bench.errors import DataError
 
 HUB_READER_VERSION = 1
 

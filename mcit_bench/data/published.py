@@ -21,8 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mcit_bench.data.records import Record
-from mcit_bench.errors import DataError
+from mcit_bench.core.errors import DataError
+from mcit_bench.core.records import Record
 
 EXTRA_ROLES = ("problems", "pid_splits", "questions")
 LETTERS = "ABCDE"  # CoIN's eval_science_qa.py --options

@@ -13,11 +13,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mcit_bench.core.errors import ConfigError, first_problem
+from mcit_bench.core.records import DEFAULT_METRIC, TASK_TYPES
 from mcit_bench.data.formats import AnswerFile, SplitSpec
-from mcit_bench.data.records import TASK_TYPES
 from mcit_bench.data.synthetic import GENERATOR_VERSION
 from mcit_bench.data.synthetic import TASKS as SYNTHETIC_TASKS
-from mcit_bench.errors import ConfigError, first_problem
 
 
 class _Strict(BaseModel):
@@ -65,15 +65,6 @@ class PublishedScoring(_Strict):
 
     metric: str
     extras: dict[str, PathChoice] = {}
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, value: str) -> str:
-        from mcit_bench.scoring.published import PUBLISHED_METRICS
-
-        if value not in PUBLISHED_METRICS:
-            raise ValueError(PUBLISHED_METRICS.unknown_message(value))
-        return value
 
 
 class HubSource(_Strict):
@@ -123,6 +114,11 @@ class TaskDef(_Strict):
     steps: int | None = Field(default=None, gt=0)
     annotations: Annotations | None = None
     as_published: PublishedScoring | None = None
+
+    @property
+    def metric_name(self) -> str:
+        """The metric the sound matrix scores this task with: its own, or its type's default."""
+        return self.metric or DEFAULT_METRIC[self.type]
     hub: HubSource | None = None  # read from a Hugging Face dataset; train and test are then split names
     # where each part is published ("instructions", "images", ...): shown by 'mcit-bench data check'
     published: dict[str, str] = {}

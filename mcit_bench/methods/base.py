@@ -14,8 +14,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from mcit_bench.core.registry import Registry
 from mcit_bench.methods.search import LR, SearchSpace
-from mcit_bench.registry import Registry
 
 if TYPE_CHECKING:
     import datasets

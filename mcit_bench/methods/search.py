@@ -75,7 +75,7 @@ LR: SearchSpace = {"training.lr": LogUniform(1e-4, 1e-2)}
 
 def parse_param(name: str, raw: Any, source: str) -> SearchParam:
     """One entry of a search-space file: ``{log: [low, high]}``, ``{range: [low, high]}`` or ``{choices: [...]}``."""
-    from mcit_bench.errors import ConfigError
+    from mcit_bench.core.errors import ConfigError
 
     usage = (f"{source}: {name} must be {{log: [low, high]}}, {{range: [low, high]}} or {{choices: [a, b, ...]}}")
     if not isinstance(raw, dict) or len(raw) != 1:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mcit_bench.errors import DataError
+from mcit_bench.core.errors import DataError
 
 IGNORE_INDEX = -100
 # processor outputs with one value per prompt token (Qwen2-VL marks its image tokens for M-RoPE):

@@ -10,10 +10,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from mcit_bench.errors import ConfigError
+from mcit_bench.core.errors import ConfigError
+from mcit_bench.core.registry import Registry
 from mcit_bench.models.blank_image import blank_image_inputs
 from mcit_bench.models.tiny import TINY_NAME, packaged_path
-from mcit_bench.registry import Registry
 
 
 @dataclass(frozen=True)

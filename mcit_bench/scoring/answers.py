@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from mcit_bench.core.boxes import box_inside
+
 _CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
     "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
@@ -106,23 +108,6 @@ def parse_option_letter(output: str, options: list[str] | None = None) -> str | 
 
 _NUMBER = r"\s*(-?\d+(?:\.\d+)?|-?\.\d+)\s*"
 _BOX = re.compile(r"\[" + ",".join([_NUMBER] * 4) + r"\]")
-
-
-def box_limits(convention: str, size: tuple[float, float] | None) -> tuple[float, float]:
-    """The largest x and y a box may reach: 1 on the padded square (LLaVA, CoIN), 1000 (InternVL), or
-    the image's own width and height for pixel boxes."""
-    if convention == "pixel":
-        if size is None:
-            raise ValueError("pixel boxes need the image size")
-        return float(size[0]), float(size[1])
-    return (1000.0, 1000.0) if convention == "thousand" else (1.0, 1.0)
-
-
-def box_inside(box: tuple[float, ...] | list[float], convention: str, size: tuple[float, float] | None) -> bool:
-    """A box with area that lies within the frame of its convention."""
-    width, height = box_limits(convention, size)
-    x1, y1, x2, y2 = box
-    return 0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height
 
 
 def parse_box(output: str, convention: str = "padded_square",

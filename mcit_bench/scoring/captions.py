@@ -15,8 +15,8 @@ import io
 import os
 from collections.abc import Iterator, Sequence
 
-from mcit_bench.data.records import Record
-from mcit_bench.errors import MetricError
+from mcit_bench.core.errors import MetricError
+from mcit_bench.core.records import Record
 
 INSTALL_HINT = "install it with: pip install 'mcit-bench[captions]'"
 JAVA_HINT = ("caption metrics tokenise with Stanford CoreNLP, which needs Java: install a Java runtime "

@@ -16,8 +16,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mcit_bench.data.records import Record
-from mcit_bench.registry import Registry
+from mcit_bench.core.records import Record
+from mcit_bench.core.registry import Registry
 from mcit_bench.scoring.answers import box_iou, normalize_answer
 
 SplitRule = Callable[[Sequence[str], Sequence[Record]], float]

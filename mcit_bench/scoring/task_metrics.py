@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mcit_bench.data.records import Record
-from mcit_bench.registry import Registry
+from mcit_bench.core.records import Record
+from mcit_bench.core.registry import Registry
 from mcit_bench.scoring.answers import box_iou, normalize_answer, parse_box, parse_option_letter
 from mcit_bench.scoring.captions import bleu4_corpus, cider_scores, require_caption_tools
 
@@ -106,19 +106,21 @@ METRICS.add("cider", TaskMetric(
 CompanionScorer = Callable[[Sequence[str], Sequence[Record]], float]
 COMPANION_METRICS: dict[str, dict[str, CompanionScorer]] = {"caption": {"bleu4": bleu4_corpus}}
 
-DEFAULT_METRIC: dict[str, str] = {
-    "multiple_choice": "option_accuracy",
-    "vqa": "vqa_accuracy",
-    "classification": "exact_match",
-    "short_answer": "exact_match",
-    "grounding": "grounding_iou50",
-    "caption": "cider",
-}
-
-
 def score_task(metric_name: str, predictions: Sequence[str], records: Sequence[Record]) -> tuple[float, list[float]]:
     """(task score, 0-100 for bounded metrics; per-sample scores, 0-1 for bounded metrics)."""
     if len(predictions) != len(records):
         raise ValueError(f"{len(predictions)} predictions for {len(records)} records")
     per_sample = METRICS.get(metric_name).score_all(predictions, records)
     return (100.0 * sum(per_sample) / len(per_sample) if per_sample else 0.0), per_sample
+
+
+def check_metric_names(tasks) -> None:
+    """Every metric the tasks of a stream name, sound and as published, is one this harness has; an
+    unknown name is one sentence (the stream's files hold names only: mcit_bench.data never imports
+    scoring)."""
+    from mcit_bench.scoring.published import PUBLISHED_METRICS
+
+    for task in tasks:
+        METRICS.get(task.metric_name)
+        if task.as_published is not None:
+            PUBLISHED_METRICS.get(task.as_published.metric)

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from mcit_bench.cli import app
 from mcit_bench.config import RunConfig
-from mcit_bench.errors import UserError
+from mcit_bench.core.errors import UserError
 from mcit_bench.runner import run_stream
 from tests.conftest import FIXTURES
 
@@ -86,7 +86,7 @@ elif point == "evaluation":  # stage 1's predictions: the first task written, th
 elif point == "checkpoint":  # stage 2's checkpoint: the weights written into the staging folder, the rest not
     wrap(safetensors.torch, "save_file", lambda n, args: n == 4)
 elif point == "progress":  # stage 1's progress.json: its temporary file written, not renamed
-    import mcit_bench.io as io
+    import mcit_bench.core.io as io
     replace = os.replace
     seen = {"n": 0}
 
@@ -99,7 +99,7 @@ elif point == "progress":  # stage 1's progress.json: its temporary file written
 
     io.os.replace = renaming
 elif point == "results":  # results.json: its temporary file written, not renamed
-    import mcit_bench.io as io
+    import mcit_bench.core.io as io
     replace = os.replace
 
     def renaming(source, target):
@@ -228,7 +228,7 @@ def test_an_output_that_is_a_file_is_refused(tmp_path, cache_root):
 FULL_DISK = r'''
 import errno, sys
 
-import mcit_bench.io as io
+import mcit_bench.core.io as io
 import safetensors.torch
 from mcit_bench.cli import main
 

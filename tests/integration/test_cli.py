@@ -61,7 +61,7 @@ def test_a_config_file_sets_what_the_flags_leave_out(tmp_path):
 def test_a_run_scored_on_validation_gets_its_own_default_folder(tmp_path):
     from mcit_bench.config import RunConfig, ValidationSplit
     from mcit_bench.data.stream import load_stream
-    from mcit_bench.runner import run_directory
+    from mcit_bench.rundir import run_directory
 
     stream = load_stream("synth-coin", "ci")
     on_test = RunConfig(method="ewc", subset="ci", seed=2)

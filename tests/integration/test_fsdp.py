@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from mcit_bench.cli import app
 from mcit_bench.config import RunConfig
-from mcit_bench.errors import ConfigError
+from mcit_bench.core.errors import ConfigError
 from mcit_bench.models.loading import PRECISIONS, load_model
 from mcit_bench.runner import run_stream
 from mcit_bench.sharding import check_can_shard, predicted_bytes, shard_units

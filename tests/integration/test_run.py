@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mcit_bench.config import RunConfig
-from mcit_bench.errors import ConfigError
+from mcit_bench.core.errors import ConfigError
 from mcit_bench.rescore import rescore_run
 from mcit_bench.runner import run_stream
 from mcit_bench.scoring.continual import summarize
@@ -106,7 +106,7 @@ def test_rescoring_recomputes_from_predictions(finished, tmp_path):
 
 def test_submit_rescores_a_run_directory_and_refuses_a_forged_matrix(finished, tmp_path, monkeypatch):
     import mcit_bench.leaderboard as board
-    from mcit_bench.errors import DataError
+    from mcit_bench.core.errors import DataError
 
     run_dir, results = finished
     sequence = results["run"]["sequence"]  # the two-task fixture stands in for a shipped sequence here

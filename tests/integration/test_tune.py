@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 import mcit_bench.runner as runner_module
 from mcit_bench.cli import app
 from mcit_bench.config import RunConfig, ValidationSplit
-from mcit_bench.errors import ConfigError, DataError
+from mcit_bench.core.errors import ConfigError, DataError
 from mcit_bench.leaderboard import entry_from_results
 from mcit_bench.methods.search import Choice, LogUniform
 from mcit_bench.schema import load_results

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from mcit_bench.adapters.experts import BranchLoRA, MoELoRA, Routing, TaskExperts, attach_adapters, top_k_gates
-from mcit_bench.errors import ConfigError
+from mcit_bench.core.errors import ConfigError
 
 
 def randomise(layer: nn.Module, seed: int = 0) -> None:

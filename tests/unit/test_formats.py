@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from mcit_bench.core.errors import DataError
 from mcit_bench.data.formats import (
     ImagePlace,
     SplitSpec,
@@ -14,7 +15,6 @@ from mcit_bench.data.formats import (
     read_llava_conversations,
     row_to_record,
 )
-from mcit_bench.errors import DataError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
 

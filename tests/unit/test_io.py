@@ -6,8 +6,8 @@ import errno
 
 import pytest
 
-import mcit_bench.io as io
-from mcit_bench.errors import StorageError, storage_error
+import mcit_bench.core.io as io
+from mcit_bench.core.errors import StorageError, storage_error
 
 
 def test_a_full_disk_keeps_the_old_file_and_names_the_new_one(tmp_path, monkeypatch):

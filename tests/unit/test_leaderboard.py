@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from mcit_bench.check import compare
+from mcit_bench.core.errors import DataError
 from mcit_bench.data.stream import load_stream
-from mcit_bench.errors import DataError
 from mcit_bench.leaderboard import (
     aggregate,
     entry_from_results,
@@ -239,7 +239,7 @@ def test_a_write_killed_half_way_leaves_the_old_leaderboard(tmp_path, monkeypatc
     def killed(*args, **kwargs):  # the process dies between writing the temporary file and the rename
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("mcit_bench.io.os.replace", killed)
+    monkeypatch.setattr("mcit_bench.core.io.os.replace", killed)
     with pytest.raises(KeyboardInterrupt):
         submit_all([write_doc(tmp_path, "b.json", results_doc(seed=1))], board)
     assert board.read_bytes() == before

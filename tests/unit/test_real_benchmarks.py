@@ -13,11 +13,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from mcit_bench.cli import app
+from mcit_bench.core.errors import ConfigError, DataError
 from mcit_bench.data.formats import row_to_record
 from mcit_bench.data.stream import load_stream, locate_stream
-from mcit_bench.errors import ConfigError, DataError
 from mcit_bench.models.collate import load_image
-from mcit_bench.runner import load_stream_data, task_metric
+from mcit_bench.runner import load_stream_data
 from mcit_bench.scoring.published import coin_grounding_box, m4c_accuracy, score_published
 from mcit_bench.scoring.task_metrics import score_task
 from tests.conftest import FIXTURES
@@ -156,7 +156,7 @@ HAND_SCORED = [
 def test_both_scorings_match_hand_computed_values(published_tests, sequence, task, predictions, sound, published):
     definition = next(t for t in load_stream(sequence).tasks if t.name == task)
     records = published_tests[sequence][task]
-    assert score_task(task_metric(definition), predictions, records)[0] == pytest.approx(sound)
+    assert score_task(definition.metric_name, predictions, records)[0] == pytest.approx(sound)
     assert score_published(definition.as_published.metric, predictions, records) == pytest.approx(published)
 
 
@@ -176,7 +176,7 @@ def test_m4c_scores_an_emptied_answer_like_the_official_evaluator():
 
 
 def test_captions_as_mcitlib_reports_them():
-    from mcit_bench.data.records import Record
+    from mcit_bench.core.records import Record
     from mcit_bench.scoring.captions import coco_caption_scores
 
     records = [Record("1", "", "", ("two brown dogs run fast",) * 2, "caption"),
@@ -277,7 +277,7 @@ def test_data_check_passes_each_published_tree_and_says_how_it_scores(sequence):
 
 
 def test_cider_on_a_split_by_hand():
-    from mcit_bench.data.records import Record
+    from mcit_bench.core.records import Record
 
     # two images with disjoint words: an output equal to all of its three-word references has cosine 1
     # for 1-, 2- and 3-grams, no 4-gram at all and no length penalty, so CIDEr-D = 10 x (1 + 1 + 1 + 0) / 4
@@ -374,7 +374,7 @@ def test_a_run_refuses_fewer_than_ten_annotators(tmp_path):
 
 
 def test_bleu4_beside_cider_is_the_corpus_score():
-    from mcit_bench.data.records import Record
+    from mcit_bench.core.records import Record
     from mcit_bench.scoring.captions import bleu4_corpus
 
     records = [Record("1", "", "", ("two brown dogs run fast",), "caption"),

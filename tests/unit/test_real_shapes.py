@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from mcit_bench.core.errors import ConfigError, DataError
 from mcit_bench.distributed import row_share
-from mcit_bench.errors import ConfigError, DataError
 from mcit_bench.models.blank_image import install_blank_image
 from mcit_bench.models.collate import IGNORE_INDEX, InstructionCollator
 from mcit_bench.models.loading import load_model, projector, sequence_limit, vision_tower

@@ -2,7 +2,7 @@
 
 import pytest
 
-from mcit_bench.data.records import Record
+from mcit_bench.core.records import Record
 from mcit_bench.scoring.task_metrics import METRICS, score_task, vqa_soft_accuracy
 
 

@@ -15,6 +15,15 @@ TASK_TYPES: tuple[str, ...] = (
     "caption",  # Flickr30k, TextCaps: CIDEr against several references
 )
 IMAGE_TAG = "<image>"
+# the metric each task type is scored with unless its task names another (mcit_bench.scoring.task_metrics)
+DEFAULT_METRIC: dict[str, str] = {
+    "multiple_choice": "option_accuracy",
+    "vqa": "vqa_accuracy",
+    "classification": "exact_match",
+    "short_answer": "exact_match",
+    "grounding": "grounding_iou50",
+    "caption": "cider",
+}
 
 
 @dataclass(frozen=True)

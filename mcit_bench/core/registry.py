@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
-from mcit_bench.errors import ConfigError
+from mcit_bench.core.errors import ConfigError
 
 T = TypeVar("T")
 

@@ -31,11 +31,11 @@ from torch import nn
 
 from mcit_bench.adapters.experts import BranchLoRA, Routing, attach_adapters
 from mcit_bench.adapters.lora import freeze_all, language_linear_names, unfreeze_projector
-from mcit_bench.distributed import summed_over_processes
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
+from mcit_bench.methods.distributed import summed_over_processes
 from mcit_bench.methods.search import LR, Choice
 from mcit_bench.methods.selector import KeySelector, sample_queries
-from mcit_bench.models.loading import image_feature_dim
+from mcit_bench.models.anatomy import image_feature_dim
 
 
 class BranchLoRAOptions(MethodOptions):

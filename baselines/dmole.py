@@ -43,7 +43,6 @@ from torch.nn import functional as F
 from mcit_bench.adapters.experts import Routing, TaskExperts, attach_adapters
 from mcit_bench.adapters.lora import freeze_all
 from mcit_bench.core.errors import ConfigError
-from mcit_bench.distributed import processes, row_share, summed_over_processes
 from mcit_bench.methods.base import (
     Capabilities,
     Method,
@@ -53,15 +52,10 @@ from mcit_bench.methods.base import (
     register_method,
     rows_of,
 )
+from mcit_bench.methods.distributed import processes, row_share, summed_over_processes
 from mcit_bench.methods.search import LR, Choice
 from mcit_bench.methods.selector import instruction_mask
-from mcit_bench.models.loading import (
-    image_row_samples,
-    language_model,
-    pooled_image_features,
-    projector,
-    vision_tower,
-)
+from mcit_bench.models.anatomy import image_row_samples, language_model, pooled_image_features, projector, vision_tower
 
 NO_TASK = -1  # routed to no task: the base model answers
 

@@ -22,7 +22,7 @@ from mcit_bench.core.errors import ConfigError
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
 from mcit_bench.methods.search import LogUniform
 from mcit_bench.methods.selector import KeySelector, sample_queries
-from mcit_bench.models.loading import image_feature_dim, image_row_samples, projector
+from mcit_bench.models.anatomy import image_feature_dim, image_row_samples, projector
 
 
 class ExpansionOptions(MethodOptions):

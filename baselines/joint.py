@@ -7,11 +7,15 @@ accuracy matrix repeats that one row after every stage, and results flag it ``up
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
-from mcit_bench.data.stream import TaskStream
 from mcit_bench.methods.base import Capabilities, Method, RunContext, Stage, register_method
 from mcit_bench.methods.lora import LORA_SPACE, SeqFTOptions, lora_or_full
+
+if TYPE_CHECKING:
+    from mcit_bench.data.stream import TaskStream
 
 
 @register_method("joint")

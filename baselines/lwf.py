@@ -22,10 +22,10 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.methods.base import Method, RunContext, Stage, register_method
 from mcit_bench.methods.lora import LORA_SPACE, SeqFTOptions, lora_or_full
 from mcit_bench.methods.search import Choice, Uniform
-from mcit_bench.models.collate import IGNORE_INDEX
 
 
 class LwFOptions(SeqFTOptions):

@@ -13,9 +13,11 @@ from accelerate import Accelerator
 from torch import nn
 
 from mcit_bench.config import TrainingConfig
+from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.methods.base import Method, RunContext, Stage, rows_of
-from mcit_bench.models.collate import IGNORE_INDEX, InstructionCollator
-from mcit_bench.models.loading import compute_precision, projector
+from mcit_bench.models.anatomy import projector
+from mcit_bench.models.collate import InstructionCollator
+from mcit_bench.models.loading import compute_precision
 
 
 @dataclass(frozen=True)

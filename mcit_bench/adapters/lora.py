@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from mcit_bench.models.loading import language_model, projector
+from mcit_bench.models.anatomy import language_model, projector
 
 
 def language_linear_names(model: nn.Module) -> list[str]:

@@ -15,6 +15,8 @@ TASK_TYPES: tuple[str, ...] = (
     "caption",  # Flickr30k, TextCaps: CIDEr against several references
 )
 IMAGE_TAG = "<image>"
+# the label of a token the loss ignores (prompt, padding): PyTorch's cross-entropy default
+IGNORE_INDEX = -100
 # the metric each task type is scored with unless its task names another (mcit_bench.scoring.task_metrics)
 DEFAULT_METRIC: dict[str, str] = {
     "multiple_choice": "option_accuracy",

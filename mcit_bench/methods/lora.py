@@ -9,7 +9,7 @@ from torch import nn
 from mcit_bench.adapters.lora import freeze_all, inject_lora, unfreeze_projector
 from mcit_bench.methods.base import MethodOptions
 from mcit_bench.methods.search import LR, Choice, SearchSpace
-from mcit_bench.models.loading import language_model
+from mcit_bench.models.anatomy import language_model
 
 
 class SeqFTOptions(MethodOptions):

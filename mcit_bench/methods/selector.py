@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mcit_bench.distributed import mean_over_processes
-from mcit_bench.models.collate import IGNORE_INDEX
-from mcit_bench.models.loading import pooled_image_features
+from mcit_bench.core.records import IGNORE_INDEX
+from mcit_bench.methods.distributed import mean_over_processes
+from mcit_bench.models.anatomy import pooled_image_features
 
 
 def instruction_mask(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from mcit_bench.core.errors import DataError
+from mcit_bench.core.records import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 # processor outputs with one value per prompt token (Qwen2-VL marks its image tokens for M-RoPE):
 # padded and extended over the answer like the input ids, text tokens being 0
 TOKEN_ALIGNED = ("mm_token_type_ids", "token_type_ids")

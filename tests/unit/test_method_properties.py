@@ -8,10 +8,10 @@ from mcit_bench.baselines.replay import Replay, ReplayOptions
 
 from mcit_bench.config import RunConfig
 from mcit_bench.core.errors import ConfigError
+from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.data.stream import TaskDef
 from mcit_bench.methods.base import RunContext, Stage
 from mcit_bench.methods.selector import KeySelector
-from mcit_bench.models.collate import IGNORE_INDEX
 from mcit_bench.runner import build_method
 
 

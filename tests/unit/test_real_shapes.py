@@ -11,10 +11,12 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from mcit_bench.core.errors import ConfigError, DataError
-from mcit_bench.distributed import row_share
+from mcit_bench.core.records import IGNORE_INDEX
+from mcit_bench.methods.distributed import row_share
+from mcit_bench.models.anatomy import projector, vision_tower
 from mcit_bench.models.blank_image import install_blank_image
-from mcit_bench.models.collate import IGNORE_INDEX, InstructionCollator
-from mcit_bench.models.loading import load_model, projector, sequence_limit, vision_tower
+from mcit_bench.models.collate import InstructionCollator
+from mcit_bench.models.loading import load_model, sequence_limit
 from mcit_bench.models.tiny_archs import build_tiny_llava15
 from mcit_bench.sharding import check_can_shard, torch_release
 

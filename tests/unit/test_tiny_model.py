@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.data import world as w
 from mcit_bench.data.synthetic import TASKS, pretraining_sample
-from mcit_bench.models.collate import IGNORE_INDEX, InstructionCollator
+from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
 from mcit_bench.models.tiny import TinyShape, packaged_path
 
@@ -114,7 +115,8 @@ def test_prompt_cache_is_bounded_by_image_bytes_and_exact(tiny, tmp_path):
 def test_text_only_samples_share_a_batch_with_image_ones(tiny):
     from PIL import Image
 
-    from mcit_bench.models.loading import image_row_samples, pooled_image_features, unknown_word_share
+    from mcit_bench.models.anatomy import image_row_samples, pooled_image_features
+    from mcit_bench.models.loading import unknown_word_share
 
     model, processor = tiny
     collator = InstructionCollator(processor, processor.tokenizer.model_max_length)

@@ -417,7 +417,7 @@ def list_registered(what: Annotated[Listing, typer.Argument(help="what to list")
     table.add_column("name", style="bold")
     table.add_column("description")
     if what is Listing.methods:
-        from mcit_bench.methods.base import METHODS
+        from mcit_bench.methods.registry import METHODS
 
         for name in METHODS.names():
             doc = (METHODS.get(name).__module__ and sys.modules[METHODS.get(name).__module__].__doc__) or ""

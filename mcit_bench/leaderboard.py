@@ -205,14 +205,15 @@ MODEL_NAME = re.compile(r"^[A-Za-z0-9_.][A-Za-z0-9_./\-]{0,199}$")
 
 
 def verify_names(results: Results, source: str) -> None:
-    """Method and model names in the registry's charset, the method a registered one."""
-    from mcit_bench.methods.base import METHODS
+    """Method and model names in the registry's charset, the method a registered one (known by name,
+    without loading the plugins and torch with them)."""
+    from mcit_bench.methods.registry import METHODS
 
     method, model = results.run.method, results.run.model
     if not METHOD_NAME.match(method):
         raise DataError(f"{source}: method name {method!r} is not a method name (lower-case letters, digits, "
                         f"'_', '-' and '.'); register the method under such a name")
-    if method not in METHODS:
+    if method not in METHODS.declared_names():
         raise DataError(f"{source}: method {method!r} is not registered here; install the package that declares "
                         f"it (entry point group mcit_bench.methods) before submitting")
     if not MODEL_NAME.match(model):

@@ -23,7 +23,8 @@ from mcit_bench.data.hub import load_hub_split
 from mcit_bench.data.stream import SyntheticSource, TaskStream, load_stream, locate_stream
 from mcit_bench.data.synthetic import SyntheticSpec, generate
 from mcit_bench.evaluate import generate_answers, test_rows
-from mcit_bench.methods.base import METHODS, Method, RunContext
+from mcit_bench.methods.base import Method, RunContext
+from mcit_bench.methods.registry import METHODS
 from mcit_bench.models.fingerprint import weights_fingerprint
 from mcit_bench.models.loading import PRECISIONS, compute_precision, resolve_model_path
 from mcit_bench.rescore import companion_scores, oracle_scores, prediction_digests, published_scores

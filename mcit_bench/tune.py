@@ -30,7 +30,7 @@ from mcit_bench.config import RunConfig, TrainingConfig, TunedFrom, parse_run_co
 from mcit_bench.core.errors import ConfigError, DataError, first_problem
 from mcit_bench.core.io import atomic_write_json
 from mcit_bench.data.stream import TaskStream, load_stream
-from mcit_bench.methods.base import METHODS
+from mcit_bench.methods.registry import METHODS
 from mcit_bench.methods.search import TRAINING_PREFIX, SearchSpace, parse_param, space_to_json
 
 if TYPE_CHECKING:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import pkgutil
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
@@ -48,6 +49,18 @@ class Registry(Generic[T]):
                 importlib.import_module(f"{self._builtin_package}.{module.name}")
         for point in entry_points(group=f"mcit_bench.{self.kind}s"):
             point.load()  # the plugin module registers itself on import
+
+    def declared_names(self) -> list[str]:
+        """The names registered, without importing a plugin (which may load torch): each module of the
+        built-in package registers the entry named as the module, each entry point the entry of its
+        name (tests/unit/test_architecture.py holds the built-in ones to it)."""
+        names = set(self._entries)
+        if self._builtin_package:
+            spec = importlib.util.find_spec(self._builtin_package)
+            if spec is not None and spec.submodule_search_locations:
+                names.update(module.name for module in pkgutil.iter_modules(spec.submodule_search_locations))
+        names.update(point.name for point in entry_points(group=f"mcit_bench.{self.kind}s"))
+        return sorted(names)
 
     def get(self, name: str) -> T:
         self._load_plugins()

@@ -14,7 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
-from mcit_bench.core.registry import Registry
+from mcit_bench.methods.registry import METHODS
 from mcit_bench.methods.search import LR, SearchSpace
 
 if TYPE_CHECKING:
@@ -127,7 +127,6 @@ class Method:
         """Restore :meth:`state_dict`, regrowing any structure it describes before weights load."""
 
 
-METHODS: Registry[type[Method]] = Registry("method", builtin_package="mcit_bench.baselines")
 
 
 def register_method(name: str):

@@ -11,7 +11,8 @@ from accelerate import Accelerator
 from mcit_bench.config import RunConfig, TrainingConfig
 from mcit_bench.data.stream import load_stream
 from mcit_bench.evaluate import test_rows as evaluation_rows  # not named test_*: pytest would collect it
-from mcit_bench.methods.base import METHODS, RunContext
+from mcit_bench.methods.base import RunContext
+from mcit_bench.methods.registry import METHODS
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
 from mcit_bench.rescore import rescore_run

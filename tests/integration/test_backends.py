@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mcit_bench.cli import app
-from mcit_bench.methods.base import METHODS
+from mcit_bench.methods.registry import METHODS
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow

@@ -195,3 +195,27 @@ def test_results_record_the_commit_the_run_started_on(tmp_path, cache_root, monk
     results = run_stream(RunConfig(method="seqft", sequence=quick, seed=0), tmp_path, cache_root=cache_root)
     assert checkout["commit"] == "committed-meanwhile"  # the commit did happen during the run
     assert results["run"]["git"] == {"commit": "started-on", "dirty": False}
+
+
+SUBMIT_WITHOUT_TORCH = """
+import json, sys
+from pathlib import Path
+import mcit_bench.leaderboard as board
+sequence = json.loads(sys.argv[1])
+board.shipped_sequence = lambda *_: (sequence["version"], sequence["content_hash"])
+board.shipped_tasks = lambda *_: sequence["tasks"]
+entries = board.submit_all([Path(sys.argv[2])], Path(sys.argv[3]), False)
+print(json.dumps({"verified": [entry.verified for entry in entries],
+                  "loaded": sorted(name for name in ("torch", "transformers", "accelerate") if name in sys.modules)}))
+"""
+
+
+def test_submit_rescores_a_run_without_loading_torch(finished, tmp_path):
+    import subprocess
+    import sys
+
+    run_dir, results = finished
+    done = subprocess.run([sys.executable, "-c", SUBMIT_WITHOUT_TORCH, json.dumps(results["run"]["sequence"]),
+                           str(run_dir), str(tmp_path / "board.json")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"verified": [True], "loaded": []}

@@ -222,7 +222,7 @@ def test_a_study_made_for_another_method_or_stream_is_refused(tmp_path):
 
 def test_every_method_declares_a_space_its_options_accept():
     """Each shipped method's own space passes the same check a user's space does."""
-    from mcit_bench.methods.base import METHODS
+    from mcit_bench.methods.registry import METHODS
     from mcit_bench.tune import check_space
 
     for name in METHODS:

@@ -51,3 +51,10 @@ def test_a_forbidden_import_breaks_its_contract(tmp_path, module, line, contract
     assert done.returncode == 1
     assert f"{contract}" in done.stdout and "BROKEN" in done.stdout
     assert "Contracts: 5 kept, 1 broken." in done.stdout
+
+
+def test_each_built_in_plugin_registers_the_method_named_as_its_file():
+    """What lets the leaderboard name the registered methods without importing them (and torch)."""
+    from mcit_bench.methods.registry import METHODS
+
+    assert METHODS.declared_names() == METHODS.names()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mcit_bench.leaderboard import read_leaderboard, shipped_sequence, shipped_tiny_weights
-from mcit_bench.methods.base import METHODS
+from mcit_bench.methods.registry import METHODS
 from mcit_bench.scoring.continual import summarize
 
 SHIPPED = Path(__file__).resolve().parents[2] / "leaderboard" / "leaderboard.json"

@@ -29,11 +29,9 @@ class Workload:
     gradient_checkpointing: bool = True
 
 
-def memory_terms(model: nn.Module, keep: set[nn.Parameter], processes: int, workload: Workload,
-                 added_trainable: int = 0) -> dict[str, int]:
+def memory_terms(model: nn.Module, keep: set[nn.Parameter], processes: int, workload: Workload) -> dict[str, int]:
     """Bytes per process, term by term, for ``model`` (built on the meta device in the precision it
-    runs in) whose parameters ``keep`` train together with ``added_trainable`` parameters a method
-    adds outside it (LoRA built analytically), sharded over ``processes`` (1: unsharded).
+    runs in) whose parameters ``keep`` train, sharded over ``processes`` (1: unsharded).
 
     What trains keeps float32 master weights, their gradients, AdamW's two moments, the flat buffer
     its gradients are reduced in over processes, and the bfloat16 copies autocast makes of them. The
@@ -45,7 +43,7 @@ def memory_terms(model: nn.Module, keep: set[nn.Parameter], processes: int, work
     weights = predicted_bytes(model, keep, processes)
     whole_base = predicted_bytes(model, keep, 1)["sharded"]
     kept_bytes = sum(p.numel() * p.element_size() for p in keep)
-    trainable = sum(p.numel() for p in keep) + added_trainable
+    trainable = sum(p.numel() for p in keep)
     text = model.config.get_text_config()
     hidden, layers, vocab = text.hidden_size, text.num_hidden_layers, text.vocab_size
     head_dim = getattr(text, "head_dim", None) or hidden // text.num_attention_heads
@@ -73,18 +71,17 @@ def memory_terms(model: nn.Module, keep: set[nn.Parameter], processes: int, work
 
 
 EVALUATION_ONLY = ("rest of the base, gathered for evaluation (bf16)", "key-value cache at evaluation (bf16)")
-TRAINING_ONLY = ("their gradients (fp32)", "AdamW's two moments (fp32)", "flat gradient buffer (fp32)",
-                 "autocast copies of the trained weights (bf16)", "activations (bf16)",
-                 "logits (bf16, and fp32 for the loss)")
+# what training frees before an evaluation (AdamW's moments stay with the optimizer)
+FREED_FOR_EVALUATION = ("their gradients (fp32)", "flat gradient buffer (fp32)",
+                        "autocast copies of the trained weights (bf16)", "activations (bf16)",
+                        "logits (bf16, and fp32 for the loss)")
 
 
 def peaks(terms: dict[str, int]) -> dict[str, int]:
-    """The training peak (no evaluation terms) and the evaluation peak (weights, the gathered base
-    and the cache; gradients and activations are freed, the optimizer's moments stay)."""
+    """The training peak (no evaluation terms) and the evaluation peak (weights, the optimizer's
+    moments, the gathered base and the cache)."""
     training = sum(value for name, value in terms.items() if name not in EVALUATION_ONLY)
-    kept_through_evaluation = ("AdamW's two moments (fp32)",)
-    evaluation = sum(value for name, value in terms.items()
-                     if name not in TRAINING_ONLY or name in kept_through_evaluation)
+    evaluation = sum(value for name, value in terms.items() if name not in FREED_FOR_EVALUATION)
     return {"training peak": training, "evaluation peak": evaluation}
 
 

@@ -339,7 +339,7 @@ def run_stream(
         model = shard_model(model, accelerator, config.precision, keep)
         reset_peak_memory()
     # after sharding, so a sharded embedding layer's own hooks never see the blank image's zero
-    install_blank_image(model, collator.blank_image())  # every process runs the vision side every step
+    install_blank_image(model, collator.blank_image(), accelerator.device)  # every process runs the vision side
     stages = method.stages(stream)
     tasks = stream.task_names
 

@@ -107,10 +107,11 @@ def shard_model(model: nn.Module, accelerator: Accelerator, precision: str, keep
     """Wrap the frozen base of ``model`` with FSDP2 over every process; ``keep`` (what the method
     added or trains) stays replicated.
 
-    Every unit of :func:`shard_units` is sharded on its own, then one root over the whole model holds
-    what is left (norms, position tables, a frozen projector), so the units share one set of streams
-    and their gathers overlap compute. Within each stack of layers each layer gathers the next one's
-    weights during its own forward, and the previous one's during its backward.
+    Every unit of :func:`shard_units` is sharded on its own, then one root over the whole model ties
+    them together (it shards nothing itself: norms, position tables and a frozen projector stay
+    whole), so the units share one set of streams and their gathers overlap compute. Within each
+    stack of layers each layer gathers the next one's weights during its own forward, and the
+    previous one's during its backward.
     """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -235,8 +236,9 @@ def average_replicated_gradients(parameters: list[nn.Parameter], processes: int)
                            device=grads[0].device)
     flat = torch.cat([g.reshape(-1) for g in grads] + [reached])
     dist.all_reduce(flat)
-    reached = flat[-len(replicated):].tolist()
+    reached_anywhere = flat[-len(replicated):].tolist()
     offset = 0
     for index, (parameter, grad) in enumerate(zip(replicated, grads)):
-        parameter.grad = flat[offset:offset + grad.numel()].view_as(grad) / processes if reached[index] else None
+        parameter.grad = (flat[offset:offset + grad.numel()].view_as(grad) / processes if reached_anywhere[index]
+                          else None)
         offset += grad.numel()

@@ -76,7 +76,6 @@ def pooled_image_features(model: nn.Module, batch: dict[str, torch.Tensor]) -> t
     if not has_image.any():
         blank = blank_image_inputs(model)
         if blank is not None:  # the vision layers run as in a batch with images (models/blank_image.py)
-            blank = {name: value.to(has_image.device) for name, value in blank.items()}
             vision_features(vision, blank["pixel_values"].to(dtype), patches_per_image(blank), blank)
         return summary, pooled
     pixels = batch["pixel_values"].to(dtype)

@@ -47,12 +47,14 @@ def zero_weight(features: Any) -> torch.Tensor:
     return sum(tensor.float().sum() for tensor in tensors) * 0.0
 
 
-def install_blank_image(model: nn.Module, image_inputs: dict[str, torch.Tensor]) -> None:
-    """Make every forward of ``model`` without an image run the vision side on ``image_inputs``.
+def install_blank_image(model: nn.Module, image_inputs: dict[str, torch.Tensor], device: torch.device) -> None:
+    """Make every forward of ``model`` without an image run the vision side on ``image_inputs``,
+    held on ``device`` once rather than copied there for every text-only batch.
 
     Install it after ``--shard fsdp`` has wrapped the model: the zero is then added after FSDP's own
     hook on the input embeddings has seen their output, which does not depend on a trained weight,
     so no process gathers the embeddings again in backward for a zero that another process lacks."""
+    on_device = {name: value.to(device) for name, value in image_inputs.items()}
     armed = [False]
 
     def arm(module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -67,9 +69,9 @@ def install_blank_image(model: nn.Module, image_inputs: dict[str, torch.Tensor])
         if not armed[0]:
             return output
         armed[0] = False
-        features = model.get_image_features(**{name: value.to(output.device) for name, value in image_inputs.items()})
+        features = model.get_image_features(**on_device)
         return output + zero_weight(features).to(output.dtype)
 
-    model.__dict__[BLANK] = image_inputs
+    model.__dict__[BLANK] = on_device
     model.register_forward_pre_hook(arm, with_kwargs=True)
     model.get_input_embeddings().register_forward_hook(add_blank)

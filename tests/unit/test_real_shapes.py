@@ -126,7 +126,7 @@ def test_a_text_only_batch_runs_the_vision_side_with_zero_weight():
     plain.loss.backward()
     assert all(p.grad is None for p in projector(model).parameters())  # the projector took no part
     model.zero_grad(set_to_none=True)
-    install_blank_image(model, collator.blank_image())
+    install_blank_image(model, collator.blank_image(), torch.device("cpu"))
     runs = []
     handle = vision_tower(model).register_forward_hook(lambda *args: runs.append(1))
     blank = model(**batch)

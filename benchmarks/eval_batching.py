@@ -19,12 +19,12 @@ from collections.abc import Callable
 import torch
 
 from mcit_bench.config import EvalConfig
+from mcit_bench.data.prepare import default_cache_root, load_stream_data, prepare_data_root
 from mcit_bench.data.stream import load_stream
-from mcit_bench.evaluate import generate_answers, test_rows
+from mcit_bench.engine.generate import generate_answers, test_rows
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
 from mcit_bench.models.tiny_archs import build_tiny_internvl, build_tiny_qwen2_vl
-from mcit_bench.runner import default_cache_root, load_stream_data, prepare_data_root
 
 BACKENDS: dict[str, Callable[[], tuple]] = {
     "mcit-tiny": lambda: load_model("mcit-tiny"),

@@ -21,7 +21,7 @@ import torch
 from mcit_bench.baselines.ewc import EWC
 
 from mcit_bench.config import RunConfig
-from mcit_bench.runner import run_stream
+from mcit_bench.engine.run import run_stream
 
 
 def gradient_norm(value: torch.Tensor, params: list[torch.nn.Parameter]) -> float:

@@ -19,9 +19,9 @@ import torch.distributed as dist
 from accelerate import Accelerator
 
 from mcit_bench.data.synthetic import TASKS
+from mcit_bench.engine.sharding import gathered, shard_model
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
-from mcit_bench.sharding import gathered, shard_model
 
 
 def prompts(count: int) -> list[dict]:

@@ -12,7 +12,7 @@ scales to a 7B model (docs/DISTRIBUTED.md's formula).
     python benchmarks/fsdp_memory.py [--method seqft]
     python benchmarks/fsdp_memory.py --table   # docs/DISTRIBUTED.md's table for LLaVA-1.5-7B and -13B
 
-``--table`` prints, per process, every term of the memory a real-size run holds (mcit_bench/memory.py:
+``--table`` prints, per process, every term of the memory a real-size run holds (mcit_bench/engine/memory.py:
 frozen base in shards, what trains with its gradients and optimizer state, the reduction buffer,
 autocast copies, activations, logits, the base gathered for evaluation and the key-value cache),
 computed from LLaVA-1.5 built on the meta device with seqft's rank-128 LoRA: no memory, no download.
@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--table", action="store_true", help="print the real-size memory table and stop")
     args = parser.parse_args()
     if args.table:
-        from mcit_bench.memory import memory_table
+        from mcit_bench.engine.memory import memory_table
 
         print(memory_table())
         return

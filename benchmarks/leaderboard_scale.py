@@ -16,17 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from mcit_bench import report
+from mcit_bench.board import report
+from mcit_bench.board.leaderboard import Leaderboard, entry_from_results, read_leaderboard, write_leaderboard
+from mcit_bench.board.stats import aggregate
+from mcit_bench.board.submit import verify_submission
 from mcit_bench.data.stream import load_stream
-from mcit_bench.leaderboard import (
-    Leaderboard,
-    aggregate,
-    entry_from_results,
-    read_leaderboard,
-    verify_submission,
-    write_leaderboard,
-)
-from mcit_bench.schema import SCHEMA_VERSION, parse_results
+from mcit_bench.results.document import SCHEMA_VERSION, parse_results
 from mcit_bench.scoring.continual import summarize
 
 

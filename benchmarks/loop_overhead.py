@@ -19,12 +19,13 @@ import torch
 from accelerate import Accelerator
 
 from mcit_bench.config import RunConfig, TrainingConfig
+from mcit_bench.data.prepare import default_cache_root, load_stream_data, prepare_data_root
 from mcit_bench.data.stream import load_stream
+from mcit_bench.engine.train import batch_indices, lr_factor, stage_seed, train_stage
 from mcit_bench.methods.base import RunContext, Stage, rows_of
+from mcit_bench.methods.registry import build_method
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
-from mcit_bench.runner import build_method, default_cache_root, load_stream_data, prepare_data_root
-from mcit_bench.train import batch_indices, lr_factor, stage_seed, train_stage
 
 
 def bare_loop(model, collator, data, config: TrainingConfig, steps: int, seed: int) -> float:

@@ -53,14 +53,6 @@ class ValidationSplit(_Strict):
     seed: int = 0
 
 
-def split_scored(validation: dict[str, Any] | None) -> str:
-    """What a run's matrix was scored on, for tables and messages (``validation``: its config's)."""
-    if not validation:
-        return "the test split"
-    return (f"a validation split carved from the training data ({validation['fraction']:g} of each task's, at "
-            f"most {validation['max_per_task']}, seed {validation.get('seed', 0)})")
-
-
 class TunedFrom(_Strict):
     """Where a run's tuned settings came from: the study, its budget and the chosen trial."""
 
@@ -69,6 +61,14 @@ class TunedFrom(_Strict):
     best_trial: int = Field(ge=0)
     validation_final_acc: float
     params: dict[str, Any]
+
+
+def split_scored(validation: ValidationSplit | None) -> str:
+    """What a run's matrix was scored on, for tables and messages (``validation``: its config's)."""
+    if validation is None:
+        return "the test split"
+    return (f"a validation split carved from the training data ({validation.fraction:g} of each task's, at "
+            f"most {validation.max_per_task}, seed {validation.seed})")
 
 
 class RunConfig(_Strict):
@@ -86,7 +86,7 @@ class RunConfig(_Strict):
     seed: int = 0
     training: TrainingConfig = TrainingConfig()
     eval: EvalConfig = EvalConfig()
-    # "fsdp": the frozen base model sharded over the processes with FSDP2 (mcit_bench/sharding.py)
+    # "fsdp": the frozen base model sharded over the processes with FSDP2 (mcit_bench/engine/sharding.py)
     shard: Literal["fsdp"] | None = None
     # a tuning trial: trained without, and scored on, a validation split carved from the training data
     validation: ValidationSplit | None = None

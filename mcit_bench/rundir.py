@@ -12,7 +12,6 @@ checkpoint is read or written.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from collections.abc import Callable
@@ -20,16 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mcit_bench.core.errors import ConfigError, DataError, storage_error
+from mcit_bench.core.errors import ConfigError, DataError
 from mcit_bench.core.io import atomic_write_json, atomic_write_text, file_digest
 from mcit_bench.core.records import Record
 
 if TYPE_CHECKING:
-    import torch
 
     from mcit_bench.config import RunConfig
     from mcit_bench.data.stream import TaskStream
-    from mcit_bench.methods.base import Method
 
 
 PREDICTIONS = "predictions"
@@ -63,6 +60,10 @@ class RunPaths:
 
     def checkpoint(self, stage: int) -> Path:
         return self.root / "checkpoints" / f"stage{stage}"
+
+    def checkpoint_staging(self, stage: int) -> Path:
+        """Where a checkpoint is written before it is renamed into place (a leftover is never read)."""
+        return self.root / "checkpoints" / f"stage{stage}.partial"
 
 PATH_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+\-]{0,127}$")
 
@@ -196,59 +197,8 @@ def remove_leftovers(paths: RunPaths) -> None:
     """What a killed writer left: temporary files and half-written checkpoint folders (never read)."""
     for leftover in paths.root.rglob(".*.tmp"):  # atomic writes' temporary files (predictions, progress, results)
         leftover.unlink(missing_ok=True)
-    for leftover in paths.root.glob("checkpoints/*.partial"):
+    for leftover in paths.root.glob("checkpoints/*.partial"):  # RunPaths.checkpoint_staging
         shutil.rmtree(leftover, ignore_errors=True)
-
-def save_checkpoint(path: Path, model: torch.nn.Module, trained: set[str], method: Method) -> None:
-    """Trained weights and method state, written to a staging folder and renamed into place; a write
-    the disk refuses leaves no staging folder behind and is reported as the checkpoint's."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(path.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        write_checkpoint(staging, model, trained, method)
-    except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        refused = storage_error(error, path) if isinstance(error, OSError) else None
-        if refused is None:
-            raise
-        raise refused from None
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(staging, path)
-
-def write_checkpoint(staging: Path, model: torch.nn.Module, trained: set[str], method: Method) -> None:
-    import torch
-    from safetensors.torch import save_file
-
-    from mcit_bench.core.io import atomic_write_bytes
-
-    weights = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if name in trained}
-    save_file(weights, str(staging / "weights.safetensors"))
-    state = method.state_dict()
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items() if isinstance(v, torch.Tensor)}
-    save_file(tensors, str(staging / "method_state.safetensors"))
-    plain = {k: v for k, v in state.items() if not isinstance(v, torch.Tensor)}
-    atomic_write_bytes(staging / "method_state.json", json.dumps(plain, sort_keys=True).encode())
-
-def load_checkpoint(path: Path, model: torch.nn.Module, method: Method) -> set[str]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    fix = "pass --overwrite to start the run again"
-    state: dict[str, Any] = read_run_json(path / "method_state.json", fix)
-    try:
-        state.update(load_file(str(path / "method_state.safetensors")))
-        weights = load_file(str(path / "weights.safetensors"))
-    except (SafetensorError, OSError) as error:
-        raise DataError(f"checkpoint {path} is damaged ({error}); {fix}") from None
-    method.load_state_dict(state, model)
-    missing = set(weights) - {name for name, _ in model.named_parameters()}
-    if missing:
-        raise DataError(f"checkpoint {path} holds weights the model lacks ({sorted(missing)[:3]}); "
-                        f"it was written by another method or version; use --overwrite")
-    model.load_state_dict(weights, strict=False)
-    return set(weights)
 
 def write_predictions(path: Path, rows: list[dict[str, Any]], predictions: list[str]) -> None:
     """One JSON line per sample: its id, the model's output, and what scoring needs of the reference."""

@@ -96,7 +96,7 @@ def read_space_file(path: Path) -> SearchSpace:
 def apply_params(base: RunConfig, params: dict[str, Any], source: str) -> RunConfig:
     """``base`` with the searched settings put in place (``training.*`` into training, the rest into
     the method's options); a value the config or the method refuses is named."""
-    from mcit_bench.runner import build_method
+    from mcit_bench.methods.registry import build_method
 
     raw = base.model_dump(mode="python")
     for name, value in params.items():
@@ -223,7 +223,7 @@ def tune(request: TuneRequest, console=None) -> dict[str, Any]:
     """Run the study to ``request.trials`` trials (joining any already there) and write tuning.json."""
     import optuna
 
-    from mcit_bench.runner import run_stream
+    from mcit_bench.engine.run import run_stream
 
     if request.trials < 1:
         raise ConfigError(f"--trials {request.trials} must be at least 1; every method gets the same number of trials")

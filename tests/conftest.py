@@ -44,7 +44,7 @@ def three_task_cut(monkeypatch, request):
     in tests whose name says the sequence's own task list is their subject ("own_tasks")."""
     if "own_tasks" in request.node.name:
         return
-    import mcit_bench.leaderboard as board
+    import mcit_bench.board.submit as board
     from mcit_bench.data.stream import load_stream
 
     monkeypatch.setattr(board, "shipped_tasks",

@@ -1,5 +1,5 @@
-"""Atomic file writes and file locks: a reader sees the old file or the new one, never half of
-either, and two writers of one file never interleave."""
+"""Atomic file writes, file locks and file hashing: a reader sees the old file or the new one, never
+half of either, and two writers of one file never interleave."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from mcit_bench.core.errors import storage_error
+from mcit_bench.core.errors import DataError, storage_error
 
 
 def _new_file_mode() -> int:
@@ -96,3 +96,45 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def weights_fingerprint(folder: Path) -> str | None:
+    """sha256 over a model folder's safetensors files (names and bytes); None for anything else (a
+    hub id, a folder without safetensors)."""
+    files = sorted(Path(folder).glob("*.safetensors")) if Path(folder).is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+MAX_JSON_BYTES = 64 << 20  # a results file of the largest stream is under a megabyte, the shipped board too
+
+
+def read_bounded_json(path: Path, what: str) -> Any:
+    """A JSON file within sane bounds (size, nesting, strict numbers), or one sentence saying why not."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise DataError(f"{what} {path} does not exist") from None
+    if size > MAX_JSON_BYTES:
+        raise DataError(f"{what} {path} is {size >> 20} MiB, more than mcit-bench writes "
+                        f"({MAX_JSON_BYTES >> 20} MiB); it is not a {what} of mcit-bench")
+
+    def refuse_constant(name: str) -> float:
+        raise DataError(f"{what} {path} holds {name}, which is not a JSON number; a finished run writes "
+                        f"finite numbers only")
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse_constant)
+    except json.JSONDecodeError as error:
+        raise DataError(f"{what} {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{what} {path} is not UTF-8 text") from None
+    except RecursionError:
+        raise DataError(f"{what} {path} is nested too deeply to be a {what} of mcit-bench") from None

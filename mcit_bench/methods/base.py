@@ -28,6 +28,13 @@ class MethodOptions(BaseModel):
     """Typed hyper-parameters of a method; unknown keys are refused when the config is read."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    # boolean options the command line also takes as flags (``full``: ``--full``)
+    flags: ClassVar[tuple[str, ...]] = ()
+
+    def trains_base_weights(self) -> bool:
+        """Whether these options train the loaded model's own weights (full fine-tuning), which a run
+        that shards the frozen base (``--shard fsdp``) cannot hold."""
+        return False
 
 
 @dataclass(frozen=True)

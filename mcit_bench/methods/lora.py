@@ -3,6 +3,8 @@ trainable set. It lives here, not in a plugin, so no plugin imports another."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 from torch import nn
 
@@ -13,11 +15,15 @@ from mcit_bench.models.anatomy import language_model
 
 
 class SeqFTOptions(MethodOptions):
+    flags: ClassVar[tuple[str, ...]] = ("full",)
     full: bool = False  # train all language-model weights instead of LoRA
     lora_rank: int = Field(default=16, gt=0)
     lora_alpha: float = Field(default=32.0, gt=0)
     lora_dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
     train_projector: bool = True
+
+    def trains_base_weights(self) -> bool:
+        return self.full
 
 
 # the LoRA methods' common space: learning rate and rank (lora_alpha stays fixed, as CoIN fixes it)

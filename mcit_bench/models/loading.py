@@ -12,7 +12,7 @@ from torch import nn
 
 from mcit_bench.core.errors import ConfigError
 from mcit_bench.core.registry import Registry
-from mcit_bench.models.tiny import TINY_NAME, packaged_path
+from mcit_bench.core.shipped import TINY_NAME, packaged_tiny_folder
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class ModelEntry:
 MODELS: Registry[ModelEntry] = Registry("model")
 MODELS.add(TINY_NAME, ModelEntry(
     TINY_NAME, "embedded 1.7M-parameter LLaVA (CLIP vision, Llama text), pre-trained on descriptions",
-    packaged_path()))
+    packaged_tiny_folder()))
 
 
 def resolve_model_path(name: str) -> str:

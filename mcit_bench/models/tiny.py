@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -34,7 +33,6 @@ CHAT_TEMPLATE = (
 )
 
 
-TINY_NAME = "mcit-tiny"  # the registered name of the packaged model
 
 
 @dataclass(frozen=True)
@@ -185,8 +183,3 @@ def build_tiny(seed: int, shape: TinyShape | None = None):
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = tokenizer.bos_token_id
     return model, processor
-
-
-def packaged_path() -> Path:
-    """Where the pre-trained mcit-tiny lives inside the installed package."""
-    return Path(__file__).resolve().parent / "mcit_tiny"

@@ -9,20 +9,16 @@ import torch
 from accelerate import Accelerator
 
 from mcit_bench.config import RunConfig, TrainingConfig
+from mcit_bench.data.prepare import load_stream_data, prepare_data_root
 from mcit_bench.data.stream import load_stream
-from mcit_bench.evaluate import test_rows as evaluation_rows  # not named test_*: pytest would collect it
+from mcit_bench.engine.generate import test_rows as evaluation_rows  # not named test_*: pytest would collect it
+from mcit_bench.engine.run import run_stream
+from mcit_bench.engine.train import train_stage
 from mcit_bench.methods.base import RunContext
-from mcit_bench.methods.registry import METHODS
+from mcit_bench.methods.registry import METHODS, build_method
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
-from mcit_bench.rescore import rescore_run
-from mcit_bench.runner import (
-    build_method,
-    load_stream_data,
-    prepare_data_root,
-    run_stream,
-)
-from mcit_bench.train import train_stage
+from mcit_bench.results.scoring import rescore_run
 from tests.conftest import FIXTURES
 
 SEQUENCE = str(FIXTURES / "two_task_quick.yaml")
@@ -121,7 +117,7 @@ def test_resumed_run_gives_the_uninterrupted_matrix(name, tmp_path, cache_root):
         assert len(whole["stages"]) == 1 and whole["run"]["upper_bound"]
         return
     partial = run_stream(config, tmp_path / "split", cache_root=cache_root, stop_after_stage=1)
-    assert partial["status"] == "stopped"
+    assert partial is None
     resumed = run_stream(config, tmp_path / "split", cache_root=cache_root, resume=True)
     np.testing.assert_array_equal(np.array(resumed["matrix"]), np.array(whole["matrix"]))
     assert resumed["cost"]["added_params"] == whole["cost"]["added_params"]

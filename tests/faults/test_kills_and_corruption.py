@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from mcit_bench.cli import app
 from mcit_bench.config import RunConfig
 from mcit_bench.core.errors import UserError
-from mcit_bench.runner import run_stream
+from mcit_bench.engine.run import run_stream
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow
@@ -35,9 +35,9 @@ KILLER = r'''
 import os, signal, sys
 from pathlib import Path
 
-import mcit_bench.evaluate
-import mcit_bench.runner as runner
-import safetensors.torch
+import mcit_bench.engine.checkpoint as checkpoint
+import mcit_bench.engine.generate as generate
+import mcit_bench.engine.run as runner
 from mcit_bench.config import RunConfig
 from mcit_bench.models.collate import InstructionCollator
 
@@ -82,9 +82,9 @@ if point == "training":  # the 3rd training batch of stage 2
 
     InstructionCollator.train_batch = batch
 elif point == "evaluation":  # stage 1's predictions: the first task written, the second not
-    wrap(runner, "write_predictions", lambda n, args: n == 4)
+    wrap(generate, "write_predictions", lambda n, args: n == 4)
 elif point == "checkpoint":  # stage 2's checkpoint: the weights written into the staging folder, the rest not
-    wrap(safetensors.torch, "save_file", lambda n, args: n == 4)
+    wrap(checkpoint, "save_file", lambda n, args: n == 4)
 elif point == "progress":  # stage 1's progress.json: its temporary file written, not renamed
     import mcit_bench.core.io as io
     replace = os.replace
@@ -229,14 +229,14 @@ FULL_DISK = r'''
 import errno, sys
 
 import mcit_bench.core.io as io
-import safetensors.torch
+import mcit_bench.engine.checkpoint as checkpoint
 from mcit_bench.cli import main
 
 point, output, cache, sequence, run_id = sys.argv[1:6]
 full = OSError(errno.ENOSPC, "No space left on device")
 if point == "checkpoint":  # the second stage's weights, written by safetensors
     saves = {"n": 0}
-    original = safetensors.torch.save_file
+    original = checkpoint.save_file
 
     def save_file(*args, **kwargs):
         saves["n"] += 1
@@ -244,7 +244,7 @@ if point == "checkpoint":  # the second stage's weights, written by safetensors
             raise full
         return original(*args, **kwargs)
 
-    safetensors.torch.save_file = save_file
+    checkpoint.save_file = save_file
 else:  # the harness's own atomic write of stage 1's predictions
     original_fsync = io.os.fsync
 

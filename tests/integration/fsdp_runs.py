@@ -15,9 +15,9 @@ import torch
 from accelerate import Accelerator
 
 from mcit_bench.config import RunConfig
+from mcit_bench.engine.run import run_stream
+from mcit_bench.engine.sharding import is_sharded, local_bytes, shard_model
 from mcit_bench.models.loading import PRECISIONS, load_model
-from mcit_bench.runner import run_stream
-from mcit_bench.sharding import is_sharded, local_bytes, shard_model
 
 
 def sharded_run(method: str, sequence: str, steps: int, out: Path, cache: Path, **kwargs) -> None:

@@ -9,8 +9,8 @@ from mcit_bench.adapters.experts import BranchLoRA, MoELoRA
 from mcit_bench.config import RunConfig
 from mcit_bench.data.stream import load_stream
 from mcit_bench.methods.base import RunContext
+from mcit_bench.methods.registry import build_method
 from mcit_bench.models.loading import load_model
-from mcit_bench.runner import build_method
 from tests.conftest import FIXTURES
 
 SEQUENCE = str(FIXTURES / "two_task_quick.yaml")

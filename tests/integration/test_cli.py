@@ -37,6 +37,10 @@ def test_ls_lists_registered_things():
     # synth-coin's first training sample: a 16-token image and its question do not fit in 12 tokens
     (["--sequence", str(FIXTURES / "two_task_quick.yaml"), "--max-length", "12"],
      "task 'imagenet': sample 'imagenet-train-00000' ("),
+    # a flag is a method's own: seqft declares --full, MoELoRA none
+    (["--method", "moelora", "--full"], "--full is neither an option of this command nor a flag of method "
+                                        "'moelora' (its flags: none)"),
+    (["--fulll"], "--fulll is neither an option of this command nor a flag of method 'seqft' (its flags: --full)"),
 ])
 def test_bad_arguments_get_one_sentence_and_exit_2(tmp_path, args, message):
     result = invoke("run", *args, "--output", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"))
@@ -56,6 +60,27 @@ def test_a_config_file_sets_what_the_flags_leave_out(tmp_path):
     recorded = json.loads((tmp_path / "runs" / "two-task-quick" / "ewc" / "seed3" / "config.json").read_text())
     assert (recorded["method"], recorded["seed"], recorded["training"]["lr"]) == ("ewc", 3, 0.002)
     assert recorded["method_options"] == {"ewc_lambda": 100.0, "gamma": 0.9}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("training: [1, 2]\n", "field training must be a mapping of training settings"),
+    ("method_options: 5\n", "field method_options must be a mapping of option names to values"),
+])
+def test_a_config_file_of_the_wrong_shape_gets_one_sentence(tmp_path, text, message):
+    config = tmp_path / "run.yaml"
+    config.write_text(text)
+    result = invoke("run", "--config", str(config), "--output", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and message in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_method_flag_sets_its_option_on_top_of_the_config_file(tmp_path):
+    from mcit_bench.cli.options import RunSettings, raw_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text("method: joint\nmethod_options: {lora_rank: 8}\n")
+    settings = RunSettings(config, None, None, None, None, None, ["lora_alpha=4"], None, {}, ["--full"])
+    assert raw_config(settings)["method_options"] == {"lora_rank": 8, "lora_alpha": 4, "full": True}
 
 
 def test_a_run_scored_on_validation_gets_its_own_default_folder(tmp_path):

@@ -8,9 +8,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from mcit_bench.board.submit import shipped_tiny_weights
 from mcit_bench.cli import app
-from mcit_bench.leaderboard import shipped_tiny_weights
-from mcit_bench.schema import json_schema
+from mcit_bench.results.document import json_schema
 from tests.unit.test_leaderboard import MATRIX, results_doc, write_doc
 
 runner = CliRunner()

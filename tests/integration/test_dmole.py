@@ -7,12 +7,13 @@ import torch
 from mcit_bench.baselines.dmole import NO_TASK, DMoLE
 
 from mcit_bench.config import RunConfig
+from mcit_bench.data.prepare import load_stream_data, prepare_data_root
 from mcit_bench.data.stream import load_stream
 from mcit_bench.data.synthetic import GROUNDING
 from mcit_bench.methods.base import RunContext, rows_of
+from mcit_bench.methods.registry import build_method
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
-from mcit_bench.runner import build_method, load_stream_data, prepare_data_root
 from tests.conftest import FIXTURES
 
 SEQUENCE = str(FIXTURES / "two_task.yaml")

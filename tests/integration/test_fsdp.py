@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from mcit_bench.cli import app
 from mcit_bench.config import RunConfig
 from mcit_bench.core.errors import ConfigError
+from mcit_bench.engine.run import run_stream
+from mcit_bench.engine.sharding import check_can_shard, predicted_bytes, shard_units
 from mcit_bench.models.loading import PRECISIONS, load_model
-from mcit_bench.runner import run_stream
-from mcit_bench.sharding import check_can_shard, predicted_bytes, shard_units
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow
@@ -128,7 +128,7 @@ def test_a_sharded_run_resumed_gives_the_uninterrupted_matrix(sharded):
 
 
 def test_a_sharded_run_is_scored_and_submitted_by_one_process(sharded):
-    from mcit_bench.rescore import rescore_run
+    from mcit_bench.results.scoring import rescore_run
 
     results, changes = rescore_run(run_dir(sharded / "runs", "branchlora"))
     assert changes == [] and results["run"]["config"]["shard"] == "fsdp"
@@ -137,7 +137,7 @@ def test_a_sharded_run_is_scored_and_submitted_by_one_process(sharded):
 @pytest.mark.parametrize("processes,can_shard,full,message", [
     (1, True, False, "--shard fsdp needs at least two processes to shard over; launch with torchrun"),
     (2, False, False, "method 'plugin' declares that it cannot run sharded; drop --shard fsdp for it"),
-    (2, True, True, "--shard fsdp shards the frozen base model, and --full trains all of it; drop one"),
+    (2, True, True, "--shard fsdp shards the frozen base model, and method .plugin. with these options trains"),
 ])
 def test_a_run_that_cannot_shard_is_refused(processes, can_shard, full, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mcit_bench.config import RunConfig
-from mcit_bench.runner import run_stream
-from mcit_bench.train import answer_token_weights
+from mcit_bench.engine.run import run_stream
+from mcit_bench.engine.train import answer_token_weights
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow

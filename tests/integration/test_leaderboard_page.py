@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mcit_bench.leaderboard import aggregate, entry_from_results
-from mcit_bench.report import html_page
-from mcit_bench.schema import parse_results
+from mcit_bench.board.leaderboard import entry_from_results
+from mcit_bench.board.report import html_page
+from mcit_bench.board.stats import aggregate
+from mcit_bench.results.document import parse_results
 from tests.unit.test_leaderboard import results_doc
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

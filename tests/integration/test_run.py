@@ -10,8 +10,8 @@ import torch
 
 from mcit_bench.config import RunConfig
 from mcit_bench.core.errors import ConfigError
-from mcit_bench.rescore import rescore_run
-from mcit_bench.runner import run_stream
+from mcit_bench.engine.run import run_stream
+from mcit_bench.results.scoring import rescore_run
 from mcit_bench.scoring.continual import summarize
 from tests.conftest import FIXTURES, GOLDEN
 
@@ -69,7 +69,7 @@ def test_resume_equals_uninterrupted(finished, tmp_path, cache_root):
     _, uninterrupted = finished
     config = RunConfig(method="seqft", sequence=SEQUENCE, seed=0)
     stopped = run_stream(config, tmp_path, cache_root=cache_root, stop_after_stage=1)
-    assert stopped == {"status": "stopped", "stages_done": 1}
+    assert stopped is None
     resumed = run_stream(config, tmp_path, cache_root=cache_root, resume=True)
     assert resumed["matrix"] == uninterrupted["matrix"]
     assert resumed["cost"]["trainable_params_per_stage"] == uninterrupted["cost"]["trainable_params_per_stage"]
@@ -105,7 +105,9 @@ def test_rescoring_recomputes_from_predictions(finished, tmp_path):
 
 
 def test_submit_rescores_a_run_directory_and_refuses_a_forged_matrix(finished, tmp_path, monkeypatch):
-    import mcit_bench.leaderboard as board
+    import mcit_bench.board.submit as board
+    from mcit_bench.board.leaderboard import read_leaderboard
+    from mcit_bench.board.stats import aggregate
     from mcit_bench.core.errors import DataError
 
     run_dir, results = finished
@@ -148,7 +150,7 @@ def test_submit_rescores_a_run_directory_and_refuses_a_forged_matrix(finished, t
     (alone / "results.json").write_text(json.dumps(other))
     [entry] = board.submit_all([alone / "results.json"], leaderboard)
     assert entry.verified is False
-    [row] = board.aggregate(board.read_leaderboard(leaderboard).entries)
+    [row] = aggregate(read_leaderboard(leaderboard).entries)
     assert row.verified_seeds == 1 and row.seeds == [0, 1]
 
 
@@ -178,8 +180,8 @@ def test_memory_saving_settings_keep_the_golden_matrix(tmp_path, cache_root, set
 
 def test_results_record_the_commit_the_run_started_on(tmp_path, cache_root, monkeypatch):
     """A commit made while a run trains is not the code the run imported: the start's commit is kept."""
-    import mcit_bench.runner as runner
-    import mcit_bench.train as train
+    import mcit_bench.engine.run as runner
+    import mcit_bench.engine.train as train
 
     checkout = {"commit": "started-on", "dirty": False}
     monkeypatch.setattr(runner, "git_state", lambda: dict(checkout))
@@ -200,7 +202,7 @@ def test_results_record_the_commit_the_run_started_on(tmp_path, cache_root, monk
 SUBMIT_WITHOUT_TORCH = """
 import json, sys
 from pathlib import Path
-import mcit_bench.leaderboard as board
+import mcit_bench.board.submit as board
 sequence = json.loads(sys.argv[1])
 board.shipped_sequence = lambda *_: (sequence["version"], sequence["content_hash"])
 board.shipped_tasks = lambda *_: sequence["tasks"]

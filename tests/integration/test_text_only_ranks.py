@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 
 from mcit_bench.config import RunConfig
 from mcit_bench.data.stream import load_stream, locate_stream
-from mcit_bench.runner import run_stream
-from mcit_bench.train import batch_indices, stage_seed
+from mcit_bench.engine.run import run_stream
+from mcit_bench.engine.train import batch_indices, stage_seed
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow

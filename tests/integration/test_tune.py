@@ -14,13 +14,14 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-import mcit_bench.runner as runner_module
+import mcit_bench.data.prepare as prepare_module
+import mcit_bench.engine.run as runner_module
+from mcit_bench.board.leaderboard import entry_from_results
 from mcit_bench.cli import app
 from mcit_bench.config import RunConfig, ValidationSplit
 from mcit_bench.core.errors import ConfigError, DataError
-from mcit_bench.leaderboard import entry_from_results
 from mcit_bench.methods.search import Choice, LogUniform
-from mcit_bench.schema import load_results
+from mcit_bench.results.document import load_results
 from mcit_bench.tune import TuneRequest, open_study, seen_mean, tune, tuning_summary
 from tests.conftest import FIXTURES
 
@@ -37,14 +38,14 @@ def study(tmp_path_factory, cache_root):
     """Three trials of seqft on the ci subset, every file the runs opened recorded."""
     out = tmp_path_factory.mktemp("tune")
     opened: list[str] = []
-    real_load_split = runner_module.load_split
+    real_load_split = prepare_module.load_split
 
     def recording_load_split(spec, cache):
         opened.append(str(spec.path))
         return real_load_split(spec, cache)
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(runner_module, "load_split", recording_load_split)
+    patch.setattr(prepare_module, "load_split", recording_load_split)
     try:
         result = invoke("tune", *SEARCH, "--trials", "3", "--output", str(out / "runs"),
                         "--cache-dir", str(cache_root))
@@ -110,10 +111,10 @@ def test_the_tuned_run_trains_on_everything_with_the_chosen_settings(tmp_path, c
                     "--cache-dir", str(cache_root))
     assert result.exit_code == 0, result.output
     results = load_results(runs / "two-task-quick" / "seqft" / "seed0" / "results.json")
-    assert results.run.config["tuned"] == {"study": "tune-seed0", "trials": 5, "best_trial": 3,
-                                           "validation_final_acc": 41.5, "params": params}
-    assert results.run.config["training"]["lr"] == 0.002 and results.run.method_options["lora_rank"] == 8
-    assert "validation" not in results.run.config
+    assert results.run.config.tuned.model_dump() == {"study": "tune-seed0", "trials": 5, "best_trial": 3,
+                                                     "validation_final_acc": 41.5, "params": params}
+    assert results.run.config.training.lr == 0.002 and results.run.method_options["lora_rank"] == 8
+    assert results.run.config.validation is None
     assert {info.test_samples for info in results.task_info.values()} == {4}  # the test split, all of it
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     key = entry_from_results(results).key
@@ -181,7 +182,8 @@ def test_the_pruner_compares_the_mean_over_the_tasks_seen_so_far():
     (["--trials", "2"], "colour: {choices: [red]}", "seqft has no setting 'colour'; searchable settings are"),
     (["--trials", "2"], "lora_rank: {choices: [8, 0]}", "lora_rank = 0 is refused"),
     (["--trials", "2"], "training.lr: {log: [0, 0.1]}", "training.lr needs low < high and low > 0 on a log scale"),
-    (["--trials", "2", "--lr", "0.001"], None, "No such option: --lr"),
+    # a study searches the learning rate; a fixed one is not an option of tune (nor a flag of seqft)
+    (["--trials", "2", "--lr", "0.001"], None, "--lr is neither an option of this command nor a flag of method"),
     (["--trials", "2", "--storage", "sqlite:////no/such/folder/study.db"], None,
      "the study storage sqlite:////no/such/folder/study.db cannot be opened"),
     (["--trials", "2", "--storage", "nosuchdb://host/x"], None, "the study storage nosuchdb://host/x cannot be opened"),

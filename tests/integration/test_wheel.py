@@ -27,7 +27,8 @@ def test_wheel_installs_and_runs_the_ci_subset(tmp_path, cache_root):
     names = zipfile.ZipFile(wheel).namelist()
     assert "mcit_bench/baselines/seqft.py" in names and "mcit_bench/task_sequences/synth-coin.yaml" in names
     assert {f"mcit_bench/task_sequences/{name}.yaml" for name in ("coin", "ucit", "dmole9")} <= set(names)
-    assert "mcit_bench/models/mcit_tiny/model.safetensors" in names and "mcit_bench/leaderboard_page.html" in names
+    assert "mcit_bench/models/mcit_tiny/model.safetensors" in names
+    assert "mcit_bench/board/leaderboard_page.html" in names
     assert not [name for name in names if name.split("/")[0] in ("baselines", "task_sequences", "tests")]
 
     env_dir = tmp_path / "venv"

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mcit_bench.config import RunConfig
-from mcit_bench.runner import run_stream
+from mcit_bench.engine.run import run_stream
 
 
 def main(mode: str, out: Path, cache: Path, stream: str, data: Path, batch: int, methods: list[str]) -> None:

@@ -11,19 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcit_bench.check import compare
+from mcit_bench.board.check import compare
+from mcit_bench.board.leaderboard import entry_from_results, read_leaderboard
+from mcit_bench.board.report import latex, markdown, rich_table, to_csv
+from mcit_bench.board.stats import aggregate, stat
+from mcit_bench.board.submit import shipped_tiny_weights, submit_all
 from mcit_bench.core.errors import DataError
 from mcit_bench.data.stream import load_stream
-from mcit_bench.leaderboard import (
-    aggregate,
-    entry_from_results,
-    read_leaderboard,
-    shipped_tiny_weights,
-    stat,
-    submit_all,
-)
-from mcit_bench.report import latex, markdown, rich_table, to_csv
-from mcit_bench.schema import SCHEMA_VERSION, parse_results
+from mcit_bench.results.document import SCHEMA_VERSION, parse_results
 from mcit_bench.scoring.continual import summarize
 
 # A 3-task matrix with hand-computed metrics: final 50, MFT 70, MAA (80 + 65 + 50) / 3 = 65, BWT -30,
@@ -88,8 +83,9 @@ def test_hand_computed_summary_round_trips():
     (lambda d: d["run"]["sequence"].update(name="my-stream"), "is not one this mcit-bench ships"),
     (lambda d: d["matrix"][1].__setitem__(0, 101.0), "matrix column 0 (sqa, vqa_accuracy) must lie in 0-100"),
     (lambda d: d["run"].update(model_weights="0" * 64), "used mcit-tiny with 000000000000, not the weights"),
-    # schema version 1 did not record the weights: readable, but not a run on the shipped mcit-tiny
-    (lambda d: d.update(schema_version=1) or d["run"].pop("model_weights"), "weights it did not record"),
+    # schema version 1 did not record the weights: refused, with the command that converts it
+    (lambda d: d.update(schema_version=1) or d["run"].pop("model_weights"),
+     "schema_version 1, which this mcit-bench no longer reads; convert it with 'mcit-bench convert"),
 ])
 def test_bad_submission_is_refused_and_the_leaderboard_is_untouched(tmp_path, edit, reason):
     board = tmp_path / "leaderboard.json"
@@ -249,7 +245,7 @@ def test_a_write_killed_half_way_leaves_the_old_leaderboard(tmp_path, monkeypatc
 def test_weights_fingerprint_hashes_names_and_bytes_of_the_safetensors(tmp_path):
     import hashlib
 
-    from mcit_bench.models.fingerprint import weights_fingerprint
+    from mcit_bench.core.io import weights_fingerprint
 
     assert weights_fingerprint(tmp_path) is None  # no safetensors: a fingerprint would claim too much
     (tmp_path / "b.safetensors").write_bytes(b"second")
@@ -263,7 +259,7 @@ def test_weights_fingerprint_hashes_names_and_bytes_of_the_safetensors(tmp_path)
 def test_matrix_table_keeps_every_number_whole_on_an_80_column_terminal():
     from rich.console import Console
 
-    from mcit_bench.results import matrix_table
+    from mcit_bench.results.show import matrix_table
 
     stream = load_stream("synth-coin")
     tasks = stream.task_names
@@ -278,29 +274,51 @@ def test_matrix_table_keeps_every_number_whole_on_an_80_column_terminal():
     assert "6 grounding" in "\n".join(rows)
 
 
-def test_entries_are_keyed_by_the_weights_and_a_version_1_board_reads_them_as_unknown(tmp_path):
+def test_entries_are_keyed_by_the_weights_and_a_converted_version_1_board_reads_them_as_unknown(tmp_path):
+    from typer.testing import CliRunner
+
+    from mcit_bench.cli import app
+
     board = tmp_path / "leaderboard.json"
     submit_all([write_doc(tmp_path, "a.json", results_doc()), write_doc(tmp_path, "b.json", results_doc(seed=1))],
                board)
     data = json.loads(board.read_text())
     assert data["leaderboard_version"] == 2
     assert {entry["key"]["model_weights"] for entry in data["entries"]} == {shipped_tiny_weights()}
-    # a board written before keys named the weights (version 1): its entries are of unknown weights,
-    # so they never average with the seeds of the shipped mcit-tiny
+    # a board written before keys named the weights (version 1) is refused until converted; then its
+    # entries are of unknown weights, so they never average with the seeds of the shipped mcit-tiny
     old = copy.deepcopy(data)
-    old["leaderboard_version"] = 1
     for entry in old["entries"]:
         del entry["key"]["model_weights"]
         entry["seed"] += 10
     mixed = tmp_path / "mixed.json"
     mixed.write_text(json.dumps({"leaderboard_version": 1, "entries": old["entries"]}))
+    with pytest.raises(DataError, match=re.escape(f"leaderboard {mixed} has leaderboard_version 1, which this "
+                                                  f"mcit-bench no longer reads; convert it with 'mcit-bench "
+                                                  f"convert {mixed}'")):
+        read_leaderboard(mixed)
+    # and a results file of version 1 the same way; converted, it is still no run on the shipped weights
+    run_v1 = results_doc(seed=2)
+    run_v1["schema_version"] = 1
+    del run_v1["run"]["model_weights"]
+    results_v1 = write_doc(tmp_path, "v1.json", run_v1)
+    done = CliRunner().invoke(app, ["convert", str(mixed), str(results_v1)])
+    assert done.exit_code == 0, done.output
+    assert "version 1 -> leaderboard_version 2" in done.output and "version 1 -> schema_version 2" in done.output
+    assert json.loads(results_v1.read_text())["run"]["model_weights"] is None
+    with pytest.raises(DataError, match="used mcit-tiny with weights it did not record"):
+        submit_all([results_v1], board)
     entries = read_leaderboard(mixed).entries + read_leaderboard(board).entries
     rows = aggregate(entries)
     by_weights = {row.key.model_weights: row.seeds for row in rows}
     assert by_weights == {None: [10, 11], shipped_tiny_weights(): [0, 1]}
     (tmp_path / "v3.json").write_text(json.dumps({"leaderboard_version": 3, "entries": []}))
-    with pytest.raises(DataError, match=re.escape("has leaderboard_version 3; this mcit-bench reads versions 1, 2")):
+    with pytest.raises(DataError, match=re.escape("has leaderboard_version 3; this mcit-bench reads version 2")):
         read_leaderboard(tmp_path / "v3.json")
+    refused = CliRunner().invoke(app, ["convert", str(tmp_path / "v3.json")])
+    assert refused.exit_code == 2
+    assert "leaderboard_version 3, which no version of mcit-bench wrote before 2; it cannot be converted" in \
+        " ".join(refused.output.split())
 
 
 def test_submissions_must_name_the_sequences_own_tasks(tmp_path):
@@ -353,7 +371,7 @@ def test_pathological_submissions_leave_the_board_byte_identical(tmp_path, text,
 
 
 def test_non_finite_numbers_are_refused_with_the_field_named(tmp_path):
-    from mcit_bench.leaderboard import verify_consistent
+    from mcit_bench.board.submit import verify_consistent
 
     doc = results_doc()
     doc["cost"]["wall_seconds"] = float("inf")
@@ -371,7 +389,7 @@ def test_submit_keeps_the_boards_file_mode(tmp_path):
 
 def hostile_rows():
     """Rows whose names carry HTML, LaTeX, Markdown and spreadsheet syntax (a hand-edited board)."""
-    from mcit_bench.leaderboard import entry_from_results
+    from mcit_bench.board.leaderboard import entry_from_results
 
     doc = results_doc()
     doc["run"]["method"] = "a|b\n<b>x</b>"
@@ -389,7 +407,7 @@ def test_every_text_format_escapes_what_it_prints():
     tex = latex(rows)
     assert r"a|b <b>x</b>" not in tex or r"\input" not in tex
     assert "\\input{" not in tex and "^" not in tex.replace(r"\textasciicircum{}", "")
-    from mcit_bench.report import _latex_escape
+    from mcit_bench.board.report import _latex_escape
 
     assert _latex_escape("\\input{/etc/passwd} a_b ^~") == (r"\textbackslash{}input\{/etc/passwd\} a\_b "
                                                             r"\textasciicircum{}\textasciitilde{}")
@@ -398,8 +416,9 @@ def test_every_text_format_escapes_what_it_prints():
 def test_selecting_methods_show_selection_per_task_and_the_oracle_diagonal():
     from rich.console import Console
 
-    from mcit_bench.leaderboard import board_summary, entry_from_results
-    from mcit_bench.results import print_results
+    from mcit_bench.board.leaderboard import entry_from_results
+    from mcit_bench.board.stats import board_summary
+    from mcit_bench.results.show import print_results
 
     docs = [results_doc(seed=seed) for seed in (0, 1)]
     tasks = docs[0]["tasks"]
@@ -433,7 +452,8 @@ def test_hand_set_options_or_training_settings_get_their_own_settings_key():
     digest = hashlib.sha256(json.dumps(hand, sort_keys=True).encode()).hexdigest()[:12]
     given = {"training": {"lr": 2e-3, "batch_size": 32}, "method_options": {"ewc_lambda": 3e4}}
     assert key(given) == f"custom-{digest}"
-    tuned = {"tuned": {"params": {"training.lr": 2e-3}}, "training": {"lr": 2e-3}}
+    tuned = {"tuned": {"study": "tune-seed0", "trials": 8, "best_trial": 3, "validation_final_acc": 61.0,
+                       "params": {"training.lr": 2e-3}}, "training": {"lr": 2e-3}}
     assert key(tuned).startswith("tuned-")  # a study's choice is named by the study, not as hand-set
 
 
@@ -453,7 +473,7 @@ def test_a_run_scored_on_validation_never_averages_with_test_runs():
 
     from rich.console import Console
 
-    from mcit_bench.results import print_results
+    from mcit_bench.results.show import print_results
 
     console = Console(width=200, record=True)
     print_results(on_validation, console)
@@ -462,7 +482,7 @@ def test_a_run_scored_on_validation_never_averages_with_test_runs():
 
 
 def test_plot_labels_tell_settings_and_splits_apart():
-    from mcit_bench.plots import run_label
+    from mcit_bench.board.plots import run_label
 
     doc = results_doc(seed=2)
     assert run_label(parse_results(doc, "r")) == "seqft (seed 2)"

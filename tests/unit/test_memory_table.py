@@ -1,10 +1,10 @@
-"""docs/DISTRIBUTED.md's memory table is what mcit_bench.memory computes from LLaVA-1.5-7B and -13B
+"""docs/DISTRIBUTED.md's memory table is what mcit_bench.engine.memory computes from LLaVA-1.5-7B and -13B
 built on the meta device, and its terms are the hand-computed ones."""
 
 import pytest
 
-from mcit_bench.memory import COIN_WORKLOAD, memory_table, memory_terms, peaks, seqft_on_meta
-from mcit_bench.sharding import predicted_bytes
+from mcit_bench.engine.memory import COIN_WORKLOAD, memory_table, memory_terms, peaks, seqft_on_meta
+from mcit_bench.engine.sharding import predicted_bytes
 from tests.conftest import BENCHMARKS
 
 DOC = BENCHMARKS.parent / "docs" / "DISTRIBUTED.md"

@@ -11,8 +11,8 @@ from mcit_bench.core.errors import ConfigError
 from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.data.stream import TaskDef
 from mcit_bench.methods.base import RunContext, Stage
+from mcit_bench.methods.registry import build_method
 from mcit_bench.methods.selector import KeySelector
-from mcit_bench.runner import build_method
 
 
 def test_lwf_kl_is_zero_when_student_equals_teacher_and_positive_otherwise():

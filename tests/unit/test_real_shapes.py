@@ -12,13 +12,13 @@ from PIL import Image
 
 from mcit_bench.core.errors import ConfigError, DataError
 from mcit_bench.core.records import IGNORE_INDEX
+from mcit_bench.engine.sharding import check_can_shard, torch_release
 from mcit_bench.methods.distributed import row_share
 from mcit_bench.models.anatomy import projector, vision_tower
 from mcit_bench.models.blank_image import install_blank_image
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model, sequence_limit
 from mcit_bench.models.tiny_archs import build_tiny_llava15
-from mcit_bench.sharding import check_can_shard, torch_release
 
 UNSET = int(1e30)  # what transformers writes into a tokenizer without a limit
 WORDS = ["red", "square", "circle", "blue", "the", "is", "left", "of", "green", "small"]
@@ -146,7 +146,7 @@ def test_a_text_only_batch_runs_the_vision_side_with_zero_weight():
 def test_unreached_gradients_enter_the_reduction_as_zeros_and_stay_none_where_no_process_had_one(tmp_path):
     import torch.distributed as dist
 
-    from mcit_bench.sharding import average_replicated_gradients
+    from mcit_bench.engine.sharding import average_replicated_gradients
 
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:

@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mcit_bench.leaderboard import read_leaderboard, shipped_sequence, shipped_tiny_weights
+from mcit_bench.board.leaderboard import read_leaderboard
+from mcit_bench.board.submit import shipped_sequence, shipped_tiny_weights
 from mcit_bench.methods.registry import METHODS
 from mcit_bench.scoring.continual import summarize
 
@@ -29,7 +30,7 @@ def test_the_shipped_leaderboard_holds_every_method_and_verifies():
 def test_the_shipped_leaderboard_is_strict_json_with_valid_names():
     import json
 
-    from mcit_bench.leaderboard import MODEL_NAME
+    from mcit_bench.board.submit import MODEL_NAME
 
     def refuse(name):
         raise AssertionError(f"{name} in {SHIPPED}: not JSON")

@@ -7,11 +7,12 @@ import pytest
 import torch
 
 from mcit_bench.core.records import IGNORE_INDEX
+from mcit_bench.core.shipped import packaged_tiny_folder
 from mcit_bench.data import world as w
 from mcit_bench.data.synthetic import TASKS, pretraining_sample
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
-from mcit_bench.models.tiny import TinyShape, packaged_path
+from mcit_bench.models.tiny import TinyShape
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,7 @@ def test_base_model_describes_instead_of_answering(tiny):
 
 
 def test_pretraining_command_is_recorded_beside_the_weights():
-    record = json.loads((packaged_path() / "pretraining.json").read_text())
+    record = json.loads((packaged_tiny_folder() / "pretraining.json").read_text())
     assert record["command"].startswith("mcit-bench pretrain-tiny --seed 0 --steps ")
     assert record["shape"] == TinyShape().__dict__
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mcit_bench.config import load_config_file, parse_run_config
-from mcit_bench.methods.registry import METHODS
-from mcit_bench.runner import build_method
+from mcit_bench.methods.registry import METHODS, build_method
 
 FOLDER = Path(__file__).resolve().parents[2] / "benchmarks" / "tuned-synth-coin"
 

@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from importlib.resources import files
 
-from mcit_bench.leaderboard import Row, Stat, board_summary
+from mcit_bench.board.stats import Row, Stat, board_summary
 
 # The columns every text format shows, in order: (heading, metric name).
 METRIC_COLUMNS: list[tuple[str, str]] = [
@@ -163,5 +163,5 @@ def html_page(rows: list[Row], title: str = "mcit-bench leaderboard") -> str:
     # JSON inside <script>: no "<" at all, so neither "</script>" nor "<!--" can end or disable it
     data = (json.dumps(board_summary(rows), sort_keys=True)
             .replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
-    page = files("mcit_bench").joinpath("leaderboard_page.html").read_text(encoding="utf-8")
+    page = files("mcit_bench.board").joinpath("leaderboard_page.html").read_text(encoding="utf-8")
     return page.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)

@@ -8,20 +8,19 @@ instead of being misread. The JSON Schema exported from these models is committe
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
 
+from mcit_bench.config import RunConfig
 from mcit_bench.core.errors import DataError, first_problem
+from mcit_bench.core.io import read_bounded_json
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, summarize
 from mcit_bench.scoring.task_metrics import METRICS
 
-SCHEMA_VERSION = 2  # the version this mcit-bench writes
-# version 1 did not record run.model_weights; it is read with the weights unknown (None)
-READABLE_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 2  # the version this mcit-bench writes; 2: run.model_weights
 # A stored summary may differ from the one recomputed from the stored matrix by rounding only.
 SUMMARY_TOLERANCE = 1e-3
 
@@ -42,11 +41,10 @@ class SequenceRef(_Strict):
 class RunInfo(_Strict):
     method: str
     method_options: dict[str, Any]
-    config: dict[str, Any]
+    config: RunConfig  # the resolved config the run was made with, typed as the command line made it
     sequence: SequenceRef
     model: str
-    # sha256 of the model folder's safetensors (models/loading.py weights_fingerprint); None for a hub
-    # id, and for results of schema version 1, which did not record it
+    # sha256 of the model folder's safetensors (core/io.py weights_fingerprint); None for a hub id
     model_weights: str | None = None
     seed: int
     harness_version: str
@@ -56,6 +54,10 @@ class RunInfo(_Strict):
     upper_bound: bool
     task_id_at_eval: bool
     run_dir: str
+
+    @field_serializer("config")
+    def _config_as_recorded(self, config: RunConfig) -> dict[str, Any]:
+        return config.as_json()
 
 
 class TaskInfo(_Strict):
@@ -116,7 +118,7 @@ class OracleScores(_Strict):
 class Results(_Strict):
     """One finished run: its identity, the accuracy matrix, the summary derived from it, its cost."""
 
-    schema_version: Literal[1, 2]
+    schema_version: Literal[2]
     run: RunInfo
     tasks: list[str] = Field(min_length=1)
     task_info: dict[str, TaskInfo]
@@ -192,18 +194,48 @@ def parse_results(data: Any, source: str) -> Results:
         raise DataError(f"{source} names {len(tasks)} tasks, more than any stream ({MAX_TASKS}); "
                         f"it is not a results document")
     found = data.get("schema_version")
-    if found not in READABLE_SCHEMA_VERSIONS:
-        if isinstance(found, int) and found < min(READABLE_SCHEMA_VERSIONS):
-            raise DataError(f"{source} has schema_version {found}, which this mcit-bench no longer reads; "
-                            f"rerun the run with this version to write version {SCHEMA_VERSION}")
-        raise DataError(f"{source} has schema_version {found!r}; this mcit-bench reads versions "
-                        f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))} (upgrade mcit-bench to read newer files)")
+    if found in UPGRADES:
+        raise DataError(f"{source} has schema_version {found}, which this mcit-bench no longer reads; convert it "
+                        f"with 'mcit-bench convert {source}'")
+    if isinstance(found, int) and found < SCHEMA_VERSION:
+        raise DataError(f"{source} has schema_version {found}, which this mcit-bench no longer reads nor converts; "
+                        f"rerun the run with this version to write version {SCHEMA_VERSION}")
+    if found != SCHEMA_VERSION:
+        raise DataError(f"{source} has schema_version {found!r}; this mcit-bench reads version {SCHEMA_VERSION} "
+                        f"(upgrade mcit-bench to read newer files)")
     try:
         return Results.model_validate(data)
     except ValidationError as error:
         field, message = first_problem(error)
         raise DataError(f"{source}: field {field} is invalid ({message}); "
                         f"the file was not written by a finished mcit-bench run or was edited") from None
+
+
+MAX_TASKS = 256  # far beyond any stream; a matrix of absurd shape is refused before it is built
+
+
+def _weights_unknown(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 did not record the model's weights: they become unknown (None)."""
+    run = data.get("run")
+    if isinstance(run, dict):
+        run.setdefault("model_weights", None)
+    return {**data, "schema_version": 2}
+
+
+# what turns a document of an older version into the next one, by the version it has
+UPGRADES = {1: _weights_unknown}
+
+
+def converted_results(data: Any, source: str) -> tuple[dict[str, Any], int]:
+    """A results document of an older version as the current one (validated), and the version it had."""
+    found = data.get("schema_version") if isinstance(data, dict) else None
+    if found not in UPGRADES and found != SCHEMA_VERSION:
+        raise DataError(f"{source} has schema_version {found!r}, which no version of mcit-bench wrote before "
+                        f"{SCHEMA_VERSION}; it cannot be converted")
+    while data.get("schema_version") in UPGRADES:
+        data = UPGRADES[data["schema_version"]](data)
+    parse_results(data, source)
+    return data, found
 
 
 def load_results(path: Path) -> Results:
@@ -213,34 +245,6 @@ def load_results(path: Path) -> Results:
         if not path.exists():
             raise DataError(f"{path} does not exist: the run has not finished (resume it with --resume)")
     return parse_results(read_bounded_json(path, "results file"), str(path))
-
-
-MAX_JSON_BYTES = 64 << 20  # a results file of the largest stream is well under a megabyte
-MAX_TASKS = 256  # far beyond any stream; a matrix of absurd shape is refused before it is built
-
-
-def read_bounded_json(path: Path, what: str) -> Any:
-    """A JSON file within sane bounds (size, nesting, strict numbers), or one sentence saying why not."""
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} does not exist") from None
-    if size > MAX_JSON_BYTES:
-        raise DataError(f"{what} {path} is {size >> 20} MiB, more than any run writes ({MAX_JSON_BYTES >> 20} MiB); "
-                        f"it is not a results document")
-
-    def refuse_constant(name: str) -> float:
-        raise DataError(f"{what} {path} holds {name}, which is not a JSON number; a finished run writes "
-                        f"finite numbers only")
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8"), parse_constant=refuse_constant)
-    except json.JSONDecodeError as error:
-        raise DataError(f"{what} {path} is not valid JSON ({error.msg} at line {error.lineno})") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{what} {path} is not UTF-8 text") from None
-    except RecursionError:
-        raise DataError(f"{what} {path} is nested too deeply to be a results document") from None
 
 
 def json_schema() -> dict[str, Any]:

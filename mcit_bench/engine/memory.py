@@ -1,6 +1,6 @@
 """What one process holds while a run trains and evaluates: every term of docs/DISTRIBUTED.md's table.
 
-The weights' terms come from the model itself (:func:`mcit_bench.sharding.predicted_bytes`: the
+The weights' terms come from the model itself (:func:`mcit_bench.engine.sharding.predicted_bytes`: the
 frozen base in shards and whole); the rest from the language model's shapes and the workload. It is
 an estimate of the largest tensors alive at once, not an allocator trace: what the table leaves out
 (the vision tower's activations, allocator slack, CUDA's context) is named there.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from mcit_bench.sharding import predicted_bytes
+from mcit_bench.engine.sharding import predicted_bytes
 
 FLOAT32, BFLOAT16 = 4, 2
 

@@ -124,7 +124,7 @@ def train_stage(
 ) -> StageStats:
     """Train one stage: the method's data, the method's extra losses, AdamW with warm-up and clipping.
 
-    ``sharded``: the frozen base is FSDP2-sharded (mcit_bench.sharding) and what trains is replicated:
+    ``sharded``: the frozen base is FSDP2-sharded (mcit_bench.engine.sharding) and what trains is replicated:
     no DDP wrapper, and the loop averages the replicated gradients itself on the last micro-batch.
     """
     data = method.train_data(stage, run)
@@ -141,7 +141,7 @@ def train_stage(
     for group in optimizer.param_groups:
         group["initial_lr"] = group["lr"]
     if sharded:
-        from mcit_bench.sharding import check_replicated
+        from mcit_bench.engine.sharding import check_replicated
 
         check_replicated(method.name, model, trainable)
         prepared_model = model
@@ -180,7 +180,7 @@ def train_stage(
                 accelerator.backward(total)
             total_loss += float(total.detach())
         if sharded and world > 1:
-            from mcit_bench.sharding import average_replicated_gradients
+            from mcit_bench.engine.sharding import average_replicated_gradients
 
             average_replicated_gradients(trainable, world)
         accelerator.clip_grad_norm_(trainable, config.max_grad_norm)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mcit_bench.config import split_scored
 from mcit_bench.core.errors import DataError
-from mcit_bench.schema import Results
+from mcit_bench.results.document import Results
 
 # Forgetting is the one summary metric where lower is better.
 LOWER_IS_BETTER = {"forgetting"}
@@ -32,7 +32,7 @@ def compare(current: Results, baseline: Results, tolerance: float) -> tuple[list
     if current.tasks != baseline.tasks:
         raise DataError(f"the runs have different task lists ({current.tasks} vs {baseline.tasks}); "
                         f"compare runs of the same sequence and subset")
-    splits = [split_scored(run.run.config.get("validation")) for run in (current, baseline)]
+    splits = [split_scored(run.run.config.validation) for run in (current, baseline)]
     if splits[0] != splits[1]:
         raise DataError(f"the runs are scored on different samples ({splits[0]} against {splits[1]}); compare "
                         f"runs scored on the same split")

@@ -86,7 +86,7 @@ def torch_release(version: str) -> tuple[int, int]:
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
-def check_can_shard(method_name: str, can_shard: bool, processes: int, full: bool,
+def check_can_shard(method_name: str, can_shard: bool, processes: int, trains_base: bool,
                     torch_version: str = torch.__version__) -> None:
     """Refuse, before anything loads, a sharded run that cannot be one."""
     if torch_release(torch_version) < SHARD_TORCH_FLOOR:
@@ -98,9 +98,10 @@ def check_can_shard(method_name: str, can_shard: bool, processes: int, full: boo
                           "--nproc_per_node N (or accelerate launch --num_processes N), or drop --shard")
     if not can_shard:
         raise ConfigError(f"method {method_name!r} declares that it cannot run sharded; drop --shard fsdp for it")
-    if full:
-        raise ConfigError("--shard fsdp shards the frozen base model, and --full trains all of it; drop one "
-                          "(full fine-tuning runs under DDP without --shard)")
+    if trains_base:
+        raise ConfigError(f"--shard fsdp shards the frozen base model, and method {method_name!r} with these "
+                          f"options trains all of it (full fine-tuning); drop one (full fine-tuning runs under DDP "
+                          f"without --shard)")
 
 
 def shard_model(model: nn.Module, accelerator: Accelerator, precision: str, keep: set[nn.Parameter]) -> nn.Module:

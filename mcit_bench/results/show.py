@@ -1,63 +1,13 @@
-"""The results file of a run: what it contains, how it is rebuilt from predictions, how it prints."""
+"""How a run's results print: its accuracy matrix, its summary, and what is reported beside them."""
 
 from __future__ import annotations
 
-import platform
-import subprocess
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mcit_bench.config import split_scored
-from mcit_bench.core.errors import DataError
+from mcit_bench.config import ValidationSplit, split_scored
 from mcit_bench.scoring.continual import DISPLAY_NAMES, shown_summary, summarize
-
-PACKAGES = ("mcit-bench", "torch", "transformers", "peft", "accelerate", "datasets", "numpy")
-
-
-def package_versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def git_state() -> dict[str, Any]:
-    """The commit of the harness checkout and whether it had local changes (None outside a checkout)."""
-    here = Path(__file__).resolve().parent
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                                timeout=10, check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True,
-                                    timeout=10, check=True).stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": dirty}
-
-
-def device_description() -> str:
-    import torch
-
-    if torch.cuda.is_available():
-        return f"cuda: {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
-    return f"cpu: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-
-
-def matrix_from_rows(rows: dict[int, dict[str, float]], tasks: list[str]) -> np.ndarray:
-    """The (T + 1) x T matrix from {row index: {task: score}}; every row must be present."""
-    missing = [index for index in range(len(tasks) + 1) if index not in rows]
-    if missing:
-        raise DataError(f"accuracy matrix rows {missing} are missing; the run has not finished those stages")
-    return np.array([[rows[index][task] for task in tasks] for index in range(len(tasks) + 1)], dtype=float)
-
-
-def rounded(value: float | None, digits: int = 4) -> float | None:
-    return None if value is None else round(float(value), digits)
 
 
 def matrix_table(matrix: np.ndarray, tasks: list[str], row_labels: list[str], title: str):
@@ -91,7 +41,7 @@ def print_results(results: dict[str, Any], console) -> None:
     if results["run"].get("upper_bound"):
         labels = ["base"] + ["joint"] * len(tasks)
     validation = results["run"].get("config", {}).get("validation")
-    split = f", scored on {split_scored(validation)}, not on test" if validation else ""
+    split = f", scored on {split_scored(ValidationSplit.model_validate(validation))}, not on test" if validation else ""
     console.print(matrix_table(matrix, tasks, labels, f"Accuracy matrix R (rows: after training stage{split})"))
     console.print(summary_table(shown_summary(summarize(matrix), bool(results["run"].get("upper_bound")))))
     for metric, by_task in results.get("extra_scores", {}).items():  # reported beside the matrix

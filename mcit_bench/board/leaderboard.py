@@ -1,0 +1,200 @@
+"""The leaderboard file: verified submissions of finished runs, one entry per (key, seed).
+
+An entry is keyed by the sequence at its version and content hash, the model and its weights, the
+method, the protocol (whether the method was told the task at evaluation), the settings and the
+split. The file is written whole to a temporary file and renamed, sorted and indented, so it diffs
+line by line. What a submission must pass is ``board/submit.py``'s; statistics over seeds are
+``board/stats.py``'s.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+
+from mcit_bench.config import RunConfig, TrainingConfig
+from mcit_bench.core.errors import DataError, first_problem
+from mcit_bench.core.io import atomic_write_json, read_bounded_json
+from mcit_bench.results.document import Results
+
+LEADERBOARD_VERSION = 2  # 2: entry keys name the model's weights
+Protocol = Literal["task-aware", "task-agnostic", "upper-bound"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EntryKey(_Strict):
+    sequence: str  # name@version
+    subset: str | None
+    content_hash: str
+    model: str
+    # sha256 of the model's safetensors (results' run.model_weights): the same name on other weights is
+    # another model, so its seeds never average with these; None for a hub id
+    model_weights: str | None = None
+    method: str
+    protocol: Protocol
+    # "default": the method's own settings; "tuned-<sha256 of the chosen settings, 12 hex>": settings a
+    # 'mcit-bench tune' study chose (results' run.config.tuned); "custom-<sha256, 12 hex>": options or
+    # training settings given by hand. Seeds of other choices never average.
+    settings: str = Field(default="default", pattern=r"^(default|tuned-[0-9a-f]{12}|custom-[0-9a-f]{12})$")
+    # "validation": a run scored on a split carved from its training data (a tuning trial, or a run
+    # config with ``validation``). Submit refuses it; aggregated from run folders it stands apart from
+    # the test runs of the same settings, whose scores it must never average with.
+    split: Literal["test", "validation"] = "test"
+
+    @model_serializer(mode="wrap")
+    def _test_split_unwritten(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("split") == "test":  # the board's entries, all on test, keep the form they were written in
+            del data["split"]
+        return data
+
+    def protocol_label(self) -> str:
+        return (self.protocol + (f", {self.settings}" if self.settings != "default" else "")
+                + (", validation split" if self.split == "validation" else ""))
+
+    def label(self) -> str:
+        subset = f"[{self.subset}]" if self.subset else ""
+        weights = f" ({self.model_weights[:12]})" if self.model_weights else ""
+        return f"{self.sequence}{subset} / {self.model}{weights} / {self.method} ({self.protocol_label()})"
+
+    def sort_key(self) -> tuple:
+        return (self.sequence, self.subset or "", self.model, self.model_weights or "", self.method, self.protocol,
+                self.settings, self.split)
+
+
+class Entry(_Strict):
+    key: EntryKey
+    seed: int
+    tasks: list[str]
+    matrix: list[list[float]]
+    summary: dict[str, float | None]
+    task_selection: dict[str, float]  # after the last stage; empty when the method is told the task
+    trainable_params: int  # the most trained at once in any stage
+    added_params: int
+    wall_seconds: float
+    harness_version: str
+    commit: str | None
+    device: str
+    # True: submitted with its run directory, the matrix re-scored from the saved predictions; False:
+    # a results file alone, its matrix taken on trust; None: submitted before submit re-scored
+    verified: bool | None = None
+
+
+class Leaderboard(_Strict):
+    leaderboard_version: Literal[2] = LEADERBOARD_VERSION
+    entries: list[Entry] = Field(default_factory=list)
+
+
+def protocol_of(results: Results) -> Protocol:
+    if results.run.upper_bound:
+        return "upper-bound"
+    return "task-aware" if results.run.task_id_at_eval else "task-agnostic"
+
+
+def hand_set(config: RunConfig) -> dict[str, Any]:
+    """The method options and training settings a run's config gives that are not the defaults."""
+    defaults = TrainingConfig().model_dump(mode="json")
+    training = {key: value for key, value in config.as_json()["training"].items() if defaults.get(key) != value}
+    options = config.method_options
+    return {**({"method_options": options} if options else {}), **({"training": training} if training else {})}
+
+
+def _digest(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def split_of(results: Results) -> Literal["test", "validation"]:
+    """Whether a run was scored on test or on a validation split carved from its training data."""
+    return "validation" if results.run.config.validation is not None else "test"
+
+
+def settings_of(results: Results) -> str:
+    """``default``; ``tuned-`` and the digest of the settings a tuning study chose; or ``custom-`` and
+    the digest of the options and training settings given by hand."""
+    tuned = results.run.config.tuned
+    if tuned is not None:
+        return f"tuned-{_digest(tuned.params)}"
+    chosen = hand_set(results.run.config)
+    return f"custom-{_digest(chosen)}" if chosen else "default"
+
+
+def entry_from_results(results: Results, verified: bool | None = None) -> Entry:
+    sequence = results.run.sequence
+    # a variant is another stream of the same tasks: its own leaderboard rows
+    label = f"{sequence.name}@{sequence.version}" + (f":{sequence.variant}" if sequence.variant else "")
+    key = EntryKey(sequence=label, subset=sequence.subset,
+                   content_hash=sequence.content_hash, model=results.run.model,
+                   model_weights=results.run.model_weights, method=results.run.method, protocol=protocol_of(results),
+                   settings=settings_of(results),
+                   split=split_of(results))
+    return Entry(key=key, seed=results.run.seed, tasks=results.tasks, matrix=results.matrix,
+                 summary=results.summary, task_selection=results.stages[-1].task_selection,
+                 trainable_params=max(results.cost.trainable_params_per_stage),
+                 added_params=results.cost.added_params, wall_seconds=results.cost.wall_seconds,
+                 harness_version=results.run.harness_version, commit=results.run.git.get("commit"),
+                 device=results.run.device, verified=verified)
+
+
+def read_leaderboard(path: Path) -> Leaderboard:
+    """The leaderboard at ``path``; an absent file is an empty leaderboard."""
+    path = Path(path)
+    if not path.exists():
+        return Leaderboard()
+    data = read_bounded_json(path, "leaderboard")
+    found = data.get("leaderboard_version") if isinstance(data, dict) else None
+    if found in UPGRADES:
+        raise DataError(f"leaderboard {path} has leaderboard_version {found}, which this mcit-bench no longer "
+                        f"reads; convert it with 'mcit-bench convert {path}'")
+    if found != LEADERBOARD_VERSION:
+        raise DataError(f"leaderboard {path} has leaderboard_version {found!r}; this mcit-bench reads version "
+                        f"{LEADERBOARD_VERSION} (upgrade mcit-bench to read newer files)")
+    return validated(data, path)
+
+
+def validated(data: dict[str, Any], path: Path) -> Leaderboard:
+    try:
+        return Leaderboard.model_validate(data)
+    except ValidationError as error:
+        field, message = first_problem(error)
+        raise DataError(f"leaderboard {path}: field {field} is invalid ({message}); "
+                        f"restore it from version control") from None
+
+
+def _weights_unknown(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 keys did not name the model's weights: they become unknown (None)."""
+    for entry in data.get("entries", []):
+        if isinstance(entry, dict) and isinstance(entry.get("key"), dict):
+            entry["key"].setdefault("model_weights", None)
+    return {**data, "leaderboard_version": 2}
+
+
+# what turns a file of an older version into the next one, by the version it has
+UPGRADES = {1: _weights_unknown}
+
+
+def convert_leaderboard(path: Path) -> int:
+    """Rewrite a leaderboard of an older version as the current one; returns the version it had."""
+    data = read_bounded_json(path, "leaderboard")
+    found = data.get("leaderboard_version") if isinstance(data, dict) else None
+    if found not in UPGRADES and found != LEADERBOARD_VERSION:
+        raise DataError(f"leaderboard {path} has leaderboard_version {found!r}, which no version of mcit-bench "
+                        f"wrote before {LEADERBOARD_VERSION}; it cannot be converted")
+    while data.get("leaderboard_version") in UPGRADES:
+        data = UPGRADES[data["leaderboard_version"]](data)
+    write_leaderboard(validated(data, path), path)
+    return found
+
+
+def write_leaderboard(board: Leaderboard, path: Path) -> None:
+    """The whole board, sorted, as strict JSON (no NaN or infinity can reach the file)."""
+    entries = sorted(board.entries, key=lambda entry: (entry.key.sort_key(), entry.seed))
+    atomic_write_json(Path(path), Leaderboard(entries=entries).model_dump(mode="json"), strict=True)
+
+

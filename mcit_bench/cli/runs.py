@@ -1,0 +1,192 @@
+"""The commands that train and score: ``run``, ``tune`` and ``score``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mcit_bench.cli import options as opt
+from mcit_bench.cli.app import app, console, errors, fail
+from mcit_bench.core.errors import ConfigError, UserError
+
+
+@app.command(context_settings=opt.TAKES_METHOD_FLAGS)
+def run(
+    ctx: typer.Context,
+    method: opt.MethodName = None,
+    sequence: opt.Sequence = None,
+    subset: opt.Subset = None,
+    variant: opt.Variant = None,
+    model: opt.Model = None,
+    seed: opt.Seed = None,
+    seeds: Annotated[Optional[str], typer.Option(help="several seeds, e.g. 0,1,2: one run each, then mean, std "
+                                                      "and 95% CI")] = None,
+    data_root: opt.DataRoot = None,
+    output: opt.Output = Path("runs"),
+    run_id: Annotated[Optional[str], typer.Option(help="name of the run directory (default "
+                                                       "seed<N>[-subset][-variant][-validation])")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an unfinished run after its last finished stage")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
+    option: opt.MethodOption = [],
+    steps_per_task: opt.StepsPerTask = None,
+    batch_size: opt.BatchSize = None,
+    grad_accum: opt.GradAccum = None,
+    lr: Annotated[Optional[float], typer.Option(help="learning rate")] = None,
+    precision: opt.Precision = None,
+    gradient_checkpointing: Annotated[bool, typer.Option(help="recompute activations in backward (less "
+                                                              "memory)")] = False,
+    max_length: Annotated[Optional[int], typer.Option(help="tokens of a training sequence, image placeholders "
+                                                           "included (default: the model's limit)")] = None,
+    shard: Annotated[Optional[str], typer.Option(help="fsdp: shard the frozen base model over the processes "
+                                                      "(FSDP2; launch with torchrun, docs/DISTRIBUTED.md)")] = None,
+    config: opt.ConfigFile = None,
+    cache_dir: opt.CacheDir = None,
+    tuned: Annotated[Optional[Path], typer.Option(help="tuning.json of 'mcit-bench tune': train with the settings "
+                                                       "its study chose")] = None,
+) -> None:
+    """Train a method on a task stream, evaluating every task after every stage."""
+    from mcit_bench.config import parse_run_config
+    from mcit_bench.engine.run import run_stream
+    from mcit_bench.results.show import print_results
+
+    finished: list[Path] = []
+    try:
+        raw = opt.raw_config(opt.RunSettings(
+            config, method, sequence, subset, variant, model, option, precision,
+            {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
+             "gradient_checkpointing": gradient_checkpointing or None, "max_length": max_length}, ctx.args))
+        seed_list = parse_seeds(seeds) if seeds else [seed if seed is not None else raw.get("seed", 0)]
+        if len(seed_list) > 1 and run_id:
+            raise ConfigError("--run-id names one run; leave it out with --seeds (the runs are named seed<N>)")
+        if shard is not None:
+            raw["shard"] = shard
+        source = str(config) if config else "command line"
+        # under accelerate launch / torchrun only the first process prints
+        shown = console if os.environ.get("RANK", "0") == "0" else Console(quiet=True)
+        for one_seed in seed_list:
+            if tuned is not None:
+                from mcit_bench.tune import read_tuning, tuned_config
+
+                run_config = tuned_config({**raw, "seed": one_seed}, read_tuning(tuned), tuned, source)
+            else:
+                run_config = parse_run_config({**raw, "seed": one_seed}, source)
+            results = run_stream(run_config, output, run_id, data_root, cache_dir, resume, overwrite, shown)
+            print_results(results, shown)
+            finished.append(Path(results["run"]["run_dir"]) / "results.json")
+            shown.print(f"results: {finished[-1]}")
+        if len(finished) > 1:
+            from mcit_bench.board import report
+            from mcit_bench.board.stats import aggregate, results_entries
+
+            shown.print(report.rich_table(aggregate(results_entries(finished))))
+    except UserError as error:
+        fail(error)
+
+
+@app.command(context_settings=opt.TAKES_METHOD_FLAGS)
+def tune(
+    ctx: typer.Context,
+    method: Annotated[str, typer.Option(help="method to tune (see 'mcit-bench ls methods')")],
+    trials: Annotated[int, typer.Option(help="the study's budget: trials in all, the same for every method")],
+    sequence: opt.Sequence = None,
+    subset: opt.Subset = None,
+    variant: opt.Variant = None,
+    model: opt.Model = None,
+    seed: Annotated[Optional[int], typer.Option(help="training seed of every trial, and the sampler's in the "
+                                                     "process that makes the study (default 0)")] = None,
+    space: Annotated[Optional[Path], typer.Option(help="YAML search space replacing the method's own "
+                                                       "(name: {log: [lo, hi]} | {range: [lo, hi]} | "
+                                                       "{choices: [...]})")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="Optuna storage URL shared by every worker of the study "
+                                                        "(default: an SQLite file in the study's folder)")] = None,
+    study_name: Annotated[Optional[str], typer.Option(help="name of the study and its folder (default "
+                                                           "tune-seed<N>[-subset])")] = None,
+    validation_fraction: Annotated[float, typer.Option(help="share of each task's training data held out "
+                                                            "for scoring trials")] = 0.1,
+    validation_max: Annotated[int, typer.Option(help="at most this many validation samples per task")] = 100,
+    data_root: opt.DataRoot = None,
+    output: opt.Output = Path("runs"),
+    option: opt.MethodOption = [],
+    steps_per_task: opt.StepsPerTask = None,
+    batch_size: opt.BatchSize = None,
+    grad_accum: opt.GradAccum = None,
+    precision: opt.Precision = None,
+    config: opt.ConfigFile = None,
+    cache_dir: opt.CacheDir = None,
+) -> None:
+    """Search a method's hyper-parameters on a validation split carved from the training data (Optuna).
+
+    The same command resumes a stopped study or joins a running one; a trial whose worker died is
+    marked failed and run again.
+    """
+    from mcit_bench.config import RunConfig, parse_run_config
+    from mcit_bench.tune import TuneRequest, method_space, read_space_file
+    from mcit_bench.tune import tune as run_study
+
+    try:
+        raw = opt.raw_config(opt.RunSettings(
+            config, method, sequence, subset, variant, model, option, precision,
+            {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum}, ctx.args))
+        if seed is not None:
+            raw["seed"] = seed
+        raw["validation"] = {"fraction": validation_fraction, "max_per_task": validation_max}
+        base = parse_run_config(raw, str(config) if config else "command line")
+        request = TuneRequest(base=base, trials=trials,
+                              space=read_space_file(space) if space else method_space(method),
+                              output_root=output, study_name=study_name or f"tune-seed{base.seed}"
+                              + (f"-{base.subset}" if base.subset else ""), storage=storage, data_root=data_root,
+                              cache_root=cache_dir)
+        summary = run_study(request, console)
+    except UserError as error:
+        fail(error)
+    table = Table(title=f"{method}: {summary['study']} (final accuracy on the validation split)")
+    for column in ("trial", "state", "value", "params"):
+        table.add_column(column)
+    for trial in summary["trials"]:
+        value = "" if trial["value"] is None else f"{trial['value']:.2f}"
+        state = (f"pruned after stage {trial['stopped_after_stage']}" if trial["stopped_after_stage"] is not None
+                 else trial["state"])
+        table.add_row(str(trial["number"]), state, value, json.dumps(trial["params"], sort_keys=True))
+    console.print(table)
+    best = summary["best"]
+    console.print(f"best: trial {best['number']} ({best['value']:.2f}) with {json.dumps(best['params'])}",
+                  markup=False)
+    identity = summary["identity"]
+    named = "".join(f" --{key} {identity[key]}" for key in ("sequence", "subset", "variant", "model")
+                    if identity[key] != RunConfig.model_fields[key].default)  # a run must name what the study did
+    console.print(f"train with it: mcit-bench run --method {method}{named} --tuned "
+                  f"{summary['folder']}/tuning.json", markup=False)
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r} must be integers separated by commas, for example 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {text!r} must name at least one seed, each once")
+    return seeds
+
+
+@app.command()
+def score(run_dir: Annotated[Path, typer.Argument(help="a run directory with results.json and predictions/")]) -> None:
+    """Re-score a run from its saved predictions and print its tables."""
+    from mcit_bench.results.scoring import rescore_run
+    from mcit_bench.results.show import print_results
+
+    try:
+        results, changes = rescore_run(run_dir)
+    except UserError as error:
+        fail(error)
+    print_results(results, console)
+    if changes:  # the stored numbers were not what the predictions give: say which, never silently
+        errors.print(f"results.json did not match its predictions; {len(changes)} value"
+                     f"{'s' * (len(changes) != 1)} rewritten:", highlight=False, markup=False)
+        for change in changes:
+            errors.print(f"  {change}", highlight=False, markup=False)

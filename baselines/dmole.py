@@ -1,5 +1,8 @@
 """D-MoLE (dmole; Ge et al., ICML 2025): per-task LoRA experts where a zero-cost proxy says they matter.
 
+One file past 400 lines, as every method is one file (no plugin imports another): the proxy, the
+layer allocation, the autoencoder router and the gradient-based curriculum are D-MoLE's alone.
+
 Follows the public code (gcd19/D-MoLE) where it and the paper differ; docs/METHODS.md lists each
 choice with its source. All base weights stay frozen. Before task t:
 - Zero-cost proxy: the language-modelling loss of ``proxy_fraction`` of its training batches (at

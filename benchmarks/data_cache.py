@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mcit_bench.data.formats import load_split
+from mcit_bench.data.splits import load_split
 
 FIXTURE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "coin" / "Instruction_Type1" / "VQAv2"
 

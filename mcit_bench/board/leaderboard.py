@@ -14,11 +14,12 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mcit_bench.config import RunConfig, TrainingConfig
 from mcit_bench.core.errors import DataError, first_problem
 from mcit_bench.core.io import atomic_write_json, read_bounded_json
+from mcit_bench.core.versions import FileVersion
 from mcit_bench.results.document import Results
 
 LEADERBOARD_VERSION = 2  # 2: entry keys name the model's weights
@@ -47,13 +48,6 @@ class EntryKey(_Strict):
     # config with ``validation``). Submit refuses it; aggregated from run folders it stands apart from
     # the test runs of the same settings, whose scores it must never average with.
     split: Literal["test", "validation"] = "test"
-
-    @model_serializer(mode="wrap")
-    def _test_split_unwritten(self, handler) -> dict[str, Any]:
-        data = handler(self)
-        if data.get("split") == "test":  # the board's entries, all on test, keep the form they were written in
-            del data["split"]
-        return data
 
     def protocol_label(self) -> str:
         return (self.protocol + (f", {self.settings}" if self.settings != "default" else "")
@@ -148,13 +142,7 @@ def read_leaderboard(path: Path) -> Leaderboard:
     if not path.exists():
         return Leaderboard()
     data = read_bounded_json(path, "leaderboard")
-    found = data.get("leaderboard_version") if isinstance(data, dict) else None
-    if found in UPGRADES:
-        raise DataError(f"leaderboard {path} has leaderboard_version {found}, which this mcit-bench no longer "
-                        f"reads; convert it with 'mcit-bench convert {path}'")
-    if found != LEADERBOARD_VERSION:
-        raise DataError(f"leaderboard {path} has leaderboard_version {found!r}; this mcit-bench reads version "
-                        f"{LEADERBOARD_VERSION} (upgrade mcit-bench to read newer files)")
+    VERSION.require_current(data, str(path), "leaderboard")
     return validated(data, path)
 
 
@@ -172,22 +160,15 @@ def _weights_unknown(data: dict[str, Any]) -> dict[str, Any]:
     for entry in data.get("entries", []):
         if isinstance(entry, dict) and isinstance(entry.get("key"), dict):
             entry["key"].setdefault("model_weights", None)
-    return {**data, "leaderboard_version": 2}
+    return data
 
 
-# what turns a file of an older version into the next one, by the version it has
-UPGRADES = {1: _weights_unknown}
+VERSION = FileVersion("leaderboard_version", LEADERBOARD_VERSION, {1: _weights_unknown})
 
 
 def convert_leaderboard(path: Path) -> int:
     """Rewrite a leaderboard of an older version as the current one; returns the version it had."""
-    data = read_bounded_json(path, "leaderboard")
-    found = data.get("leaderboard_version") if isinstance(data, dict) else None
-    if found not in UPGRADES and found != LEADERBOARD_VERSION:
-        raise DataError(f"leaderboard {path} has leaderboard_version {found!r}, which no version of mcit-bench "
-                        f"wrote before {LEADERBOARD_VERSION}; it cannot be converted")
-    while data.get("leaderboard_version") in UPGRADES:
-        data = UPGRADES[data["leaderboard_version"]](data)
+    data, found = VERSION.upgraded(read_bounded_json(path, "leaderboard"), f"leaderboard {path}")
     write_leaderboard(validated(data, path), path)
     return found
 

@@ -175,4 +175,4 @@ def convert(
                 now = f"schema_version {SCHEMA_VERSION}"
         except UserError as error:
             fail(error)
-        console.print(f"{path}: version {found} -> {now}", highlight=False, markup=False)
+        console.print(f"{path}: version {found} -> {now}", highlight=False, markup=False, soft_wrap=True)

@@ -54,6 +54,7 @@ def run(
     from mcit_bench.config import parse_run_config
     from mcit_bench.engine.run import run_stream
     from mcit_bench.results.show import print_results
+    from mcit_bench.rundir import RunPaths
 
     finished: list[Path] = []
     try:
@@ -69,16 +70,16 @@ def run(
         source = str(config) if config else "command line"
         # under accelerate launch / torchrun only the first process prints
         shown = console if os.environ.get("RANK", "0") == "0" else Console(quiet=True)
-        for one_seed in seed_list:
-            if tuned is not None:
-                from mcit_bench.tune import read_tuning, tuned_config
+        if tuned is not None:
+            from mcit_bench.tune import read_tuning, tuned_config
 
-                run_config = tuned_config({**raw, "seed": one_seed}, read_tuning(tuned), tuned, source)
-            else:
-                run_config = parse_run_config({**raw, "seed": one_seed}, source)
+            tuning = read_tuning(tuned)
+        for one_seed in seed_list:
+            run_config = (tuned_config({**raw, "seed": one_seed}, tuning, tuned, source) if tuned is not None
+                          else parse_run_config({**raw, "seed": one_seed}, source))
             results = run_stream(run_config, output, run_id, data_root, cache_dir, resume, overwrite, shown)
             print_results(results, shown)
-            finished.append(Path(results["run"]["run_dir"]) / "results.json")
+            finished.append(RunPaths(Path(results["run"]["run_dir"])).results)
             shown.print(f"results: {finished[-1]}")
         if len(finished) > 1:
             from mcit_bench.board import report

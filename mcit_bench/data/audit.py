@@ -12,7 +12,7 @@ from pathlib import Path
 from PIL import Image
 
 from mcit_bench.core.errors import DataError
-from mcit_bench.data.formats import SplitSpec, read_split
+from mcit_bench.data.splits import SplitSpec, read_split
 from mcit_bench.data.stream import LocatedTask, TaskDef, TaskStream, candidates, locate_stream
 
 SHOWN_MISSING = 3  # missing images named per split; the rest are counted

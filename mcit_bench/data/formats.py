@@ -1,4 +1,5 @@
-"""Readers for the file formats real benchmarks publish, and the arrow cache behind them.
+"""Readers for the file formats real benchmarks publish (the arrow cache is ``splits.py``'s, the
+official answer files ``answers.py``'s).
 
 Containers: a JSON list, or JSONL (one JSON object a line; ``.jsonl`` files, or any file that is
 not one JSON document but whose every line is one). Record formats:
@@ -13,24 +14,22 @@ not one JSON document but whose every line is one). Record formats:
   choice and SK-VG lines, and COCO caption files whose images are the test split.
 
 Every problem is reported as one sentence naming the file, the record (or line) and the field.
+Just past 400 lines: each published layout's reader is short, and they share the container, image
+and box checks above them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mcit_bench.core.boxes import box_inside, box_limits
 from mcit_bench.core.errors import DataError
-from mcit_bench.core.io import file_digest
 from mcit_bench.core.records import IMAGE_TAG, Record
 
 READER_VERSION = 3  # 3: JSONL, text-only records, D-MoLE's test formats, box conventions, published extras
@@ -332,11 +331,21 @@ def to_convention(box: list[float], source: str, target: str, size: tuple[float,
 CAPTION_PROMPT = "Provide a one-sentence caption for the provided image."  # eval/caption/evaluate_caption.py
 
 
+def read_json_object(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise DataError(f"{what} {path} does not exist; get it where 'mcit-bench data check' says, "
+                        f"or drop it from the task")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DataError(f"{what} {path} is not valid JSON ({error}); re-download it") from None
+
+
 def read_coco_caption_test(path: Path, place: ImagePlace, form: TestFormat,
                            problems: list[str] | None = None) -> list[Record]:
     """A COCO caption file as a test split (D-MoLE's captions): each image of ``images`` is a record,
     its captions from ``annotations`` by image id are the references."""
-    raw = _read_json_object(path, "COCO caption file")
+    raw = read_json_object(path, "COCO caption file")
     try:
         repeated = repeated_ids(int(item["id"]) for item in raw["images"])
         if repeated:
@@ -365,7 +374,7 @@ def read_coco_caption_test(path: Path, place: ImagePlace, form: TestFormat,
                                   form.prompt or CAPTION_PROMPT, tuple(captions[image_id]), form.task_type))
         except DataError as error:
             found.append(str(error))
-    _report(found, problems)
+    report_problems(found, problems)
     return records
 
 
@@ -374,7 +383,7 @@ def repeated_ids(ids: Iterable[Any]) -> list[Any]:
     return sorted(key for key, count in Counter(ids).items() if count > 1)
 
 
-def _report(found: list[str], problems: list[str] | None) -> None:
+def report_problems(found: list[str], problems: list[str] | None) -> None:
     if found and problems is None:
         raise DataError(found[0])
     if problems is not None:
@@ -399,7 +408,8 @@ def read_test(path: Path, place: ImagePlace, form: TestFormat, test_format: str 
     records = _each_entry(path, lambda entry: [reader(path, place, form, entry)], problems)
     repeated = repeated_ids(record.id for record in records)
     if repeated:
-        _report([f"{path}: question id {repeated[0]!r} is used by several records ({len(repeated)} ids repeat); "
+        report_problems([f"{path}: question id {repeated[0]!r} is used by several records "
+                         f"({len(repeated)} ids repeat); "
                  f"every test record needs its own id"], problems)
     return records
 
@@ -407,236 +417,3 @@ def read_test(path: Path, place: ImagePlace, form: TestFormat, test_format: str 
 def read_coin_test(path: Path, image_root: Path, task_type: str, problems: list[str] | None = None) -> list[Record]:
     """Test records from CoIN-style JSON (``question_id``, ``image``, ``text``, ``answer``)."""
     return read_test(path, ImagePlace(image_root, image_root), TestFormat(task_type), "coin", problems)
-
-
-# ------------------------------------------------------------------------------------------ answer files
-VQA_ANNOTATORS = 10
-
-
-def require_annotators(records: list[Record], source: Path, problems: list[str] | None = None) -> None:
-    """VQA accuracy averages over ten annotators; one reference is exact match. Any other count
-    would score silently on a different scale, so it is refused."""
-    for record in records:
-        if record.task_type == "vqa" and len(record.answers) not in (1, VQA_ANNOTATORS):
-            _report([f"{source}: record {record.id!r} has {len(record.answers)} annotator answers; the VQA accuracy "
-                     f"needs all {VQA_ANNOTATORS} (or one, scored as exact match): restore the missing answers or "
-                     f"join the official answer file through the task's 'annotations'"], problems)
-
-
-def _read_json_object(path: Path, what: str) -> Any:
-    if not path.is_file():
-        raise DataError(f"{what} {path} does not exist; get it where 'mcit-bench data check' says, "
-                        f"or drop it from the task")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DataError(f"{what} {path} is not valid JSON ({error}); re-download it") from None
-
-
-def read_annotations(path: Path, kind: str) -> dict[str, tuple[str, ...]]:
-    """Every reference per key from an official answer file (see ``stream.Annotations``)."""
-    raw = _read_json_object(path, "annotation file")
-    try:
-        if kind == "textvqa":
-            return {str(item["question_id"]): tuple(item["answers"]) for item in raw["data"]}
-        if kind == "vqav2":
-            return {str(item["question_id"]): tuple(a["answer"] for a in item["answers"])
-                    for item in raw["annotations"]}
-        if kind == "vizwiz":
-            return {Path(item["image"]).name: tuple(a["answer"] for a in item["answers"]) for item in raw}
-        if kind == "coco_captions":
-            repeated = repeated_ids(str(image["id"]) for image in raw.get("images", []))
-            if repeated:
-                raise DataError(f"annotation file {path} lists image id {repeated[0]} more than once in 'images' "
-                                f"({len(repeated)} ids repeat); a join on it would be ambiguous: use a clean copy")
-            return coco_caption_references(raw)
-    except (KeyError, TypeError) as error:
-        raise DataError(f"annotation file {path} is not in the {kind!r} format (no {error} where expected); "
-                        f"check the task's 'annotations.format'") from None
-    raise ValueError(f"unknown annotation format {kind!r}")
-
-
-def coco_caption_references(raw: dict) -> dict[str, tuple[str, ...]]:
-    """Captions per image id; where the file lists its images with file names, each id's captions
-    also answer to ``file:<name>`` so a join can prove it pairs the right image."""
-    captions: dict[str, list[str]] = {}
-    for item in raw["annotations"]:
-        captions.setdefault(str(item["image_id"]), []).append(item["caption"])
-    references = {key: tuple(value) for key, value in captions.items()}
-    for image in raw.get("images", []):
-        name = image.get("file_name", image.get("image"))
-        if isinstance(name, str):
-            references[f"file:{str(image['id'])}"] = (Path(name).name,)
-    return references
-
-
-@dataclass(frozen=True)
-class AnswerFile:
-    """An official answer file to join to a test split, its format and its join rule."""
-
-    path: Path
-    kind: str
-    join: str = "question_id"  # question_id, image or position
-
-
-def join_annotations(records: list[Record], references: dict[str, tuple[str, ...]], answer_file: AnswerFile,
-                     source: Path, problems: list[str] | None = None) -> list[Record]:
-    """The records with every reference from the official file in place of the test file's own
-    (which is kept as ``metadata['source_answer']`` for the as-published scoring)."""
-    if answer_file.join == "position":
-        keys = position_keys(records, references, answer_file.path, source, problems)
-    else:
-        keys = [Path(r.image).name if answer_file.join == "image" else r.id for r in records]
-    missing = [record.id for record, key in zip(records, keys) if key not in references]
-    if missing:
-        _report([f"{source}: {len(missing)} test records have no entry in the annotation file {answer_file.path} "
-                 f"(first: {', '.join(missing[:3])}); use the annotation file of the same split"], problems)
-    return [replace(record, answers=references[key],
-                    metadata={**record.metadata, **({"source_answer": record.target} if record.answers else {})})
-            for record, key in zip(records, keys) if key in references]
-
-
-def position_keys(records: list[Record], references: dict[str, tuple[str, ...]], path: Path, source: Path,
-                  problems: list[str] | None) -> list[str]:
-    """MCITlib's caption join (``eval_caption.py``, ``create_coco_type``): the k-th result is image id k.
-    It is only used when provably right: the file's image ids are exactly 1..N for N test records,
-    and, where the file names its images, the k-th names the k-th record's image."""
-    ids = sorted(int(key) for key in references if not key.startswith("file:"))
-    if ids != list(range(1, len(records) + 1)):
-        _report([f"{path}: joining captions by position needs image ids 1..{len(records)} for the {len(records)} "
-                 f"records of {source}, found {len(ids)} ids" + (f" from {ids[0]} to {ids[-1]}" if ids else "")
-                 + "; use the caption file made from this test file"], problems)
-        return ["" for _ in records]
-    for number, record in enumerate(records, start=1):
-        named = references.get(f"file:{number}")
-        if named is not None and record.image and named[0] != Path(record.image).name:
-            _report([f"{path}: image id {number} is {named[0]} but test record {number} ({record.id!r}) shows "
-                     f"{Path(record.image).name}; the caption file does not follow the test file's order"], problems)
-            return ["" for _ in records]
-    return [str(number) for number in range(1, len(records) + 1)]
-
-
-def records_dataset(records: list[Record]):
-    """Records as an in-memory ``datasets.Dataset``."""
-    import datasets
-
-    datasets.disable_progress_bars()
-    return datasets.Dataset.from_list([record.to_row() for record in records])
-
-
-def cached_dataset(cache_dir: Path, key: str, make_records: Callable[[], list[Record]]):
-    """The dataset saved as arrow under ``cache_dir/key``, or ``make_records()`` saved there first.
-
-    An entry that cannot be read back (a write killed half-way, a damaged file) is removed and rebuilt
-    from the source files, which the key fingerprints, so the cache never decides a result.
-    """
-    import datasets
-
-    datasets.disable_progress_bars()
-    target = cache_dir / key
-    if (target / "dataset_info.json").exists():
-        try:
-            return datasets.load_from_disk(str(target))
-        except Exception:  # broad on purpose: datasets and pyarrow raise many kinds for a damaged entry
-            shutil.rmtree(target, ignore_errors=True)
-    dataset = records_dataset(make_records())
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".arrow-", dir=cache_dir))
-    try:
-        dataset.save_to_disk(str(staging))
-        try:
-            os.replace(staging, target)
-        except OSError:  # a concurrent writer got there first; its copy is as good as ours
-            if not (target / "dataset_info.json").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return datasets.load_from_disk(str(target))
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    """Everything that decides how one split is read: its file, its images, its formats, and the
-    official files joined to it."""
-
-    path: Path
-    images: Path
-    task_type: str
-    split: str  # train or test
-    data_root: Path | None = None  # image paths must stay under it (None: under ``images``)
-    train_format: str = "llava"
-    test_format: str = "coin"
-    prompt: str | None = None
-    boxes: str = "padded_square"
-    answer_file: AnswerFile | None = None
-    extras: tuple[tuple[str, Path], ...] = field(default=())  # the published scoring's official files, by role
-
-    @property
-    def place(self) -> ImagePlace:
-        return ImagePlace(self.images, self.data_root or self.images)
-
-    def sources(self) -> Iterator[Path]:
-        """Every file the split's records depend on."""
-        yield self.path
-        if self.answer_file is not None:
-            yield self.answer_file.path
-        yield from (path for _, path in self.extras)
-
-
-def read_split(spec: SplitSpec, problems: list[str] | None = None) -> list[Record]:
-    """One task split as records: the split's reader, the official answers and extras joined, the
-    annotator count checked.
-
-    With a ``problems`` list every problem found is appended there and the readable records are
-    returned; without one the first problem is raised.
-    """
-    if spec.split == "train":
-        records = read_llava_conversations(spec.path, spec.images, spec.task_type, problems, spec.train_format,
-                                           spec.data_root)
-    else:
-        records = read_test_split(spec, problems)
-    if not records:  # nothing to train on or score: every later step would fail further from the cause
-        _report([f"{spec.path}: the {spec.split} split holds no usable records; a task needs at least one "
-                 f"{spec.split} sample: fix the file or leave the task out of the sequence"], problems)
-    return records
-
-
-def read_test_split(spec: SplitSpec, problems: list[str] | None) -> list[Record]:
-    """A test split with its official answers and extras joined and its annotator count checked."""
-    from mcit_bench.data.published import join_extras
-
-    form = TestFormat(spec.task_type, spec.boxes, spec.prompt)
-    records = read_test(spec.path, spec.place, form, spec.test_format, problems)
-    if spec.answer_file is not None:
-        references = read_annotations(spec.answer_file.path, spec.answer_file.kind)
-        records = join_annotations(records, references, spec.answer_file, spec.path, problems)
-    records = join_extras(records, dict(spec.extras), spec.path, problems)
-    unanswered = [record.id for record in records if not record.answers]
-    if unanswered:
-        _report([f"{spec.path}: {len(unanswered)} records have no answer (first: {unanswered[0]}); give them an "
-                 f"'answer' or join the official answer file through the task's 'annotations'"], problems)
-        records = [record for record in records if record.answers]
-    require_annotators(records, spec.path, problems)
-    return records
-
-
-def load_split(spec: SplitSpec, cache_dir: Path | None):
-    """Read one task split through the arrow cache (keyed by the files' content and every reading choice)."""
-    if not spec.path.is_file():
-        raise DataError(f"data file {spec.path} does not exist; check --data-root or run 'mcit-bench data check'")
-    choices = (spec.split, spec.task_type, spec.train_format, spec.test_format, spec.prompt, spec.boxes,
-               str(spec.images.resolve()), str((spec.data_root or spec.images).resolve()),
-               spec.answer_file.kind if spec.answer_file else None, spec.answer_file.join if spec.answer_file else None,
-               tuple(role for role, _ in spec.extras))
-    key_source = f"{READER_VERSION}|{json.dumps(choices)}|" + "|".join(
-        file_digest(path) for path in spec.sources() if path.is_file())
-    key = hashlib.sha256(key_source.encode()).hexdigest()[:24]
-    if cache_dir is None:
-        return records_dataset(read_split(spec))
-    return cached_dataset(cache_dir, key, lambda: read_split(spec))
-
-
-def row_to_record(row: dict[str, Any]) -> Record:
-    """The record behind a dataset row (the inverse of ``Record.to_row``)."""
-    return Record(row["id"], row["image"], row["instruction"], tuple(row["answers"]), row["task_type"],
-                  json.loads(row["metadata"]))

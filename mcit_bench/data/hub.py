@@ -16,7 +16,7 @@ from PIL import Image
 
 from mcit_bench.core.errors import DataError
 from mcit_bench.core.records import Record
-from mcit_bench.data.formats import cached_dataset
+from mcit_bench.data.splits import cached_dataset
 from mcit_bench.data.stream import HubSource
 
 HUB_READER_VERSION = 1

@@ -10,8 +10,8 @@ from typing import Any
 
 from mcit_bench.config import ValidationSplit
 from mcit_bench.core.errors import ConfigError, DataError
-from mcit_bench.data.formats import load_split
 from mcit_bench.data.hub import load_hub_split
+from mcit_bench.data.splits import load_split
 from mcit_bench.data.stream import SyntheticSource, TaskStream, locate_stream
 from mcit_bench.data.synthetic import SyntheticSpec, generate
 

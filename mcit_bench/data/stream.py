@@ -1,4 +1,9 @@
-"""Task sequences: versioned YAML files -> an ordered ``TaskStream`` with a content hash."""
+"""Task sequences: versioned YAML files -> an ordered ``TaskStream`` with a content hash.
+
+It runs past 400 lines because a sequence's YAML schema (the pydantic models of its tasks, sources,
+answer files and published extras) and locating each task's files on disk are one concept: a field
+of the schema is where a file is looked for.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mcit_bench.core.errors import ConfigError, first_problem
 from mcit_bench.core.records import DEFAULT_METRIC, TASK_TYPES
-from mcit_bench.data.formats import AnswerFile, SplitSpec
+from mcit_bench.data.answers import AnswerFile
+from mcit_bench.data.splits import SplitSpec
 from mcit_bench.data.synthetic import GENERATOR_VERSION
 from mcit_bench.data.synthetic import TASKS as SYNTHETIC_TASKS
 

@@ -3,6 +3,10 @@
 Each task mirrors one CoIN task in type, order and instruction template (LLaVA-1.5's templates, which
 CoIN's "original" instructions use). The generator writes the real file formats (LLaVA conversation
 JSON for training, CoIN-style test JSON) and PNG images, so synthetic and real data take one path.
+
+It runs past 400 lines because the eight task generators, each a few lines over the shared scene
+renderer (``data/world.py``), and the writer of their files are read together: a task's generator,
+template and file layout are checked against CoIN's side by side.
 """
 
 from __future__ import annotations

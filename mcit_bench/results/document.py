@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from mcit_bench.config import RunConfig
 from mcit_bench.core.errors import DataError, first_problem
 from mcit_bench.core.io import read_bounded_json
+from mcit_bench.core.versions import FileVersion
+from mcit_bench.rundir import RunPaths
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, summarize
 from mcit_bench.scoring.task_metrics import METRICS
 
@@ -193,16 +195,7 @@ def parse_results(data: Any, source: str) -> Results:
     if isinstance(tasks, list) and len(tasks) > MAX_TASKS:
         raise DataError(f"{source} names {len(tasks)} tasks, more than any stream ({MAX_TASKS}); "
                         f"it is not a results document")
-    found = data.get("schema_version")
-    if found in UPGRADES:
-        raise DataError(f"{source} has schema_version {found}, which this mcit-bench no longer reads; convert it "
-                        f"with 'mcit-bench convert {source}'")
-    if isinstance(found, int) and found < SCHEMA_VERSION:
-        raise DataError(f"{source} has schema_version {found}, which this mcit-bench no longer reads nor converts; "
-                        f"rerun the run with this version to write version {SCHEMA_VERSION}")
-    if found != SCHEMA_VERSION:
-        raise DataError(f"{source} has schema_version {found!r}; this mcit-bench reads version {SCHEMA_VERSION} "
-                        f"(upgrade mcit-bench to read newer files)")
+    VERSION.require_current(data, source)
     try:
         return Results.model_validate(data)
     except ValidationError as error:
@@ -219,21 +212,15 @@ def _weights_unknown(data: dict[str, Any]) -> dict[str, Any]:
     run = data.get("run")
     if isinstance(run, dict):
         run.setdefault("model_weights", None)
-    return {**data, "schema_version": 2}
+    return data
 
 
-# what turns a document of an older version into the next one, by the version it has
-UPGRADES = {1: _weights_unknown}
+VERSION = FileVersion("schema_version", SCHEMA_VERSION, {1: _weights_unknown})
 
 
 def converted_results(data: Any, source: str) -> tuple[dict[str, Any], int]:
     """A results document of an older version as the current one (validated), and the version it had."""
-    found = data.get("schema_version") if isinstance(data, dict) else None
-    if found not in UPGRADES and found != SCHEMA_VERSION:
-        raise DataError(f"{source} has schema_version {found!r}, which no version of mcit-bench wrote before "
-                        f"{SCHEMA_VERSION}; it cannot be converted")
-    while data.get("schema_version") in UPGRADES:
-        data = UPGRADES[data["schema_version"]](data)
+    data, found = VERSION.upgraded(data, source)
     parse_results(data, source)
     return data, found
 
@@ -241,7 +228,7 @@ def converted_results(data: Any, source: str) -> tuple[dict[str, Any], int]:
 def load_results(path: Path) -> Results:
     path = Path(path)
     if path.is_dir():
-        path = path / "results.json"
+        path = RunPaths(path).results
         if not path.exists():
             raise DataError(f"{path} does not exist: the run has not finished (resume it with --resume)")
     return parse_results(read_bounded_json(path, "results file"), str(path))

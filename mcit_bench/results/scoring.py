@@ -18,7 +18,7 @@ from mcit_bench.core.errors import DataError
 from mcit_bench.core.io import atomic_write_json, file_digest
 from mcit_bench.core.records import Record
 from mcit_bench.results.document import Results, load_results, parse_results
-from mcit_bench.rundir import ORACLE_PREDICTIONS, PREDICTIONS, predictions_path, read_predictions
+from mcit_bench.rundir import ORACLE_PREDICTIONS, PREDICTIONS, RunPaths, predictions_path, read_predictions
 from mcit_bench.scoring.continual import summarize
 from mcit_bench.scoring.published import score_published
 from mcit_bench.scoring.task_metrics import COMPANION_METRICS, score_task
@@ -196,14 +196,15 @@ def rescore_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """Score every saved prediction again and rewrite ``results.json``; returns the new results and
     every value that changed (a results file that was edited, or scored by another version)."""
     run_dir = Path(run_dir)
-    stored = load_results(run_dir / "results.json")
+    paths = RunPaths(run_dir)
+    stored = load_results(paths.results)
     results = stored.model_dump(mode="json")
     before = {name: results.pop(name, None) or None for name in SCORED_FIELDS}  # an empty extra_scores is none
     rescored = saved_scoring(stored, run_dir)
     results.update(rescored)
     changes = [found for name in SCORED_FIELDS if name != "prediction_digests"
                for found in changed_values(before[name], rescored.get(name), name)]
-    write_results(results, run_dir / "results.json")
+    write_results(results, paths.results)
     return results, changes
 
 

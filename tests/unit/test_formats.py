@@ -6,15 +6,8 @@ from pathlib import Path
 import pytest
 
 from mcit_bench.core.errors import DataError
-from mcit_bench.data.formats import (
-    ImagePlace,
-    SplitSpec,
-    load_entries,
-    load_split,
-    read_coin_test,
-    read_llava_conversations,
-    row_to_record,
-)
+from mcit_bench.data.formats import ImagePlace, load_entries, read_coin_test, read_llava_conversations
+from mcit_bench.data.splits import SplitSpec, load_split, row_to_record
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
 

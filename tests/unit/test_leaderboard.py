@@ -459,14 +459,14 @@ def test_hand_set_options_or_training_settings_get_their_own_settings_key():
 
 def test_a_run_scored_on_validation_never_averages_with_test_runs():
     """The same settings scored on a validation split (a tuning trial, a run config with ``validation``)
-    form their own row, labelled so; a test entry's key is written as before, with no split field."""
+    form their own row, labelled so; every key names its split."""
     on_test = results_doc(seed=0)
     on_validation = results_doc(matrix=[[0.0, 0.0, 0.0], [90.0, 0.0, 0.0], [90.0, 90.0, 0.0], [90.0, 90.0, 90.0]],
                                 seed=1)
     on_validation["run"]["config"] = {"validation": {"fraction": 0.1, "max_per_task": 100, "seed": 0}}
     entries = [entry_from_results(parse_results(doc, "results.json")) for doc in (on_test, on_validation)]
     assert [entry.key.split for entry in entries] == ["test", "validation"]
-    assert "split" not in entries[0].key.model_dump() and entries[1].key.model_dump()["split"] == "validation"
+    assert entries[0].key.model_dump()["split"] == "test" and entries[1].key.model_dump()["split"] == "validation"
     rows = aggregate(entries)
     assert sorted((row.key.protocol_label(), row.metrics["final_acc"].mean) for row in rows) == [
         ("task-aware", 50.0), ("task-aware, validation split", 90.0)]

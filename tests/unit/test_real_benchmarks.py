@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from mcit_bench.cli import app
 from mcit_bench.core.errors import ConfigError, DataError
-from mcit_bench.data.formats import row_to_record
 from mcit_bench.data.prepare import load_stream_data
+from mcit_bench.data.splits import row_to_record
 from mcit_bench.data.stream import load_stream, locate_stream
 from mcit_bench.models.collate import load_image
 from mcit_bench.scoring.published import coin_grounding_box, m4c_accuracy, score_published

@@ -121,7 +121,7 @@ def data_check(
                       soft_wrap=True, markup=False)
     for report in reports:
         console.print(f"\n{report.task.name}", style="bold", highlight=False, markup=False)
-        for note in report.notes:
+        for note in report.notes + absent_published_cells(report):
             console.print(f"  {note}", highlight=False, soft_wrap=True, markup=False)
         for problem in report.problems:
             console.print(f"  - {problem}", highlight=False, soft_wrap=True, markup=False)
@@ -130,6 +130,18 @@ def data_check(
                 console.print(f"  {part} are published at {where}", highlight=False, soft_wrap=True, markup=False)
     if any(not report.ok for report in reports):
         raise typer.Exit(code=1)
+
+
+def absent_published_cells(report) -> list[str]:
+    """A warning for a task whose as-published cells will be absent with the files present, and why."""
+    from mcit_bench.scoring.published import PUBLISHED_METRICS
+
+    task = report.task
+    if task.as_published is None or task.annotations is None:
+        return []
+    reason = PUBLISHED_METRICS.get(task.as_published.metric).absent_without_references
+    answer_file = next(split for split in report.splits if split.role == "annotations")
+    return [] if reason is None or answer_file.present else [f"warning: as published, absent: {reason}"]
 
 
 @app.command(name="pretrain-tiny")

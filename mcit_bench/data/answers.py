@@ -73,7 +73,8 @@ class AnswerFile:
 def join_annotations(records: list[Record], references: dict[str, tuple[str, ...]], answer_file: AnswerFile,
                      source: Path, problems: list[str] | None = None) -> list[Record]:
     """The records with every reference from the official file in place of the test file's own
-    (which is kept as ``metadata['source_answer']`` for the as-published scoring)."""
+    (which is kept as ``metadata['source_answer']`` for the as-published scoring); each record names
+    the file its references came from (``metadata['references']``), which a source's rule may need."""
     if answer_file.join == "position":
         keys = position_keys(records, references, answer_file.path, source, problems)
     else:
@@ -84,7 +85,8 @@ def join_annotations(records: list[Record], references: dict[str, tuple[str, ...
                          f"file {answer_file.path} "
                  f"(first: {', '.join(missing[:3])}); use the annotation file of the same split"], problems)
     return [replace(record, answers=references[key],
-                    metadata={**record.metadata, **({"source_answer": record.target} if record.answers else {})})
+                    metadata={**record.metadata, "references": answer_file.path.name,
+                              **({"source_answer": record.target} if record.answers else {})})
             for record, key in zip(records, keys) if key in references]
 
 

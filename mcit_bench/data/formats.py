@@ -32,7 +32,7 @@ from mcit_bench.core.boxes import box_inside, box_limits
 from mcit_bench.core.errors import DataError
 from mcit_bench.core.records import IMAGE_TAG, Record
 
-READER_VERSION = 3  # 3: JSONL, text-only records, D-MoLE's test formats, box conventions, published extras
+READER_VERSION = 4  # 4: joined records name their answer file; 3: JSONL, D-MoLE's formats, boxes, extras
 
 
 @dataclass(frozen=True)

@@ -104,8 +104,9 @@ class PublishedScores(_Strict):
     the numbers to set beside a paper's table. The leaderboard and ``check`` use the sound matrix."""
 
     metrics: dict[str, str]  # task -> published rule
-    matrix: list[list[float]]
+    matrix: list[list[float | None]]  # None: a cell the source's script gives no score
     summary: dict[str, float | None]
+    absent: dict[str, str] = {}  # task -> why its cells are absent
 
 
 class OracleScores(_Strict):
@@ -163,6 +164,11 @@ class Results(_Strict):
                 raise ValueError("as_published.matrix must have the matrix's shape")
             if set(published.summary) != set(CONTINUAL_METRICS):
                 raise ValueError(f"as_published.summary must have exactly the metrics {sorted(CONTINUAL_METRICS)}")
+            unexplained = {task for row in published.matrix for task, value in zip(self.tasks, row)
+                           if value is None} - set(published.absent)
+            if unexplained:
+                raise ValueError(f"as_published.matrix has absent cells of {sorted(unexplained)} that "
+                                 f"as_published.absent does not explain")
         if self.oracle is not None:
             if [len(row) for row in self.oracle.matrix] != [len(row) for row in self.matrix]:
                 raise ValueError("oracle.matrix must have the matrix's shape")

@@ -19,8 +19,8 @@ from mcit_bench.core.io import atomic_write_json, file_digest
 from mcit_bench.core.records import Record
 from mcit_bench.results.document import Results, load_results, parse_results
 from mcit_bench.rundir import ORACLE_PREDICTIONS, PREDICTIONS, RunPaths, predictions_path, read_predictions
-from mcit_bench.scoring.continual import summarize
-from mcit_bench.scoring.published import score_published
+from mcit_bench.scoring.continual import CONTINUAL_METRICS, summarize
+from mcit_bench.scoring.published import Absent, score_published
 from mcit_bench.scoring.task_metrics import COMPANION_METRICS, score_task
 
 TaskScorer = Callable[[str, Sequence[str], Sequence[Record]], float]
@@ -84,6 +84,30 @@ def scored_matrix(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
     return matrix_and_summary(rows, tasks)
 
 
+def published_matrix(run_dir: Path, tasks: list[str], stages: list[dict[str, Any]],
+                     metrics: dict[str, str]) -> dict[str, Any]:
+    """The as-published matrix: each source's own rule on every cell. A cell its script gives no
+    score (it stops, or the file it reads is absent) is None, and ``absent`` says why; the summary
+    of a matrix with an absent cell is absent too (the paper's number cannot be set beside it)."""
+    absent: dict[str, str] = {}
+
+    def cell(stage: int, task: str) -> float | None:
+        predictions, records = read_predictions(predictions_path(run_dir, stage, task))
+        try:
+            return score_published(metrics[task], predictions, records)
+        except Absent as reason:
+            absent[task] = str(reason)
+            return None
+
+    rows = rows_of_stages(stages, lambda stage: {task: cell(stage, task) for task in tasks})
+    if not absent:
+        return {"metrics": dict(metrics), **matrix_and_summary(rows, tasks), "absent": {}}
+    matrix = [[None if rows[row][task] is None else round(rows[row][task], 4) for task in tasks]
+              for row in range(len(tasks) + 1)]
+    return {"metrics": dict(metrics), "matrix": matrix, "summary": dict.fromkeys(CONTINUAL_METRICS),
+            "absent": absent}
+
+
 def companion_scores(run_dir: Path, task_types: dict[str, str], stages: list[int]) -> dict[str, dict[str, list[float]]]:
     """Metrics reported beside the matrix (BLEU-4 of caption tasks), per task after each evaluated
     stage (stage 0, the base model, first)."""
@@ -135,8 +159,7 @@ def score_run(run_dir: Path, task_info: dict[str, dict[str, Any]], stages: list[
     if extra:
         scored["extra_scores"] = extra
     if published_metrics is not None and set(published_metrics) == set(tasks):
-        scored["as_published"] = {"metrics": dict(published_metrics),
-                                  **scored_matrix(run_dir, tasks, stages, published_metrics, score_published)}
+        scored["as_published"] = published_matrix(run_dir, tasks, stages, published_metrics)
     oracle = oracle_scores(run_dir, tasks, stages, metrics)
     if oracle is not None:
         scored["oracle"] = oracle

@@ -50,9 +50,12 @@ def print_results(results: dict[str, Any], console) -> None:
     published = results.get("as_published")
     if published:  # each source's own scoring of the same predictions, to set beside its paper's table
         final = published["summary"]["final_acc"]
-        shown = ", ".join(f"{task} {value:.1f}" for task, value in zip(tasks, published["matrix"][-1]))
+        shown = ", ".join(f"{task} {'absent' if value is None else f'{value:.1f}'}"
+                          for task, value in zip(tasks, published["matrix"][-1]))
         console.print(f"as published (the sources' own scripts), after the last stage: {shown}; final_acc "
-                      f"{'n/a' if final is None else f'{final:.2f}'}", highlight=False)
+                      f"{'n/a' if final is None else f'{final:.2f}'}", highlight=False, markup=False)
+        for task, reason in published.get("absent", {}).items():
+            console.print(f"as published, {task} is absent: {reason}", highlight=False, markup=False)
     selection = results["stages"][-1]["task_selection"]
     if selection:  # methods that find the task themselves: where the selector sends each task
         shown = ", ".join(f"{task} {value:.0f}%" for task, value in selection.items())

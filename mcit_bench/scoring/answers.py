@@ -3,8 +3,9 @@
 ``normalize_answer`` follows the official VQA evaluation (the EvalAI answer processor used for
 VQAv2, TextVQA and VizWiz): lower case, punctuation stripped or spaced by the same rule, number
 words to digits, articles dropped, contractions restored. The official regular expressions are kept
-as written, quirks included (its period rule is a look-ahead where a look-behind was meant), so our
-scores agree with the official server.
+as written, quirks included (its period rule is a look-ahead where a look-behind was meant, and it
+removes at most 32 periods, the value of ``re.UNICODE`` passed where the count goes), so our scores
+agree with the official server.
 """
 
 from __future__ import annotations
@@ -63,7 +64,9 @@ def _process_punctuation(text: str) -> str:
             out = out.replace(mark, "")
         else:
             out = out.replace(mark, " ")
-    return _PERIOD_STRIP.sub("", out)
+    # sic: the official call is ``PERIOD_STRIP.sub("", text, re.UNICODE)``, where re.UNICODE (32)
+    # lands in ``count``: at most 32 periods go (vqaEval.py processPunctuation, m4c_evaluator.py line 195)
+    return _PERIOD_STRIP.sub("", out, count=int(re.UNICODE))
 
 
 def _process_digits_articles(text: str) -> str:

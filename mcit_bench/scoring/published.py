@@ -18,9 +18,14 @@ from dataclasses import dataclass
 
 from mcit_bench.core.records import Record
 from mcit_bench.core.registry import Registry
-from mcit_bench.scoring.answers import box_iou, normalize_answer
+from mcit_bench.scoring.answers import normalize_answer
 
 SplitRule = Callable[[Sequence[str], Sequence[Record]], float]
+
+
+class Absent(Exception):
+    """The source's script gives this split no score (it stops, or its input file is missing): the
+    cell is absent from the as-published matrix, with this reason."""
 
 
 @dataclass(frozen=True)
@@ -30,6 +35,8 @@ class PublishedMetric:
     description: str
     score: SplitRule
     needs_caption_tools: bool = False
+    # why the cell is absent when the task's answer file is (None: the rule falls back without it)
+    absent_without_references: str | None = None
 
 
 PUBLISHED_METRICS: Registry[PublishedMetric] = Registry("published metric")
@@ -74,15 +81,15 @@ def upper_case_exact(prediction: str, record: Record) -> float:
 
 # ---------------------------------------------------------------- CoIN (zackschen/CoIN, ETrain/Eval/LLaVA/CoIN/)
 _SINGLE_CHARACTER = re.compile(r"\b(\w)\b")
-_COIN_OPTIONS = "ABCDE"
+_COIN_OPTIONS = ["A", "B", "C", "D", "E"]  # a list, as the script's --options default: membership is exact
 
 
 def coin_scienceqa(prediction: str, record: Record) -> float:
     """``eval_science_qa.py`` lines 65-92: the output itself if it is a letter A-E; else its first
     character when followed by ". "; else the first single-character word, upper-cased (so the
     article "a" reads as A). It counts when that letter's index, among the first ``len(choices)``
-    letters, is the problem's answer index. Without problems.json the answer letter and the number
-    of options come from the test record."""
+    letters, is the problem's answer index; an output with no such letter (empty, "AB") is wrong.
+    Without problems.json the answer letter and the number of options come from the test record."""
     if prediction in _COIN_OPTIONS:
         letter = prediction
     elif len(prediction) >= 3 and prediction[0] in _COIN_OPTIONS and prediction[1:3] == ". ":
@@ -97,8 +104,7 @@ def coin_scienceqa(prediction: str, record: Record) -> float:
         target = record.target.strip().upper()
         answer = _COIN_OPTIONS.index(target) if len(target) == 1 and target in _COIN_OPTIONS else -2
         choices = len(record.metadata.get("options") or _COIN_OPTIONS)
-    valid = _COIN_OPTIONS[:choices]
-    return float(letter in valid and valid.index(letter) == answer)
+    return float(letter in _COIN_OPTIONS[:choices] and _COIN_OPTIONS.index(letter) == answer)
 
 
 def coin_textvqa(prediction: str, record: Record) -> float:
@@ -137,14 +143,25 @@ def coin_grounding_box(prediction: str) -> list[float] | None:
     return values if len(values) == 4 else None
 
 
+def coin_grounding_iou(a: list[float], b: list[float]) -> float:
+    """``eval_grounding.py`` ``calculate_iou`` as written: no clamp of a box's own width or height."""
+    x1, y1, x2, y2 = a
+    x21, y21, x22, y22 = b
+    intersection = max(0, min(x2, x22) - max(x1, x21)) * max(0, min(y2, y22) - max(y1, y21))
+    union = (x2 - x1) * (y2 - y1) + (x22 - x21) * (y22 - y21) - intersection
+    return intersection / union if union > 0 else 0
+
+
 def coin_grounding(prediction: str, record: Record) -> float:
-    """``eval_grounding.py`` lines 62-84: the reference from ``answer_bbox``, both boxes scaled by
-    the image's longer side (which leaves IoU unchanged), correct when IoU > 0.5 (strictly)."""
+    """``eval_grounding.py`` lines 62-84: the reference from ``answer_bbox``, both boxes multiplied
+    by the image's longer side (the same IoU in exact arithmetic, not always in floating point: a
+    box at exactly 0.5 may pass), correct when IoU > 0.5 (strictly)."""
     predicted = coin_grounding_box(prediction)
-    reference = [float(v) for v in record.target.replace("[", "").replace("]", "").split(",")]
     if predicted is None:
         return 0.0
-    return float(box_iou(tuple(predicted), tuple(reference)) > 0.5)
+    reference = [float(v) for v in record.target.replace("[", "").replace("]", "").split(",")]
+    longer = max(record.metadata["size"])
+    return float(coin_grounding_iou([v * longer for v in predicted], [v * longer for v in reference]) > 0.5)
 
 
 def coin_ocrvqa(prediction: str, record: Record) -> float:
@@ -156,12 +173,21 @@ def coin_ocrvqa(prediction: str, record: Record) -> float:
 
 
 # ---------------------------------------------------------------- MCITlib (Ghy0501/MCITlib, UCIT)
+MCITLIB_CAPTION_FILE_ABSENT = (
+    "MCITlib scores captions only against a COCO caption file (eval_caption.py --annotation-file, which its "
+    "Eval_UCIT/eval_flickr30k.sh and eval_vizwiz.sh fill from a data config's anno_path, a key none of its "
+    "configs/data_configs/UCIT/*.json defines); the task's caption file is absent under --data-root, so no "
+    "score of MCITlib's exists to reproduce")
+
+
 def mcitlib_caption(predictions: Sequence[str], records: Sequence[Record]) -> float:
     """``LoRA-FT/llava/eval/CoIN/eval_caption.py`` lines 79-96: pycocoevalcap's BLEU-1..4, METEOR,
     ROUGE-L and CIDEr (x100) against the COCO caption file (joined by position, its rule), and
-    their plain average, which UCIT's tables report."""
+    their plain average, which UCIT's tables report. Without that file the cell is absent."""
     from mcit_bench.scoring.captions import coco_caption_scores
 
+    if not all(record.metadata.get("references") for record in records):
+        raise Absent(MCITLIB_CAPTION_FILE_ABSENT)
     scores = coco_caption_scores(predictions, records)
     return sum(scores.values()) / len(scores)
 
@@ -179,19 +205,35 @@ def dmole_exact(prediction: str, record: Record) -> float:
     return float(any(prediction.strip().lower() == answer.strip().lower() for answer in record.answers))
 
 
-def dmole_option(prediction: str, record: Record) -> float:
-    """``eval/vqa/evaluate_multi_choice.py`` ``post_process``: a one-character output is the letter;
-    otherwise its first character if that is a valid letter; otherwise the letter of the first
-    choice whose text occurs in the output; compared with the answer letter."""
+DMOLE_CHOICE_BATCH = 8  # run_eval.sh: iconqa and pmcvqa evaluate in batches of 8, on one GPU
+
+
+def dmole_post_process(prediction: str, options: dict[str, str]) -> str:
+    """``evaluate_multi_choice.py`` ``post_process`` (lines 133-145): a one-character output is the
+    letter; otherwise its first character if that is a letter of ``options``; otherwise the letter
+    of the first option whose text occurs in the output; otherwise the output itself."""
     text = prediction.strip()
-    options = record.metadata.get("options", [])
-    letters = "ABCDE"[: len(options)]
-    if len(text) != 1:  # (an empty output stops the official script with an IndexError; here it is wrong)
-        if text and text[0] in letters:
-            text = text[0]
-        else:
-            text = next((letter for letter, option in zip(letters, options) if option in text), text)
-    return float(text == record.target)
+    if len(text) == 1:
+        return text
+    if not text:
+        raise Absent("D-MoLE's evaluate_multi_choice.py stops on an empty output (post_process reads its first "
+                     "character), so its script prints no score for this split")
+    if text[0] in options:
+        return text[0]
+    return next((letter for letter, option in options.items() if option in text), text)
+
+
+def dmole_option(predictions: Sequence[str], records: Sequence[Record]) -> float:
+    """``evaluate_multi_choice.py`` lines 193-233: the outputs of each batch of 8 (in test file
+    order, one process) are all parsed with the options of the batch's first question
+    (``post_process(pred, options[0])``), then compared with their own answer letter."""
+    correct = 0
+    for start in range(0, len(records), DMOLE_CHOICE_BATCH):
+        first = dict(zip("ABCDE", records[start].metadata.get("options", [])))
+        for prediction, record in zip(predictions[start:start + DMOLE_CHOICE_BATCH],
+                                      records[start:start + DMOLE_CHOICE_BATCH]):
+            correct += dmole_post_process(prediction, first) == record.target
+    return 100.0 * correct / len(records) if records else 0.0
 
 
 _DMOLE_BOX = re.compile(r"\[*\[(.*?),(.*?),(.*?),(.*?)\]\]*")  # evaluate_grounding.py line 306
@@ -201,18 +243,36 @@ def dmole_grounding(prediction: str, record: Record) -> float:
     """``eval/refcoco/evaluate_grounding.py`` lines 217-241: the first ``[[x1,y1,x2,y2]]`` (an
     unparseable output becomes the box 0,0,0,0); when its coordinates sum to 4 or more they are
     divided by 1000, then scaled by the image's width and height; correct when IoU with the pixel
-    box is >= 0.5."""
+    box is >= 0.5. All of it in float32, as the script's torch tensors (a box at 0.5 in float32 may
+    be 0.4999... in float64)."""
+    import numpy as np
+
     found = _DMOLE_BOX.findall(prediction)
     try:
-        box = [float(value) for value in found[0]]
+        box = np.array([float(value) for value in found[0]], dtype=np.float32)
     except (IndexError, ValueError):
-        box = [0.0, 0.0, 0.0, 0.0]
-    if sum(box) >= 4:
-        box = [value / 1000 for value in box]
+        box = np.zeros(4, dtype=np.float32)
+    if box.sum() >= 4:
+        box = box / np.float32(1000)
     width, height = record.metadata["size"]
-    pixels = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
-    reference = record.metadata.get("pixel_box") or record.metadata["box"]
-    return float(box_iou(pixels, tuple(reference)) >= 0.5)
+    box[0::2] *= np.float32(width)
+    box[1::2] *= np.float32(height)
+    reference = np.array(record.metadata.get("pixel_box") or record.metadata["box"], dtype=np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(float32_iou(box, reference) >= 0.5)
+
+
+def float32_iou(a, b):
+    """IoU of two float32 ``(x1, y1, x2, y2)`` arrays, operation for operation as torchvision's
+    ``box_iou`` (D-MoLE's copy, evaluate_grounding.py lines 30-43)."""
+    import numpy as np
+
+    area_a = (a[2] - a[0]) * (a[3] - a[1])
+    area_b = (b[2] - b[0]) * (b[3] - b[1])
+    width = max(np.float32(0), min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(np.float32(0), min(a[3], b[3]) - max(a[1], b[1]))
+    intersection = width * height
+    return intersection / (area_a + area_b - intersection)
 
 
 def coco_cider(predictions: Sequence[str], records: Sequence[Record]) -> float:
@@ -235,12 +295,13 @@ for _name, _source, _rule, _split, _captions in (
     ("mcitlib_caption", "MCITlib eval_caption.py", mcitlib_caption, True, True),
     ("dmole_vqa_score", "D-MoLE evaluate_vqa.py (vqa_score)", dmole_vqa_score, False, False),
     ("dmole_exact", "D-MoLE evaluate_vqa.py (accuracy)", dmole_exact, False, False),
-    ("dmole_option", "D-MoLE evaluate_multi_choice.py", dmole_option, False, False),
+    ("dmole_option", "D-MoLE evaluate_multi_choice.py", dmole_option, True, False),
     ("dmole_grounding", "D-MoLE evaluate_grounding.py", dmole_grounding, False, False),
     ("coco_cider", "D-MoLE evaluate_caption.py", coco_cider, True, True),
 ):
-    PUBLISHED_METRICS.add(_name, PublishedMetric(_name, _source, (_rule.__doc__ or "").split("\n")[0],
-                                                 _rule if _split else per_sample(_rule), _captions))
+    PUBLISHED_METRICS.add(_name, PublishedMetric(
+        _name, _source, (_rule.__doc__ or "").split("\n")[0], _rule if _split else per_sample(_rule), _captions,
+        MCITLIB_CAPTION_FILE_ABSENT if _rule is mcitlib_caption else None))
 
 
 def score_published(metric_name: str, predictions: Sequence[str], records: Sequence[Record]) -> float:

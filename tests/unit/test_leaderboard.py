@@ -490,3 +490,26 @@ def test_plot_labels_tell_settings_and_splits_apart():
                             "validation": {"fraction": 0.1, "max_per_task": 100, "seed": 0}}
     digest = hashlib.sha256(json.dumps({"method_options": {"lora_rank": 8}}, sort_keys=True).encode()).hexdigest()[:12]
     assert run_label(parse_results(doc, "r")) == f"seqft (custom-{digest}, validation split, seed 2)"
+
+
+def test_an_absent_as_published_cell_validates_only_with_its_reason_and_prints_as_absent():
+    from rich.console import Console
+
+    from mcit_bench.results.show import print_results
+
+    doc = results_doc()
+    tasks = doc["tasks"]
+    doc["as_published"] = {"metrics": dict.fromkeys(tasks, "coin_imagenet"),
+                           "matrix": [[10.0, 20.0, None] for _ in range(4)],
+                           "summary": dict.fromkeys(doc["summary"]),
+                           "absent": {tasks[2]: "its script stops"}}
+    parse_results(doc, "results.json")
+    console = Console(record=True, width=200)
+    print_results(doc, console)
+    shown = " ".join(console.export_text().split())
+    assert f"{tasks[2]} absent; final_acc n/a" in shown and f"as published, {tasks[2]} is absent: its script stops" \
+        in shown
+    doc["as_published"]["absent"] = {}
+    with pytest.raises(DataError, match=re.escape(f"as_published.matrix has absent cells of ['{tasks[2]}'] that "
+                                                  f"as_published.absent does not explain")):
+        parse_results(doc, "results.json")

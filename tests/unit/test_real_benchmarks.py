@@ -4,6 +4,7 @@ answer files and extras, both scorings against hand-computed values, box convent
 variants, CIDEr, and `data check` on good and broken trees."""
 
 import json
+import re
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -179,8 +180,9 @@ def test_captions_as_mcitlib_reports_them():
     from mcit_bench.core.records import Record
     from mcit_bench.scoring.captions import coco_caption_scores
 
-    records = [Record("1", "", "", ("two brown dogs run fast",) * 2, "caption"),
-               Record("2", "", "", ("a red bus on the road",) * 2, "caption")]
+    joined = {"references": "val_coco_type_3000.json"}  # the COCO caption file MCITlib scores against
+    records = [Record("1", "", "", ("two brown dogs run fast",) * 2, "caption", joined),
+               Record("2", "", "", ("a red bus on the road",) * 2, "caption", joined)]
     outputs = ["two brown dogs run fast", "a red bus on the road"]
     scores = coco_caption_scores(outputs, records)
     # every n-gram of each output is in its references, lengths equal: BLEU-1..4 = 1 and ROUGE-L = 1;
@@ -190,6 +192,11 @@ def test_captions_as_mcitlib_reports_them():
     assert scores["CIDEr"] == pytest.approx(1000.0, abs=1e-3)
     assert scores["METEOR"] == pytest.approx(100.0, abs=1e-3)  # every word matched, in one chunk
     assert score_published("mcitlib_caption", outputs, records) == pytest.approx(sum(scores.values()) / 7)
+    # without the caption file MCITlib's script has nothing to score against: the cell is absent
+    from mcit_bench.scoring.published import MCITLIB_CAPTION_FILE_ABSENT, Absent
+
+    with pytest.raises(Absent, match=re.escape(MCITLIB_CAPTION_FILE_ABSENT)):
+        score_published("mcitlib_caption", outputs, [Record(r.id, "", "", r.answers, "caption") for r in records])
 
 
 def test_grounding_boxes_live_on_the_padded_square():
@@ -274,6 +281,18 @@ def test_data_check_passes_each_published_tree_and_says_how_it_scores(sequence):
         assert "as published: coin_scienceqa with pid_splits cl_dataset/ScienceQA/pid_splits.json, problems" in text
         assert "vqa_accuracy against the test file's answers (optional" in text  # VQAv2's own file is absent
         assert "1 text only" in text
+
+
+def test_data_check_warns_of_the_ucit_caption_cells_that_will_be_absent(tmp_path):
+    root = tmp_path / "ucit"
+    shutil.copytree(PUBLISHED / "ucit", root)
+    for task in ("VizWiz", "Flickr30k"):
+        (root / "UCIT" / task / "val_coco_type_3000.json").unlink()
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["data", "check", "ucit", "--data-root", str(root)])
+    assert result.exit_code == 0, result.output  # the files are optional: the sound matrix scores without them
+    text = " ".join(result.output.split())
+    assert text.count("warning: as published, absent: MCITlib scores captions only against a COCO caption "
+                      "file") == 2
 
 
 def test_cider_on_a_split_by_hand():

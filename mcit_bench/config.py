@@ -11,7 +11,11 @@ from mcit_bench.core.errors import ConfigError, first_problem
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # an infinite or NaN setting (lr: .inf) is refused like any other bad value
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+SEED_LIMIT = 2**32  # numpy's seeds, and a stage's seed (seed x 1,000,003 + stage) within torch's 64 bits
 
 
 class TrainingConfig(_Strict):
@@ -50,7 +54,7 @@ class ValidationSplit(_Strict):
 
     fraction: float = Field(default=0.1, gt=0, lt=1)
     max_per_task: int = Field(default=100, gt=0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=SEED_LIMIT)
 
 
 class TunedFrom(_Strict):
@@ -83,7 +87,7 @@ class RunConfig(_Strict):
     # bf16: frozen weights stored in bfloat16 and matrix products in bfloat16 (autocast); what a
     # method trains stays in float32 for the optimizer
     precision: Literal["fp32", "bf16"] = "fp32"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=SEED_LIMIT)
     training: TrainingConfig = TrainingConfig()
     eval: EvalConfig = EvalConfig()
     # "fsdp": the frozen base model sharded over the processes with FSDP2 (mcit_bench/engine/sharding.py)
@@ -122,6 +126,12 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; pass the YAML file of run settings") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not UTF-8 text; save it as UTF-8 YAML") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} is nested too deeply to be run settings") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"config file {path} is not valid YAML ({error}); fix its syntax") from None
     if not isinstance(raw, dict):

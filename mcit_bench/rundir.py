@@ -102,6 +102,9 @@ def claim_run_directory(paths: RunPaths, config: RunConfig, resume: bool, overwr
     false it only checks (every process of a multi-process run checks; the main one writes).
     """
     wanted = config.as_json()
+    if paths.root.is_symlink():  # --overwrite would delete through it, or fail half-way
+        raise ConfigError(f"run directory {paths.root} is a symbolic link; point --output at the real folder or "
+                          f"choose another --run-id")
     if paths.root.exists() and not paths.root.is_dir():
         raise ConfigError(f"{paths.root} is a file, not a run directory; choose another --output or --run-id")
     if paths.config.exists():
@@ -141,6 +144,8 @@ def read_run_json(path: Path, fix: str) -> dict[str, Any]:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, OSError) as error:
         raise DataError(f"{path} is damaged ({error}); {fix or 'the run cannot use it'}") from None
+    except RecursionError:
+        raise DataError(f"{path} is damaged (nested too deeply); {fix or 'the run cannot use it'}") from None
     if not isinstance(value, dict):
         raise DataError(f"{path} is damaged (not a JSON object); {fix or 'the run cannot use it'}")
     return value
@@ -223,7 +228,7 @@ def read_predictions(path: Path) -> tuple[list[str], list[Record]]:
             predictions.append(str(entry["prediction"]))
             records.append(Record(str(entry["question_id"]), "", "", tuple(entry["answers"]), entry["task_type"],
                                   entry["metadata"]))
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (json.JSONDecodeError, KeyError, TypeError, RecursionError):
             raise DataError(f"predictions file {path} line {number} is not a JSON object with question_id, "
                             f"prediction, answers, task_type and metadata; re-run the stage") from None
     return predictions, records

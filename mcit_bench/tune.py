@@ -219,14 +219,18 @@ def seen_mean(rows: dict[int, dict[str, float]], tasks: list[str]) -> float:
     return sum(rows[latest][task] for task in tasks[:latest]) / latest
 
 
+MAX_TRIALS = 10_000  # far beyond any equal-budget study; a typo's 10^30 trials never starts
+
+
 def tune(request: TuneRequest, console=None) -> dict[str, Any]:
     """Run the study to ``request.trials`` trials (joining any already there) and write tuning.json."""
     import optuna
 
     from mcit_bench.engine.run import run_stream
 
-    if request.trials < 1:
-        raise ConfigError(f"--trials {request.trials} must be at least 1; every method gets the same number of trials")
+    if not 1 <= request.trials <= MAX_TRIALS:
+        raise ConfigError(f"--trials {request.trials} must be between 1 and {MAX_TRIALS:,}; every method gets the same "
+                          f"number of trials")
     if request.base.validation is None:
         raise ConfigError("a tuning study needs a validation split (RunConfig.validation); it never scores on test")
     check_space(request.base, request.space, "search space")

@@ -52,11 +52,14 @@ def compare(current: Results, baseline: Results, tolerance: float) -> tuple[list
 
 def changes_table(moved: list[Change], tolerance: float):
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=f"Changes beyond ±{tolerance:g} (baseline → current)", title_justify="left")
     for heading in ("what", "baseline", "current", "change", "verdict"):
         table.add_column(heading, justify="left" if heading in ("what", "verdict") else "right")
     for change in moved:
-        verdict = "[red]regressed[/red]" if change.worse_by() > tolerance else "[green]improved[/green]"
-        table.add_row(change.what, f"{change.baseline:.2f}", f"{change.current:.2f}", f"{change.delta():+.2f}", verdict)
+        verdict = Text("regressed", style="red") if change.worse_by() > tolerance else Text("improved", style="green")
+        # a cell's name ("R[after gqa, sqa]") and task names are text, never rich markup
+        table.add_row(Text(change.what), f"{change.baseline:.2f}", f"{change.current:.2f}", f"{change.delta():+.2f}",
+                      verdict)
     return table

@@ -80,9 +80,9 @@ def rich_table(rows: list[Row]):
 
 
 def _markdown_escape(text: str) -> str:
-    """A table cell as text: no column break, line break or HTML gets through."""
+    """A table cell as text: no column break, line break, HTML, link or image gets through."""
     text = " ".join(text.split())
-    for char in "\\`<>|":
+    for char in "\\`<>|[]":  # brackets: no [text](url) link nor ![](url) image
         text = text.replace(char, "\\" + char)
     return text
 

@@ -100,7 +100,7 @@ def show_leaderboard(
         sys.stdout.write(text)
     else:
         atomic_write_text(out, text)
-        console.print(f"wrote {out} ({len(rows)} rows)")
+        console.print(f"wrote {out} ({len(rows)} rows)", markup=False, highlight=False)
 
 
 @app.command()
@@ -120,10 +120,12 @@ def check(
     if moved:
         console.print(changes_table(moved, tolerance))
     if regressions:
-        errors.print(f"[bold red]regression:[/] {len(regressions)} value(s) of {results} are worse than {against} "
-                     f"by more than {tolerance:g}", highlight=False)
+        errors.print("regression:", style="bold red", end=" ")
+        errors.print(f"{len(regressions)} value(s) of {results} are worse than {against} by more than {tolerance:g}",
+                     highlight=False, markup=False)
         raise typer.Exit(code=1)
-    console.print(f"ok: nothing in {results} is worse than {against} by more than {tolerance:g}")
+    console.print(f"ok: nothing in {results} is worse than {against} by more than {tolerance:g}", markup=False,
+                  highlight=False)
 
 
 @app.command()
@@ -140,7 +142,7 @@ def plot(
     except UserError as error:
         fail(error)
     for path in written:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", markup=False, highlight=False)
 
 
 @app.command(name="schema")
@@ -152,7 +154,7 @@ def export_schema(
     from mcit_bench.results.document import json_schema
 
     atomic_write_text(out, json.dumps(json_schema(), indent=2, sort_keys=True) + "\n")
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", markup=False, highlight=False)
 
 
 @app.command()

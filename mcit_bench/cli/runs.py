@@ -167,7 +167,7 @@ def tune(
 
 def parse_seeds(text: str) -> list[int]:
     try:
-        seeds = [int(part) for part in text.split(",") if part.strip()]
+        seeds = [int(part) for part in text.split(",")]
     except ValueError:
         raise ConfigError(f"--seeds {text!r} must be integers separated by commas, for example 0,1,2") from None
     if not seeds or len(set(seeds)) != len(seeds):

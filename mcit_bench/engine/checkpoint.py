@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -31,12 +32,22 @@ def save_checkpoint(paths: RunPaths, stage: int, model: nn.Module, trained: set[
         write_checkpoint(staging, model, trained, method)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
-        refused = storage_error(error, path) if isinstance(error, OSError) else None
+        refused = os_error_of(error)
+        refused = storage_error(refused, path) if refused is not None else None
         if refused is None:
             raise
         raise refused from None
     shutil.rmtree(path, ignore_errors=True)
     os.replace(staging, path)
+
+def os_error_of(error: BaseException) -> OSError | None:
+    """The OS's refusal behind a failed write: safetensors reports one as a SafetensorError whose
+    message carries the error code ("IoError(Os { code: 28, kind: StorageFull ... })")."""
+    if isinstance(error, OSError):
+        return error
+    found = re.search(r"\bcode: (\d+)", str(error)) if isinstance(error, SafetensorError) else None
+    return OSError(int(found.group(1)), os.strerror(int(found.group(1)))) if found else None
+
 
 def write_checkpoint(staging: Path, model: nn.Module, trained: set[str], method: Method) -> None:
     weights = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if name in trained}

@@ -97,6 +97,31 @@ def coin_probe(repo: Path, rule: str, probe: dict, scratch: Path) -> float:
     raise KeyError(rule)
 
 
+VQA_EVAL = "ETrain/utils/LAVIS/common/vqa_tools/VQA/PythonEvaluationTools/vqaEvaluation/vqaEval.py"
+
+
+def official_vqa(repo: Path, probe: dict) -> float:
+    """``VQAEval.evaluate`` as written, on one question; the VQA API objects it reads (``getQuesIds``
+    and ``qa``) are stand-ins holding the probe, with answer ids as the official files have."""
+    namespace: dict = {"__name__": "vqaEval"}
+    exec(compile((repo / VQA_EVAL).read_text(), VQA_EVAL, "exec"), namespace)
+
+    class Questions:
+        def __init__(self, answers: list) -> None:
+            self.qa = {1: {"answers": answers, "question_type": "what", "answer_type": "other"}}
+
+        def getQuesIds(self) -> list[int]:  # noqa: N802 (the VQA API's name)
+            return [1]
+
+    truth = Questions([{"answer": answer, "answer_id": n} for n, answer in enumerate(probe["record"]["answers"], 1)])
+    result = Questions([])
+    result.qa[1] = {"answer": probe["prediction"]}
+    evaluation = namespace["VQAEval"](truth, result, n=2)
+    evaluation.updateProgress = lambda progress: None  # it writes a progress bar to stdout
+    evaluation.evaluate()
+    return evaluation.accuracy["overall"]
+
+
 def scoring_block(source: str, first: str, last: str) -> str:
     """The lines of ``source`` from the one starting with ``first`` to the one starting with ``last``,
     dedented to the first line's indentation."""
@@ -221,7 +246,9 @@ def main() -> None:
     for rule, probes in data["rules"].items():
         for probe in probes:
             with tempfile.TemporaryDirectory() as scratch:
-                if rule in ("mcitlib_caption", "coco_cider"):
+                if rule == "vqa_accuracy":  # the sound metric, against the official VQA evaluator CoIN ships
+                    score = official_vqa(args.coin, probe)
+                elif rule in ("mcitlib_caption", "coco_cider"):
                     score = caption_probe(args.mcitlib, args.dmole, rule, probe, Path(scratch))
                 elif rule.startswith(("coin_", "upper_")):
                     score = coin_probe(args.coin, rule, probe, Path(scratch))

@@ -40,6 +40,9 @@ def test_ls_lists_registered_things():
     # a flag is a method's own: seqft declares --full, MoELoRA none
     (["--method", "moelora", "--full"], "--full is neither an option of this command nor a flag of method "
                                         "'moelora' (its flags: none)"),
+    (["--seed", "18446744073709551616"], "command line field seed: Input should be less than 4294967296"),
+    (["--lr", "inf"], "command line field training.lr: Input should be a finite number"),
+    (["--seeds", "0,,1"], "--seeds '0,,1' must be integers separated by commas"),
     (["--fulll"], "--fulll is neither an option of this command nor a flag of method 'seqft' (its flags: --full)"),
 ])
 def test_bad_arguments_get_one_sentence_and_exit_2(tmp_path, args, message):
@@ -65,12 +68,33 @@ def test_a_config_file_sets_what_the_flags_leave_out(tmp_path):
 @pytest.mark.parametrize("text,message", [
     ("training: [1, 2]\n", "field training must be a mapping of training settings"),
     ("method_options: 5\n", "field method_options must be a mapping of option names to values"),
+    (b"method: s\xe9qft\n", "is not UTF-8 text; save it as UTF-8 YAML"),
+    ("training: " + "[" * 20000 + "]" * 20000 + "\n", "is nested too deeply to be run settings"),
 ])
 def test_a_config_file_of_the_wrong_shape_gets_one_sentence(tmp_path, text, message):
     config = tmp_path / "run.yaml"
-    config.write_text(text)
+    config.write_bytes(text if isinstance(text, bytes) else text.encode())
     result = invoke("run", "--config", str(config), "--output", str(tmp_path / "runs"))
     assert result.exit_code == 2 and message in " ".join(result.output.split())
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_run_directory_that_is_a_symbolic_link_is_refused_untouched(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "config.json").write_text("{}")
+    link = tmp_path / "runs" / "synth-coin" / "seqft" / "seed0-ci"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(real)
+    result = invoke("run", "--subset", "ci", "--output", str(tmp_path / "runs"), "--overwrite")
+    assert result.exit_code == 2 and "is a symbolic link" in " ".join(result.output.split())
+    assert (real / "config.json").read_text() == "{}" and link.is_symlink()
+
+
+def test_a_config_that_is_a_folder_gets_one_sentence(tmp_path):
+    result = invoke("run", "--config", str(tmp_path), "--output", str(tmp_path / "runs"))
+    assert result.exit_code == 2
+    assert "is a folder; pass the YAML file of run settings" in " ".join(result.output.split())
     assert not (tmp_path / "runs").exists()
 
 

@@ -61,6 +61,9 @@ def test_check_passes_equal_runs_and_fails_a_worsened_one(tmp_path):
     result, text = invoke("check", current, "--against", baseline, "--tolerance", "1")
     assert result.exit_code == 1
     assert "regressed" in text and "-20.00" in text
+    # the cell is named, never eaten as rich markup ("R[after ...]" once printed as "R")
+    task_names = results_doc()["tasks"]
+    assert f"R[after {task_names[2]}, {task_names[1]}]" in " ".join(text.split())
 
 
 def test_plot_writes_heatmaps_and_curves(tmp_path):

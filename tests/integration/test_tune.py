@@ -178,7 +178,8 @@ def test_the_pruner_compares_the_mean_over_the_tasks_seen_so_far():
 
 
 @pytest.mark.parametrize("args,space,message", [
-    (["--trials", "0"], None, "--trials 0 must be at least 1"),
+    (["--trials", "0"], None, "--trials 0 must be between 1 and 10,000"),
+    (["--trials", "1000000000000"], None, "--trials 1000000000000 must be between 1 and 10,000"),
     (["--trials", "2"], "colour: {choices: [red]}", "seqft has no setting 'colour'; searchable settings are"),
     (["--trials", "2"], "lora_rank: {choices: [8, 0]}", "lora_rank = 0 is refused"),
     (["--trials", "2"], "training.lr: {log: [0, 0.1]}", "training.lr needs low < high and low > 0 on a log scale"),

@@ -33,3 +33,24 @@ def test_refused_writes_are_the_users_to_fix(code, reason):
 
 def test_other_os_errors_stay_bugs():
     assert storage_error(OSError(errno.EBADF, "Bad file descriptor")) is None
+
+
+def test_a_full_disk_inside_safetensors_is_one_sentence_and_leaves_no_staging_folder(tmp_path, monkeypatch):
+    """safetensors reports a refused write as a SafetensorError, not an OSError (issue 30)."""
+    from safetensors import SafetensorError
+    from torch import nn
+
+    import mcit_bench.engine.checkpoint as checkpoint
+    from mcit_bench.methods.base import Method, MethodOptions
+    from mcit_bench.rundir import RunPaths
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: '
+                              '"No space left on device" })')
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    paths = RunPaths(tmp_path / "run")
+    model = nn.Linear(2, 2)
+    with pytest.raises(StorageError, match="checkpoints/stage1: no space is left on its device"):
+        checkpoint.save_checkpoint(paths, 1, model, {"weight"}, Method(MethodOptions()))
+    assert not paths.checkpoint_staging(1).exists() and not paths.checkpoint(1).exists()

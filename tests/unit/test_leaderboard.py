@@ -393,7 +393,7 @@ def hostile_rows():
 
     doc = results_doc()
     doc["run"]["method"] = "a|b\n<b>x</b>"
-    doc["run"]["model"] = "=cmd|' /C calc'!A0 \\input{/etc/passwd} ^~"
+    doc["run"]["model"] = "=cmd|' /C calc'!A0 \\input{/etc/passwd} ^~ [x](https://e.example) ![](https://e.example/i)"
     return aggregate([entry_from_results(parse_results(doc, "doc"))])
 
 
@@ -402,6 +402,8 @@ def test_every_text_format_escapes_what_it_prints():
     table = markdown(rows).splitlines()
     assert all(line.count("|") - line.count("\\|") == len(table[0].split("|")) - 1 for line in table)
     assert "<b>" not in markdown(rows) and "\\<b\\>x\\</b\\>" in markdown(rows)
+    # no live link or image: the brackets are escaped
+    assert "[x](" not in markdown(rows) and "\\[x\\](https://e.example) !\\[\\](https://e.example/i)" in markdown(rows)
     model_cell = next(csv_row for csv_row in to_csv(rows).splitlines()[1:]).split(",")
     assert any(cell.startswith("\"'=cmd") or cell.startswith("'=cmd") for cell in model_cell)
     tex = latex(rows)
@@ -513,3 +515,15 @@ def test_an_absent_as_published_cell_validates_only_with_its_reason_and_prints_a
     with pytest.raises(DataError, match=re.escape(f"as_published.matrix has absent cells of ['{tasks[2]}'] that "
                                                   f"as_published.absent does not explain")):
         parse_results(doc, "results.json")
+
+
+@pytest.mark.parametrize("text,message", [
+    ('{"leaderboard_version": 2, "entries": [{"seed": NaN}]}', "holds NaN, which is not a JSON number"),
+    ("[" * 20000 + "]" * 20000, "is nested too deeply to be a leaderboard of mcit-bench"),
+])
+def test_a_leaderboard_that_is_no_json_board_is_refused_in_one_sentence(tmp_path, text, message):
+    board = tmp_path / "leaderboard.json"
+    board.write_text(text)
+    with pytest.raises(DataError, match=re.escape(message)):
+        read_leaderboard(board)
+    assert board.read_text() == text

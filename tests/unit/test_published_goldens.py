@@ -13,6 +13,7 @@ import pytest
 
 from mcit_bench.core.records import Record
 from mcit_bench.scoring.published import Absent, score_published
+from mcit_bench.scoring.task_metrics import score_task
 
 PROBES = json.loads((Path(__file__).resolve().parents[1] / "golden" / "published_probes.json").read_text())
 LETTERS = "ABCDE"
@@ -28,7 +29,7 @@ def record_of(rule: str, fields: dict, number: int = 0) -> Record:
                        "published": {"answer": fields["answer_index"], "choices": len(fields["choices"])}})
     if rule == "coin_grounding":
         return Record(qid, "", "", (fields["answer"],), "grounding", {"size": fields["size"]})
-    if rule in ("coin_textvqa", "dmole_vqa_score", "dmole_exact"):
+    if rule in ("coin_textvqa", "dmole_vqa_score", "dmole_exact", "vqa_accuracy"):
         return Record(qid, "", "", tuple(fields["answers"]), "vqa", {})
     if rule == "dmole_grounding":
         return Record(qid, "", "", ("",), "grounding", {"size": fields["size"], "pixel_box": fields["pixel_box"]})
@@ -53,6 +54,9 @@ def test_the_rule_scores_each_probe_as_the_authors_script_does(rule, index, prob
         records = [record_of(rule, item, number) for number, item in enumerate(items)]
     else:
         predictions, records = [probe["prediction"]], [record_of(rule, probe["record"])]
+    if rule == "vqa_accuracy":  # the sound metric, against the official evaluator (vqaEval.py)
+        assert score_task(rule, predictions, records)[0] == pytest.approx(probe["golden"], abs=0.01)
+        return
     if probe["golden"] is None:
         with pytest.raises(Absent):
             score_published(rule, predictions, records)
@@ -91,7 +95,7 @@ def test_a_cell_the_script_cannot_score_is_absent_with_its_reason(tmp_path):
 
 # the caption rules run Java's tokenizer per call and are unbounded (CIDEr x100), and GQA's scores a
 # split of questions: their goldens hold them
-PARSING_RULES = sorted(set(PROBES["rules"]) - {"mcitlib_caption", "coco_cider", "coin_gqa"})
+PARSING_RULES = sorted(set(PROBES["rules"]) - {"mcitlib_caption", "coco_cider", "coin_gqa", "vqa_accuracy"})
 
 
 @pytest.mark.parametrize("rule", PARSING_RULES)
@@ -115,3 +119,9 @@ def test_any_output_scores_in_range_or_is_absent_never_a_traceback(rule):
         assert 0.0 <= value <= 100.0
 
     scores()
+
+
+def test_the_sound_vqa_accuracy_normalises_even_when_the_annotators_agree():
+    """Where the sound metric differs from vqaEval.py on purpose (docs/METHODS.md): the official
+    evaluator normalises only when the ten answers differ, so it scores "Yes." 0 against ten "yes"."""
+    assert score_task("vqa_accuracy", ["Yes."], [Record("q", "", "", ("yes",) * 10, "vqa", {})])[0] == 100.0

@@ -7,7 +7,10 @@ flags methods declare; ``runs.py``, ``board.py`` and ``inspect.py`` the commands
 
 from __future__ import annotations
 
-from mcit_bench.cli.app import app, print_error
+from pathlib import Path
+from typing import NoReturn
+
+from mcit_bench.cli.app import app, errors, print_error
 from mcit_bench.core.errors import storage_error
 
 # each registers its commands, in the order --help lists them
@@ -18,14 +21,44 @@ from mcit_bench.cli import runs, board, inspect  # noqa: E402, F401
 __all__ = ["app", "main"]
 
 
+BUG_EXIT = 70  # EX_SOFTWARE: mcit-bench's own fault, not the input's
+
+
 def main() -> None:
-    # A write the file system refuses deep inside a library (a checkpoint, the arrow cache) is the
-    # user's to fix (a full disk, a read-only folder): one sentence, not a traceback.
     try:
         app()
     except OSError as error:
+        # A write the file system refuses deep inside a library (a checkpoint, the arrow cache) is the
+        # user's to fix (a full disk, a read-only folder): one sentence, not a traceback.
         refused = storage_error(error)
         if refused is None:
-            raise
+            report_bug(error)
         print_error(refused)
         raise SystemExit(2) from None
+    except Exception as error:  # the last resort: every input error is a UserError before it gets here
+        report_bug(error)
+
+
+def report_bug(error: BaseException) -> NoReturn:
+    """A failure no input check caught is a bug of mcit-bench: one sentence naming where the
+    traceback was saved (printed too with MCIT_BENCH_DEBUG=1), and exit status 70."""
+    import os
+    import tempfile
+    import time
+    import traceback
+
+    text = "".join(traceback.format_exception(error))
+    folder = Path(os.environ.get("MCIT_BENCH_CACHE", Path(tempfile.gettempdir()) / "mcit-bench")) / "tracebacks"
+    saved = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        saved.write_text(text, encoding="utf-8")
+        where = f"its traceback is saved in {saved}"
+    except OSError:
+        where = "its traceback could not be saved; rerun with MCIT_BENCH_DEBUG=1 to print it"
+    if os.environ.get("MCIT_BENCH_DEBUG") == "1":
+        errors.print(text, highlight=False, markup=False)
+    errors.print("bug:", style="bold red", end=" ")
+    errors.print(f"mcit-bench failed on something no check caught ({type(error).__name__}); {where}; please "
+                 f"report it with the command you ran", highlight=False, markup=False)
+    raise SystemExit(BUG_EXIT) from None

@@ -244,3 +244,36 @@ def test_the_leaderboard_shows_the_shipped_board_from_any_folder(tmp_path, monke
     assert "showing the leaderboard shipped with mcit-bench" in result.output
     missing = runner.invoke(app, ["leaderboard", "--leaderboard", str(tmp_path / "none.json")])
     assert missing.exit_code == 2 and "none.json does not exist; pass --leaderboard PATH" in missing.output
+
+
+BUGGY = """
+import sys
+import mcit_bench.cli.runs as runs
+from mcit_bench.cli import main
+
+def broken(text):
+    raise RuntimeError("a bug no check caught")
+
+runs.parse_seeds = broken
+sys.argv = ["mcit-bench", "run", "--seeds", "0,1", "--output", sys.argv[1]]
+main()
+"""
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_a_bug_ends_in_one_sentence_naming_its_saved_traceback(tmp_path, debug):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "MCIT_BENCH_CACHE": str(tmp_path / "cache"), "HOME": str(tmp_path),
+           **({"MCIT_BENCH_DEBUG": "1"} if debug else {})}
+    done = subprocess.run([sys.executable, "-c", BUGGY, str(tmp_path / "runs")], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert done.returncode == 70
+    [saved] = (tmp_path / "cache" / "tracebacks").iterdir()
+    assert "RuntimeError: a bug no check caught" in saved.read_text()
+    last = " ".join(done.stderr.split())
+    assert last.endswith(f"bug: mcit-bench failed on something no check caught (RuntimeError); its traceback is "
+                         f"saved in {saved}; please report it with the command you ran")
+    assert ("Traceback (most recent call last)" in done.stderr) is debug
+    assert not (tmp_path / "runs").exists()

@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from mcit_bench.core.records import Record
 from mcit_bench.core.registry import Registry
 from mcit_bench.scoring.answers import normalize_answer
@@ -245,8 +247,6 @@ def dmole_grounding(prediction: str, record: Record) -> float:
     divided by 1000, then scaled by the image's width and height; correct when IoU with the pixel
     box is >= 0.5. All of it in float32, as the script's torch tensors (a box at 0.5 in float32 may
     be 0.4999... in float64)."""
-    import numpy as np
-
     found = _DMOLE_BOX.findall(prediction)
     try:
         box = np.array([float(value) for value in found[0]], dtype=np.float32)
@@ -265,8 +265,6 @@ def dmole_grounding(prediction: str, record: Record) -> float:
 def float32_iou(a, b):
     """IoU of two float32 ``(x1, y1, x2, y2)`` arrays, operation for operation as torchvision's
     ``box_iou`` (D-MoLE's copy, evaluate_grounding.py lines 30-43)."""
-    import numpy as np
-
     area_a = (a[2] - a[0]) * (a[3] - a[1])
     area_b = (b[2] - b[0]) * (b[3] - b[1])
     width = max(np.float32(0), min(a[2], b[2]) - max(a[0], b[0]))

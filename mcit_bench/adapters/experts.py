@@ -1,4 +1,4 @@
-"""LoRA-variant layers (MoELoRA, BranchLoRA, D-MoLE experts) and the one helper that attaches them.
+"""LoRA-variant layers (MoELoRA, BranchLoRA, D-MoLE experts, O-LoRA blocks) and the one helper that attaches them.
 
 An adapter is attached to an ``nn.Linear`` of any Hugging Face model as a child module plus a forward
 hook that adds its output, so parameter names, the model class and ``generate`` stay those of the
@@ -249,3 +249,37 @@ class TaskExperts(nn.Module):
         low = (x @ down.T).unflatten(-1, (len(self.owners), self.rank))
         mask = active.view(active.shape[0], *([1] * (low.dim() - 3)), active.shape[1], 1)
         return ((low * mask).flatten(-2) @ up.T) * self.scale
+
+
+class TaskBlocksLoRA(nn.Module):
+    """O-LoRA's layer: one LoRA block (A_t, B_t) per task, every block active in the forward.
+
+    h = W0 x + (alpha / r) * sum_t B_t A_t dropout(x), one scale for every block and the dropout on the
+    input shared by all (O-LoRA's src/peft/tuners/lora.py, lines 583-597: lora_A/B hold the earlier
+    tasks' blocks concatenated, loranew_A/B the current one). The blocks are concatenated for one
+    matmul each way; which blocks train is the method's choice (their ``requires_grad``).
+    """
+
+    def __init__(self, d_in: int, d_out: int, rank: int, alpha: float, dropout: float) -> None:
+        super().__init__()
+        self.d_in, self.d_out, self.rank = d_in, d_out, rank
+        self.scale = alpha / rank
+        self.dropout = nn.Dropout(dropout)
+        self.lora_A = nn.ParameterList()
+        self.lora_B = nn.ParameterList()
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.lora_A)
+
+    def add_block(self, generator: torch.Generator, device: torch.device) -> None:
+        """A new task's block: A Kaiming-uniform, B = 0 (lora.py, lines 504-506)."""
+        self.lora_A.append(nn.Parameter(kaiming_down(self.rank, self.d_in, generator).to(device)))
+        self.lora_B.append(nn.Parameter(torch.zeros(self.d_out, self.rank, device=device)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.n_blocks:
+            return x.new_zeros(*x.shape[:-1], self.d_out)
+        down = torch.cat(list(self.lora_A), dim=0)  # [blocks * r, d_in]
+        up = torch.cat(list(self.lora_B), dim=1)  # [d_out, blocks * r]
+        return (self.dropout(x) @ down.T) @ up.T * self.scale

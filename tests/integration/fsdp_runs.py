@@ -2,7 +2,7 @@
 every method, one launch for all (a launch costs more than a quick run), then a sharded run stopped
 after its first stage and resumed, then the shards of mcit-tiny as each process holds them.
 
-    torchrun --nproc_per_node 2 tests/integration/fsdp_runs.py OUT CACHE METHOD:SEQUENCE:STEPS ...
+    torchrun --nproc_per_node 2 tests/integration/fsdp_runs.py OUT CACHE METHOD:SEQUENCE:STEPS[:OPTIONS_JSON] ...
 
 Writes OUT/shards-rank<r>.json: each sharded weight's global and local shape, and the bytes held.
 """
@@ -20,18 +20,19 @@ from mcit_bench.engine.sharding import is_sharded, local_bytes, shard_model
 from mcit_bench.models.loading import PRECISIONS, load_model
 
 
-def sharded_run(method: str, sequence: str, steps: int, out: Path, cache: Path, **kwargs) -> None:
-    config = RunConfig(method=method, sequence=sequence, shard="fsdp",
+def sharded_run(method: str, sequence: str, steps: int, out: Path, cache: Path, options: dict | None = None,
+                **kwargs) -> None:
+    config = RunConfig(method=method, sequence=sequence, shard="fsdp", method_options=options or {},
                        training={"steps_per_task": steps, "batch_size": 16})
     run_stream(config, out, cache_root=cache, overwrite=not kwargs.get("resume", False), **kwargs)
 
 
 def main(out: Path, cache: Path, runs: list[str]) -> None:
     for spec in runs:
-        method, sequence, steps = spec.split(":")
-        sharded_run(method, sequence, int(steps), out / "runs", cache)
+        method, sequence, steps, *options = spec.split(":", 3)
+        sharded_run(method, sequence, int(steps), out / "runs", cache, json.loads(options[0]) if options else None)
     # killed after stage 1, resumed: the uninterrupted matrix is the one above
-    method, sequence, steps = runs[0].split(":")
+    method, sequence, steps = runs[0].split(":")[:3]
     sharded_run(method, sequence, int(steps), out / "resumed", cache, stop_after_stage=1)
     sharded_run(method, sequence, int(steps), out / "resumed", cache, resume=True)
 

@@ -138,7 +138,54 @@ def test_key_loss_starts_at_the_data_and_is_zero_on_aligned_queries():
     ("dmole", {"budget_fraction": 1.5}, "budget_fraction"),
     ("replay", {"ratio": 0.0}, "ratio"),
     ("seqft", {"lora_rank": 0}, "lora_rank"),
+    ("olora", {"dropout": 1.0}, "dropout"),
+    ("olora", {"lambda1": -0.1}, "lambda1"),
 ])
 def test_impossible_hyper_parameters_are_refused_with_the_field_named(method, options, field):
     with pytest.raises(ConfigError, match=field):
         build_method(RunConfig(method=method, method_options=options))
+
+
+def olora_with_blocks(options: dict, down_projections: list[list[float]]):
+    """An O-LoRA method whose one layer (3 inputs, 2 outputs, rank 1) holds the given A rows as its
+    blocks, the last one the task being trained."""
+    from mcit_bench.adapters.experts import TaskBlocksLoRA
+
+    method = build_method(RunConfig(method="olora", method_options={"rank": 1, **options}))
+    layer = TaskBlocksLoRA(3, 2, rank=1, alpha=1.0, dropout=0.0)
+    for row in down_projections:
+        layer.add_block(torch.Generator().manual_seed(0), torch.device("cpu"))
+        with torch.no_grad():
+            layer.lora_A[-1].copy_(torch.tensor([row]))
+            layer.lora_B[-1].copy_(torch.tensor([[1.0], [-2.0]]))
+    method.layers, method.task = {"layer": layer}, len(down_projections) - 1
+    return method, layer
+
+
+def test_olora_orthogonality_is_the_l1_norm_of_old_times_new_and_zero_for_orthogonal_blocks():
+    # old rows (1, 2, 0) and (1, 0, 0) against the new (0, 1, 3): products 2 and 0, so |.|_1 = 2, times 0.5
+    method, _ = olora_with_blocks({}, [[1.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 3.0]])
+    assert method.penalties()["orthogonal"].item() == pytest.approx(1.0)
+    method, _ = olora_with_blocks({}, [[1.0, 2.0, 0.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 3.0]])
+    assert method.penalties()["orthogonal"].item() == pytest.approx(1.0)  # absolute values: signs do not cancel
+    method, _ = olora_with_blocks({}, [[1.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    assert method.penalties()["orthogonal"].item() == 0
+    method, _ = olora_with_blocks({}, [[0.0, 1.0, 3.0]])  # the first task has nothing to be orthogonal to
+    assert "orthogonal" not in method.penalties()
+
+
+def test_olora_l2_term_is_the_frobenius_norm_of_the_new_block_only():
+    # new A (0, 3, 4): norm 5; new B (1, -2): norm sqrt(5); the old block's norms do not count
+    method, _ = olora_with_blocks({"lambda1": 0.0, "lambda2": 2.0}, [[7.0, 7.0, 7.0], [0.0, 3.0, 4.0]])
+    assert set(method.penalties()) == {"l2"}
+    assert method.penalties()["l2"].item() == pytest.approx(2.0 * (5.0 + 5.0 ** 0.5))
+
+
+def test_olora_forward_sums_every_block_at_one_scale():
+    from mcit_bench.adapters.experts import TaskBlocksLoRA
+
+    _, layer = olora_with_blocks({}, [[1.0, 2.0, 0.0], [0.0, 1.0, 3.0]])
+    x = torch.tensor([[1.0, 1.0, 1.0]])
+    # blocks: A x = 3 and 4, each through B = (1, -2): (7, -14), at alpha / rank = 1
+    assert layer(x).tolist() == [[7.0, -14.0]]
+    assert TaskBlocksLoRA(3, 2, 1, 1.0, 0.0)(x).tolist() == [[0.0, 0.0]]  # no task yet: the base model

@@ -54,8 +54,10 @@ from mcit_bench.methods.base import (
     Stage,
     register_method,
     rows_of,
+    training_batch,
 )
-from mcit_bench.methods.distributed import processes, row_share, summed_over_processes
+from mcit_bench.methods.distributed import summed_over_processes
+from mcit_bench.methods.gradients import linear_weight_gradients
 from mcit_bench.methods.search import LR, Choice
 from mcit_bench.methods.selector import instruction_mask
 from mcit_bench.models.anatomy import image_row_samples, language_model, pooled_image_features, projector, vision_tower
@@ -244,55 +246,20 @@ class DMoLE(Method):
     # ------------------------------------------------------------------ allocation
     def proxy_scores(self, stage: Stage, run: RunContext) -> dict[str, float | None]:
         """Per candidate, the norm of its gradient accumulated over the proxy batches (weight and
-        bias norms summed); None where the loss never reaches the layer.
-
-        The gradient of a linear layer's weight is the sum over tokens of (dL/d output) x input^T, so
-        it is formed from the two with hooks instead of asking the weight for its gradient: the same
-        numbers, but the frozen weights never need ``requires_grad``, which a sharded weight (FSDP2,
-        ``--shard fsdp``) could not give. A zero that requires grad is added to each candidate's
-        output, so the loss has a gradient to follow and every output gets its dL/d output.
-
-        Memory: every process runs the same proxy batches, so each accumulates only its own share of
-        each weight gradient's rows (1/N of them over N processes) and the squared norms are summed
-        over processes; a layer's input is held in its own precision until its gradient arrives.
-        """
+        bias norms summed, the weight's squared norm summed over the processes' row shares); None
+        where the loss never reaches the layer. The gradients come from hooks
+        (``methods.gradients``), so the frozen and possibly sharded weights need no gradient."""
         data = self.train_data(stage, run)
-        n_batches = max(1, math.ceil(self.options.proxy_fraction * len(data) / self.options.proxy_batch_size))
+        size = self.options.proxy_batch_size
+        n_batches = max(1, math.ceil(self.options.proxy_fraction * len(data) / size))
         generator = torch.Generator().manual_seed(run.seed * 1000 + stage.index)
         order = torch.randperm(len(data), generator=generator).tolist()
-        modules = dict(self.model.named_modules())
-        probe = torch.zeros((), device=run.device, requires_grad=True)
-        weight_grads: dict[str, torch.Tensor] = {}
-        bias_grads: dict[str, torch.Tensor] = {}
-        world, rank = processes()
-
-        def capture(name: str):
-            def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-                x = inputs[0].detach().reshape(-1, inputs[0].shape[-1])
-                rows = row_share(module.out_features, world, rank)
-                output = output + probe
-
-                def accumulate(grad: torch.Tensor) -> None:
-                    g = grad.reshape(-1, grad.shape[-1])
-                    weight_grads[name] = weight_grads.get(name, 0) + g[:, rows].float().T @ x.float()
-                    if module.bias is not None:
-                        bias_grads[name] = bias_grads.get(name, 0) + g.float().sum(0)
-
-                output.register_hook(accumulate)
-                return output
-            return hook
-
-        handles = [modules[name].register_forward_hook(capture(name)) for name in self.experts]
+        batches = (training_batch(run, rows_of(data, order[b * size:(b + 1) * size])) for b in range(n_batches))
         self.routing.enabled = False
         try:
-            for b in range(n_batches):
-                rows = rows_of(data, order[b * self.options.proxy_batch_size:(b + 1) * self.options.proxy_batch_size])
-                batch = {k: v.to(run.device) for k, v in self.collator.train_batch(rows).items()}
-                self.model(**batch).loss.backward()
+            weight_grads, bias_grads = linear_weight_gradients(self.model, list(self.experts), batches)
         finally:
             self.routing.enabled = True
-            for handle in handles:
-                handle.remove()
         scores: dict[str, float | None] = dict.fromkeys(self.experts)
         reached = sorted(weight_grads)  # the same on every process: the same batches reach the same layers
         if reached:

@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mcit_bench.methods.base import Method, RunContext, Stage, register_method, rows_of
+from mcit_bench.methods.base import Method, RunContext, Stage, register_method, rows_of, training_batch
 from mcit_bench.methods.lora import LORA_SPACE, SeqFTOptions, lora_or_full
 from mcit_bench.methods.search import LogUniform, Uniform
 
@@ -44,13 +44,11 @@ class EWC(Method):
     def __init__(self, options: EWCOptions) -> None:
         super().__init__(options)
         self.model: nn.Module | None = None
-        self.collator = None
         self.importance: dict[str, torch.Tensor] = {}
         self.anchor: dict[str, torch.Tensor] = {}
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         self.model = lora_or_full(model, self.options)
-        self.collator = run.collator
         return self.model
 
     def trainable(self) -> dict[str, nn.Parameter]:
@@ -73,7 +71,7 @@ class EWC(Method):
         was_training = self.model.training
         self.model.train()
         for row in rows_of(data, indices):
-            batch = {k: v.to(run.device) for k, v in self.collator.train_batch([row]).items()}
+            batch = training_batch(run, [row])
             self.model.zero_grad(set_to_none=True)
             nll = self.model(**batch).loss
             nll.backward()

@@ -146,6 +146,12 @@ def register_method(name: str):
     return decorate
 
 
+def training_batch(run: RunContext, rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Rows made into a training batch (the loop's collator) on the run's device: how a hook that runs
+    the model on training data (a Fisher, a proxy, a subspace) builds its batches."""
+    return {key: value.to(run.device) for key, value in run.collator.train_batch(rows).items()}
+
+
 def rows_of(dataset, indices: list[int]) -> list[dict]:
     """Rows of a ``datasets.Dataset`` (or a list of rows) by index, read column-wise in one go: how a
     method reads its training data (``RunContext.train_data``), as the training loop does."""

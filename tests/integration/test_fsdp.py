@@ -28,11 +28,11 @@ pytestmark = pytest.mark.slow
 
 QUICK = str(FIXTURES / "two_task_quick.yaml")
 # dropout draws its masks per process, so two processes drop other units than one: compared without it
-OPTIONS = {"olora": {"dropout": 0.0}}
+OPTIONS = {"olora": {"dropout": 0.0}, "keeplora": {"dropout": 0.0}}
 STEPS = 4
 # seqft first: it is also the one stopped and resumed; then a penalty, a teacher, a selector, growth
 # and the rest
-METHODS = ["seqft", "ewc", "lwf", "branchlora", "dmole", "replay", "moelora", "expansion", "joint", "olora"]
+METHODS = ["seqft", "ewc", "lwf", "branchlora", "dmole", "replay", "moelora", "expansion", "joint", "olora", "keeplora"]
 # a resumed sharded run against the uninterrupted one: the same sums in the same order
 WEIGHT_TOLERANCE = 1e-5
 # trained weights of two sharded processes against one unsharded: float sums in another order, through

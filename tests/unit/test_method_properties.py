@@ -189,3 +189,61 @@ def test_olora_forward_sums_every_block_at_one_scale():
     # blocks: A x = 3 and 4, each through B = (1, -2): (7, -14), at alpha / rank = 1
     assert layer(x).tolist() == [[7.0, -14.0]]
     assert TaskBlocksLoRA(3, 2, 1, 1.0, 0.0)(x).tolist() == [[0.0, 0.0]]  # no task yet: the base model
+
+
+def unit_rows(*indices: int, width: int = 4) -> torch.Tensor:
+    return torch.eye(width)[list(indices)]
+
+
+def test_keeplora_weight_space_keeps_the_directions_below_the_energy_share():
+    from mcit_bench.baselines.keeplora import weight_space
+
+    gram = torch.diag(torch.tensor([9.0, 4.0, 1.0, 0.0]))  # energy shares 9/14, 4/14, 1/14, 0
+    # cumulative 0.643, 0.929, 1, 1: none below 0.6, but at least one direction is kept
+    assert torch.equal(weight_space(gram, 0.6).abs(), unit_rows(0))
+    assert torch.equal(weight_space(gram, 0.95).abs(), unit_rows(0, 1))  # two below 0.95
+
+
+def test_keeplora_new_a_is_the_gradients_top_directions_outside_the_protected_space():
+    from mcit_bench.baselines.keeplora import residual_directions
+
+    gram = torch.diag(torch.tensor([1.0, 5.0, 3.0, 0.5]))
+    # e2 is protected: the residual's leading directions are e3 (3) then e1 (1)
+    assert torch.equal(residual_directions(gram, unit_rows(1), 2).abs(), unit_rows(2, 0))
+    assert torch.equal(residual_directions(gram, None, 2).abs(), unit_rows(1, 2))
+
+
+def test_keeplora_space_grows_by_the_residual_directions_until_the_energy_share_is_explained():
+    from mcit_bench.baselines.keeplora import grown_space
+
+    gram = torch.diag(torch.tensor([4.0, 4.0, 1.5, 0.5]))  # total 10; e1 explains 0.4
+    # adding e2 reaches 0.8, still below 0.85; adding e3 reaches 0.95
+    assert torch.equal(grown_space(gram, unit_rows(0), 0.85, out_features=4).abs(), unit_rows(0, 1, 2))
+    assert torch.equal(grown_space(gram, unit_rows(0), 0.3, out_features=4), unit_rows(0))  # already explained
+    # never more directions than the gradient has singular values (min(d_in, d_out) = 2 here)
+    assert torch.equal(grown_space(gram, unit_rows(0), 0.999, out_features=2).abs(), unit_rows(0, 1, 2))
+
+
+def test_keeplora_update_has_no_component_in_the_protected_space():
+    from mcit_bench.baselines.keeplora import grown_space, residual_directions, weight_space
+
+    generator = torch.Generator().manual_seed(0)
+    weight, gradient = torch.randn(24, 16, generator=generator), torch.randn(24, 16, generator=generator)
+    space = weight_space(weight.T @ weight, 0.6)
+    space = grown_space(gradient.T @ gradient, space, 0.9, out_features=24)
+    down = residual_directions((2 * gradient).T @ (2 * gradient) + torch.eye(16), space, rank=4)
+    update = torch.randn(24, 4, generator=generator) @ down  # whatever B learns
+    assert 0 < len(space) < 16 and down.shape == (4, 16)
+    assert (update @ space.T).abs().max() < 1e-6
+    # the subspace's rows stay orthonormal as it grows
+    torch.testing.assert_close(space @ space.T, torch.eye(len(space)), atol=1e-6, rtol=0)
+
+
+def test_keeplora_completes_a_the_same_way_where_the_gradient_has_too_few_directions():
+    from mcit_bench.baselines.keeplora import residual_directions
+
+    gram = torch.diag(torch.tensor([0.0, 5.0, 0.0, 0.0]))  # one direction with energy; e1 is protected
+    # e2 from the gradient, then the standard basis outside the protected space and the rows so far
+    assert torch.equal(residual_directions(gram, unit_rows(0), 3), unit_rows(1, 2, 3))
+    # a protected space that fills the input space leaves nothing to train: A is zero
+    assert torch.equal(residual_directions(gram, unit_rows(0, 1, 2, 3), 2), torch.zeros(2, 4))

@@ -1,0 +1,32 @@
+"""Each new baseline's mechanism held to numbers on mcit-tiny itself, trained for real on the quick
+two-task slice: what the property tests show on hand-made matrices, shown on the model."""
+
+import pytest
+import torch
+from accelerate import Accelerator
+
+from mcit_bench.config import TrainingConfig
+from mcit_bench.engine.train import train_stage
+from tests.conformance.test_methods import set_up
+
+pytestmark = pytest.mark.slow
+
+
+def test_keeplora_trained_update_leaves_the_protected_space_alone(cache_root):
+    stream, _, method, model, collator, run = set_up("keeplora", cache_root)
+    stages = method.stages(stream)
+    for stage in stages:
+        method.before_task(stage, run)
+        protected = {name: space.clone() for name, space in method.spaces.items()}
+        train_stage(model, method, stage, run, collator, TrainingConfig(steps_per_task=2), stream.task_steps(),
+                    Accelerator(cpu=True))
+        task = stage.index - 1
+        for name, layer in method.layers.items():
+            update = (layer.lora_B[task] @ layer.lora_A[task]).detach()
+            assert update.abs().max() > 0, name  # B trained
+            assert (update @ protected[name].T).abs().max() < 1e-6, name
+        method.after_task(stage, run)
+        # the space grew by the task's gradient directions, and still holds what it held
+        for name, space in method.spaces.items():
+            assert len(space) >= len(protected[name])
+            torch.testing.assert_close(space[: len(protected[name])], protected[name])

@@ -59,7 +59,7 @@ class BranchLoRAOptions(MethodOptions):
 
 @register_method("branchlora")
 class BranchLoRAMethod(Method):
-    capabilities = Capabilities(grows_params=True)
+    capabilities = Capabilities(grows_params=True, selects_task=True)
     Options = BranchLoRAOptions
     # the rank of the trunk and of every branch
     search_space = {**LR, "rank": Choice((2, 4, 8))}
@@ -131,8 +131,8 @@ class BranchLoRAMethod(Method):
                     layer.add_branch()
             self.apply_freezing(name, layer)
 
-    def route(self, batch: dict[str, torch.Tensor], run: RunContext,
-              oracle: torch.Tensor | None = None) -> torch.Tensor | None:
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
+              samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         if self.selector.n_tasks == 0:
             return None
         chosen = self.selector.select(sample_queries(self.model, batch)) if oracle is None else oracle.to(run.device)

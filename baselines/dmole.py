@@ -212,7 +212,7 @@ def train_router(embeddings: torch.Tensor, hidden: int, options: DMoLEOptions, s
 
 @register_method("dmole")
 class DMoLE(Method):
-    capabilities = Capabilities(grows_params=True)
+    capabilities = Capabilities(grows_params=True, selects_task=True)
     Options = DMoLEOptions
     # the rank of every expert
     search_space = {**LR, "rank": Choice((4, 8, 16))}
@@ -352,8 +352,8 @@ class DMoLE(Method):
             self.routing.past_ids, _ = self.choose(batch, training=True)
             self.routing.row_samples = image_row_samples(self.model, batch)
 
-    def route(self, batch: dict[str, torch.Tensor], run: RunContext,
-              oracle: torch.Tensor | None = None) -> torch.Tensor | None:
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
+              samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         if not self.routers:
             return None
         if oracle is None:

@@ -71,7 +71,7 @@ def replace_projector(model: nn.Module, bank: nn.Module) -> None:
 
 @register_method("expansion")
 class Expansion(Method):
-    capabilities = Capabilities(grows_params=True)
+    capabilities = Capabilities(grows_params=True, selects_task=True)
     Options = ExpansionOptions
     # only the projector copy trains, at its own option lr (training.lr reaches nothing here)
     search_space = {"lr": LogUniform(1e-4, 1e-2)}
@@ -115,8 +115,8 @@ class Expansion(Method):
         queries = sample_queries(self.model, batch)
         return {"keys": self.options.key_weight * self.selector.key_loss(queries, self.routing.training_task)}
 
-    def route(self, batch: dict[str, torch.Tensor], run: RunContext,
-              oracle: torch.Tensor | None = None) -> torch.Tensor | None:
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
+              samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         if self.selector.n_tasks == 0:
             return None
         # the queries run the vision side (Qwen2-VL's includes the projector bank): the previous batch's

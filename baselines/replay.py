@@ -74,6 +74,9 @@ class Replay(Method):
         for name, index in slots:
             self.buffer.setdefault(name, []).append(index)
 
+    def kept_samples(self) -> dict[str, list[int]]:
+        return self.buffer
+
     def state_dict(self) -> dict[str, Any]:
         return {"buffer": self.buffer, "seen": self.seen}
 

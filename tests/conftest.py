@@ -22,6 +22,14 @@ os.environ.pop("COLUMNS", None)
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+# options that shrink a method's own loops (not its mechanism) on the quick test slices: MR-LoRA's router
+# trains 40 epochs over its stored samples after every task, longer than the slice's whole training
+QUICK_OPTIONS: dict[str, dict] = {"mrlora": {"router_epochs": 4}}
+
+
+def quick_option_args(method: str) -> list[str]:
+    """QUICK_OPTIONS as the command line takes them."""
+    return [arg for key, value in QUICK_OPTIONS.get(method, {}).items() for arg in ("--option", f"{key}={value}")]
 
 
 def benchmark_script(name: str) -> ModuleType:

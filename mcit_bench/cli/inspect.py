@@ -31,12 +31,13 @@ def list_registered(what: Annotated[Listing, typer.Argument(help="what to list")
     if what is Listing.methods:
         from mcit_bench.methods.registry import METHODS
 
+        table.add_column("capabilities")
         for name in METHODS.names():
             method = METHODS.get(name)
             doc = (method.__module__ and sys.modules[method.__module__].__doc__) or ""
             flags = ", ".join(f"--{flag.replace('_', '-')}" for flag in method.Options.flags)
             table.add_row(name, (doc.strip().splitlines()[0] if doc.strip() else "")
-                          + (f" (flags: {flags})" if flags else ""))
+                          + (f" (flags: {flags})" if flags else ""), method.capabilities.summary())
     elif what is Listing.sequences:
         from mcit_bench.data.stream import builtin_sequences, read_sequence
 

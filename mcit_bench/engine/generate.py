@@ -47,7 +47,7 @@ def generate_answers(
         chunk = [{name: row[name] for name in MODEL_FIELDS} for row in rows[start : start + batch_size]]
         batch = {name: value.to(device) for name, value in collator.generation_batch(chunk).items()}
         oracle = None if oracle_task is None else torch.full((len(chunk),), oracle_task, dtype=torch.long)
-        selected = method.route(batch, run, oracle) if method is not None else None
+        selected = method.route(batch, run, oracle, chunk) if method is not None else None
         if selected is not None:
             selects = True
             chosen.extend(int(task) for task in selected.tolist())

@@ -46,6 +46,15 @@ class Capabilities:
     uses_memory: bool = False  # does it keep samples of past tasks?
     upper_bound: bool = False  # a reference point, not a continual method (joint training)
     can_shard: bool = True  # does it run with the frozen base sharded (--shard fsdp)?
+    # does it choose each evaluation sample's task itself (reported: task-selection accuracy, oracle matrix)?
+    selects_task: bool = False
+
+    def summary(self) -> str:
+        """What ``mcit-bench ls methods`` prints: each capability that holds, in words."""
+        words = [("needs the task id at evaluation", self.task_id_at_eval), ("selects the task", self.selects_task),
+                 ("grows parameters", self.grows_params), ("keeps past samples", self.uses_memory),
+                 ("upper bound", self.upper_bound), ("shards", self.can_shard)]
+        return ", ".join(word for word, holds in words if holds)
 
 
 @dataclass(frozen=True)
@@ -111,20 +120,27 @@ class Method:
     def after_task(self, stage: Stage, run: RunContext) -> None:
         """Consolidate after a stage: Fisher information, keys, buffers, freezing."""
 
-    def route(self, batch: dict[str, torch.Tensor], run: RunContext,
-              oracle: torch.Tensor | None = None) -> torch.Tensor | None:
+    def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
+              samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         """Choose a route for each sample of an evaluation batch, without its task label.
 
         Methods that select a task return each sample's chosen task (its position in the stream),
         from which the harness reports task-selection accuracy; the others return None. Given
         ``oracle`` (each sample's true task), a selecting method routes there instead of choosing:
-        the oracle evaluation beside the routed one.
+        the oracle evaluation beside the routed one. ``samples`` are the batch's rows as the model
+        sees them (image and instruction, no answer), for a method whose routing asks the model a
+        question of its own (MR-LoRA).
         """
         return None
 
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """Optimiser parameter groups; the default is every parameter that requires grad."""
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def kept_samples(self) -> dict[str, list[int]]:
+        """The training samples of past tasks the method keeps (per task, their indices in its
+        training split): a replay buffer, a router's memory. What ``uses_memory`` declares."""
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         """Everything carried between stages besides model weights (tensors and JSON values)."""

@@ -19,11 +19,11 @@ from mcit_bench.methods.registry import METHODS, build_method
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.loading import load_model
 from mcit_bench.results.scoring import rescore_run
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, QUICK_OPTIONS
 
 SEQUENCE = str(FIXTURES / "two_task_quick.yaml")
 ALL_METHODS = METHODS.names()
-SELECTING = {"expansion", "branchlora", "dmole"}  # choose their route without the task label
+SELECTING = {name for name in METHODS.names() if METHODS.get(name).capabilities.selects_task}
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +42,7 @@ def set_up(name: str, cache_root):
     model, processor = load_model("mcit-tiny")
     collator = InstructionCollator(processor, processor.tokenizer.model_max_length)
     run = RunContext(stream=stream, seed=0, train_data=train_sets, collator=collator)
-    method = build_method(RunConfig(method=name, sequence=SEQUENCE))
+    method = build_method(RunConfig(method=name, sequence=SEQUENCE, method_options=QUICK_OPTIONS.get(name, {})))
     return stream, test_sets, method, method.setup(model, run), collator, run
 
 
@@ -67,6 +67,7 @@ def drive(name: str, cache_root) -> list[dict]:
             "reported_count": stats.trainable_params,
             "total_params": sum(p.numel() for p in model.parameters()),
             "data_size": data_size,
+            "kept": sum(len(kept) for kept in method.kept_samples().values()),
             "own_size": sum(len(train_sets[t.name]) for t in stage.tasks),
         })
         method.after_task(stage, run)
@@ -106,12 +107,15 @@ def test_declared_capabilities_are_honest(name, driven, cache_root):
     if not capabilities.upper_bound:
         grew = log[1]["total_params"] > log[0]["total_params"]
         assert capabilities.grows_params == grew
-        assert capabilities.uses_memory == (log[1]["data_size"] > log[1]["own_size"])
+        # a method that keeps past samples says so, whether it trains on them (replay) or not (a router's memory)
+        assert capabilities.uses_memory == (log[1]["kept"] > 0)
+        if log[1]["data_size"] > log[1]["own_size"]:
+            assert capabilities.uses_memory
 
 
 @pytest.mark.parametrize("name", ALL_METHODS)
 def test_resumed_run_gives_the_uninterrupted_matrix(name, tmp_path, cache_root):
-    config = RunConfig(method=name, sequence=SEQUENCE, seed=0)
+    config = RunConfig(method=name, sequence=SEQUENCE, seed=0, method_options=QUICK_OPTIONS.get(name, {}))
     whole = run_stream(config, tmp_path / "whole", cache_root=cache_root)
     if METHODS.get(name).capabilities.upper_bound:  # one stage: nothing to resume
         assert len(whole["stages"]) == 1 and whole["run"]["upper_bound"]
@@ -133,7 +137,8 @@ def test_resumed_run_gives_the_uninterrupted_matrix(name, tmp_path, cache_root):
 
 @pytest.mark.parametrize("name", sorted(SELECTING))
 def test_oracle_routing_is_evaluated_beside_the_selectors_choice(name, tmp_path, cache_root):
-    results = run_stream(RunConfig(method=name, sequence=SEQUENCE, seed=0), tmp_path, cache_root=cache_root)
+    results = run_stream(RunConfig(method=name, sequence=SEQUENCE, seed=0, method_options=QUICK_OPTIONS.get(name, {})),
+                         tmp_path, cache_root=cache_root)
     run_dir = tmp_path / "two-task-quick" / name / "seed0"
     routed, oracle = results["matrix"], results["oracle"]["matrix"]
     assert oracle[0] == routed[0]  # the base model has no route to choose

@@ -8,11 +8,11 @@ from typer.testing import CliRunner
 
 from mcit_bench.cli import app
 from mcit_bench.methods.registry import METHODS
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, quick_option_args
 
 pytestmark = pytest.mark.slow
 
-SELECTING = {"expansion", "branchlora", "dmole"}
+SELECTING = {name for name in METHODS.names() if METHODS.get(name).capabilities.selects_task}
 # llava-1.5 and qwen2-vl-448 at real image sizes: 576 image tokens (LLaVA-1.5's 336-pixel CLIP) and
 # 256 (Qwen2-VL at 448 x 448 pixels), so real sequence lengths meet the sequence limit and truncation
 BACKENDS = ("qwen2-vl", "qwen2.5-vl", "internvl", "llava-1.5", "qwen2-vl-448")
@@ -65,7 +65,7 @@ def test_every_method_runs_on_a_tiny_model_of_each_backend(tmp_path, cache_root,
     result = CliRunner().invoke(app, [
         "run", "--method", method, "--sequence", str(FIXTURES / "two_task_quick.yaml"), "--model", str(model_dir),
         "--steps-per-task", "2", "--batch-size", "4", "--output", str(tmp_path / "runs"),
-        "--cache-dir", str(cache_root)])
+        "--cache-dir", str(cache_root), *quick_option_args(method)])
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "runs" / "two-task-quick" / method / "seed0" / "results.json").read_text())
     assert results["tasks"] == ["imagenet", "textvqa"]
@@ -105,7 +105,8 @@ def run_text_only(tmp_path, cache_root, method: str, model: str) -> dict:
     in generation and in the selectors' routing."""
     result = CliRunner().invoke(app, [
         "run", "--method", method, "--sequence", str(TEXT_ONLY), "--data-root", str(FIXTURES / "published" / "coin"),
-        "--model", model, "--batch-size", "4", "--output", str(tmp_path / "runs"), "--cache-dir", str(cache_root)])
+        "--model", model, "--batch-size", "4", "--output", str(tmp_path / "runs"), "--cache-dir", str(cache_root),
+        *quick_option_args(method)])
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "runs" / "text-only-quick" / method / "seed0"
     results = json.loads((run_dir / "results.json").read_text())

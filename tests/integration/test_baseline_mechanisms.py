@@ -30,3 +30,24 @@ def test_keeplora_trained_update_leaves_the_protected_space_alone(cache_root):
         for name, space in method.spaces.items():
             assert len(space) >= len(protected[name])
             torch.testing.assert_close(space[: len(protected[name])], protected[name])
+
+
+def test_mrlora_router_finds_the_task_when_only_the_instruction_differs(cache_root):
+    """Two tasks on the same images, told apart by their instruction alone: after training on its
+    stored samples, the router LoRA answers the right expert for held-out samples of both."""
+    stream, _, method, model, collator, run = set_up("mrlora", cache_root)
+    # enough steps for mcit-tiny to learn a two-word difference (measured: chance after 80 steps)
+    method.options = method.options.model_copy(update={"router_epochs": 30, "router_lr": 2e-3,
+                                                       "router_batch_size": 8})
+    images = [row["image"] for row in run.train_data["imagenet"]]
+    assert len(images) >= 30
+    instructions = {"imagenet": "What object is shown?", "textvqa": "What text is written?"}
+    run.train_data = {task: [{"image": image, "instruction": instruction, "target": "x"} for image in images]
+                      for task, instruction in instructions.items()}
+    method.tasks = list(stream.tasks)  # the router needs no expert to have trained
+    method.memory = {task: list(range(20)) for task in instructions}
+    method.train_router(run)
+    model.eval()
+    held_out = [{"image": image, "instruction": instructions[task]} for task in instructions for image in images[20:30]]
+    chosen = method.ask_router(held_out, run)
+    assert chosen == [0] * 10 + [1] * 10

@@ -18,7 +18,9 @@ def invoke(*args: str):
 
 
 def test_ls_lists_registered_things():
-    assert "seqft" in invoke("ls", "methods").output and "joint" in invoke("ls", "methods").output
+    methods = invoke("ls", "methods").output
+    assert all(name in methods for name in ("seqft", "joint", "olora", "keeplora", "mrlora"))
+    assert "capabilities" in methods and "selects the" in methods
     assert "synth-coin@1" in invoke("ls", "sequences").output
     metrics = invoke("ls", "metrics").output
     assert "vqa_accuracy" in metrics and "forgetting" in metrics

@@ -21,18 +21,20 @@ from mcit_bench.config import RunConfig
 from mcit_bench.core.errors import ConfigError
 from mcit_bench.engine.run import run_stream
 from mcit_bench.engine.sharding import check_can_shard, predicted_bytes, shard_units
+from mcit_bench.methods.registry import METHODS as REGISTERED
 from mcit_bench.models.loading import PRECISIONS, load_model
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, QUICK_OPTIONS
 
 pytestmark = pytest.mark.slow
 
 QUICK = str(FIXTURES / "two_task_quick.yaml")
 # dropout draws its masks per process, so two processes drop other units than one: compared without it
-OPTIONS = {"olora": {"dropout": 0.0}, "keeplora": {"dropout": 0.0}}
+OPTIONS = {**QUICK_OPTIONS, "olora": {"dropout": 0.0}, "keeplora": {"dropout": 0.0}}
 STEPS = 4
-# seqft first: it is also the one stopped and resumed; then a penalty, a teacher, a selector, growth
-# and the rest
-METHODS = ["seqft", "ewc", "lwf", "branchlora", "dmole", "replay", "moelora", "expansion", "joint", "olora", "keeplora"]
+# every registered method that declares it shards (the others are refused, tested below); seqft first:
+# it is also the one stopped and resumed
+METHODS = ["seqft"] + [name for name in REGISTERED.names()
+                       if name != "seqft" and REGISTERED.get(name).capabilities.can_shard]
 # a resumed sharded run against the uninterrupted one: the same sums in the same order
 WEIGHT_TOLERANCE = 1e-5
 # trained weights of two sharded processes against one unsharded: float sums in another order, through

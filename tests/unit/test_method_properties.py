@@ -247,3 +247,39 @@ def test_keeplora_completes_a_the_same_way_where_the_gradient_has_too_few_direct
     assert torch.equal(residual_directions(gram, unit_rows(0), 3), unit_rows(1, 2, 3))
     # a protected space that fills the input space leaves nothing to train: A is zero
     assert torch.equal(residual_directions(gram, unit_rows(0, 1, 2, 3), 2), torch.zeros(2, 4))
+
+
+@pytest.mark.parametrize("method, summary", [
+    ("seqft", "shards"),
+    ("replay", "keeps past samples, shards"),
+    ("joint", "upper bound, shards"),
+    ("mrlora", "selects the task, grows parameters, keeps past samples, shards"),
+    ("keeplora", "grows parameters, shards"),
+])
+def test_ls_methods_states_each_capability_in_words(method, summary):
+    from mcit_bench.methods.registry import METHODS
+
+    assert METHODS.get(method).capabilities.summary() == summary
+
+
+@pytest.mark.parametrize("output, expected", [
+    ("2", 1),  # a label
+    (" 3 ", 2),
+    ("1.", 0),  # one stray character: the first label found
+    ("the expert 2", 7),  # more than one character no label has: illegal, the fallback
+    ("", 7),  # nothing: the fallback
+    ("12", 0),  # the first label in order that the output holds
+])
+def test_mrlora_reads_the_routers_answer_as_choose_ans_does(output, expected):
+    from mcit_bench.baselines.mrlora import chosen_expert, expert_labels
+
+    assert chosen_expert(output, expert_labels(3, "digits"), fallback=7) == expected
+
+
+def test_mrlora_letters_follow_the_official_order():
+    from mcit_bench.baselines.mrlora import chosen_expert, expert_labels
+
+    labels = expert_labels(5, "letters")
+    assert labels == ["A", "B", "C", "D", "E"]
+    assert chosen_expert("C", labels, fallback=0) == 2
+    assert chosen_expert("EB", labels, fallback=0) == 1  # 'B' is looked for before 'E'

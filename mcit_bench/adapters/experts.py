@@ -89,8 +89,7 @@ def attach_adapters(model: nn.Module, target_names: Iterable[str],
 def kaiming_down(rank: int, d_in: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """A LoRA down-projection as peft initialises it: Kaiming-uniform(a=sqrt(5)), bound 1/sqrt(d_in).
 
-    Every LoRA-family method here starts its A this way, so seqft, MoELoRA, BranchLoRA and D-MoLE
-    differ in structure only, not in how fast their first steps move.
+    seqft, BranchLoRA, D-MoLE and O-LoRA start their A this way; MoELoRA follows CoIN's N(0, 0.01^2).
     """
     bound = 1 / math.sqrt(d_in)
     return torch.empty(rank, d_in).uniform_(-bound, bound, generator=generator)
@@ -103,24 +102,30 @@ def _check_rank(rank: int, experts: int) -> int:
 
 
 class MoELoRA(nn.Module):
-    """CoIN's MoELoRA: E experts split rank r; a dense token-level softmax router, no top-k.
+    """CoIN's MoELoRA (``CoIN/peft/tuners/coinmoelora.py``): E experts split rank r; a dense token-level
+    softmax router, no top-k.
 
-    h = W0 x + (alpha / r) * sum_e softmax(W_g x)_e B_e A_e x, with A Kaiming-uniform (peft's
-    default, :func:`kaiming_down`) and B = 0.
+    h = W0 x + (alpha / r) * sum_e softmax(W_g x)_e B_e A_e dropout(x), each expert's A drawn from
+    N(0, 0.01^2) and B = 0 (lines 290-294), the router an ``nn.Linear`` without bias at its default
+    initialisation reading x without dropout (lines 320-321, 386-395). CL-MoE's layer is the same module.
     """
 
-    def __init__(self, d_in: int, d_out: int, experts: int, rank: int, alpha: float) -> None:
+    def __init__(self, d_in: int, d_out: int, experts: int, rank: int, alpha: float, dropout: float = 0.0) -> None:
         super().__init__()
         self.experts, self.expert_rank = experts, _check_rank(rank, experts)
         self.scale = alpha / rank
-        self.lora_A = nn.Parameter(kaiming_down(rank, d_in))  # expert e: rows e*r_e .. (e+1)*r_e
+        self.dropout = nn.Dropout(dropout)
+        self.lora_A = nn.Parameter(torch.randn(rank, d_in) * 0.01)  # expert e: rows e*r_e .. (e+1)*r_e
         self.lora_B = nn.Parameter(torch.zeros(d_out, rank))
         self.router = nn.Parameter(torch.empty(experts, d_in))
-        nn.init.kaiming_uniform_(self.router, a=math.sqrt(5))  # nn.Linear's default, as in CoIN
+        nn.init.kaiming_uniform_(self.router, a=math.sqrt(5))  # nn.Linear's default
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x @ self.router.T, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gates = torch.softmax(x @ self.router.T, dim=-1)
-        low = (x @ self.lora_A.T).unflatten(-1, (self.experts, self.expert_rank)) * gates.unsqueeze(-1)
+        low = (self.dropout(x) @ self.lora_A.T).unflatten(-1, (self.experts, self.expert_rank))
+        low = low * self.gates(x).unsqueeze(-1)
         return (low.flatten(-2) @ self.lora_B.T) * self.scale
 
 

@@ -283,3 +283,32 @@ def test_mrlora_letters_follow_the_official_order():
     assert labels == ["A", "B", "C", "D", "E"]
     assert chosen_expert("C", labels, fallback=0) == 2
     assert chosen_expert("EB", labels, fallback=0) == 1  # 'B' is looked for before 'E'
+
+
+def test_clmoe_counts_each_tokens_two_largest_gates_and_skips_ties():
+    from mcit_bench.baselines.clmoe import expert_set, top2_counts
+
+    gates = torch.tensor([[[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.4, 0.4, 0.2]]])  # the third token ties
+    assert top2_counts(gates, 3).tolist() == [1, 2, 1]
+    assert expert_set(torch.tensor([5, 0, 3, 3]), 8) == [0, 2, 3]  # never picked: not in the set
+    assert expert_set(torch.tensor([5, 0, 3, 3]), 2) == [0, 2]
+
+
+def test_clmoe_merge_is_the_stated_convex_combination_of_old_and_new_experts():
+    from mcit_bench.adapters.experts import MoELoRA
+
+    method = build_method(RunConfig(method="clmoe", method_options={"experts": 2, "rank": 2, "momentum": 0.7}))
+    layer = MoELoRA(3, 2, experts=2, rank=2, alpha=2.0)
+    method.layers = {"layer": layer}
+    with torch.no_grad():
+        layer.lora_A.fill_(1.0)
+        layer.lora_B.fill_(2.0)
+    method.before_task(Stage(2, ()), None)  # the old side: A = 1, B = 2
+    with torch.no_grad():
+        layer.lora_A.fill_(0.0)
+        layer.lora_B.fill_(10.0)
+    # expert 0 was in the last task's set and is not in this one's: it keeps 0.3 of its old weights;
+    # expert 1 keeps 0.7
+    method.merge(previous=[0, 1], current=[1])
+    torch.testing.assert_close(layer.lora_A, torch.tensor([[0.3] * 3, [0.7] * 3]))
+    torch.testing.assert_close(layer.lora_B, torch.tensor([[0.3 * 2 + 0.7 * 10, 0.7 * 2 + 0.3 * 10]] * 2))

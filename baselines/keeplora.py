@@ -26,8 +26,8 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from mcit_bench.adapters.experts import TaskBlocksLoRA, attach_adapters
-from mcit_bench.adapters.lora import freeze_all, language_linear_names, unfreeze_projector
+from mcit_bench.adapters.experts import TaskBlocksLoRA
+from mcit_bench.adapters.lora import freeze_all, unfreeze_projector
 from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.methods.base import (
     Capabilities,
@@ -41,6 +41,7 @@ from mcit_bench.methods.base import (
 )
 from mcit_bench.methods.distributed import processes, row_share, summed_over_processes
 from mcit_bench.methods.gradients import linear_weight_gradients
+from mcit_bench.methods.lora import TaskBlocks
 from mcit_bench.methods.search import LR, Choice, Uniform
 
 
@@ -152,6 +153,7 @@ class KeepLoRA(Method):
 
     def __init__(self, options: KeepLoRAOptions) -> None:
         super().__init__(options)
+        self.blocks: TaskBlocks | None = None
         self.layers: dict[str, TaskBlocksLoRA] = {}
         self.spaces: dict[str, torch.Tensor] = {}  # per layer, the protected directions [k, d_in]
         self.model: nn.Module | None = None
@@ -159,9 +161,8 @@ class KeepLoRA(Method):
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         freeze_all(model)
         o = self.options
-        self.layers = attach_adapters(model, language_linear_names(model),
-                                      lambda name, linear: TaskBlocksLoRA(linear.in_features, linear.out_features,
-                                                                          o.rank, o.alpha, o.dropout))
+        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout)
+        self.layers = self.blocks.layers
         if o.train_projector:
             unfreeze_projector(model)
         self.model = model
@@ -207,17 +208,13 @@ class KeepLoRA(Method):
         if not self.spaces:
             self.spaces = {name: weight_space(gram, self.options.weight_energy)
                            for name, gram in self.weight_grams().items()}
-        if self.n_blocks() <= task:
+        if self.blocks.count <= task:
             grams = self.gradient_grams(stage, run)
-            device = next(self.model.parameters()).device
+            self.blocks.grow(task + 1, run.seed)  # each new A is set next
             for name, layer in self.layers.items():
-                layer.add_block(torch.Generator().manual_seed(0), device)  # A is set next
                 with torch.no_grad():
                     layer.lora_A[task].copy_(residual_directions(grams[name], self.spaces[name], layer.rank))
-        for layer in self.layers.values():
-            for index in range(layer.n_blocks):
-                layer.lora_A[index].requires_grad_(False)
-                layer.lora_B[index].requires_grad_(index == task)
+        self.blocks.train_only(task, down=False)
 
     def after_task(self, stage: Stage, run: RunContext) -> None:
         grams = self.gradient_grams(stage, run)
@@ -225,14 +222,11 @@ class KeepLoRA(Method):
                                          layer.d_out)
                        for name, layer in self.layers.items()}
 
-    def n_blocks(self) -> int:
-        return next(iter(self.layers.values())).n_blocks
-
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         """The protected subspaces and every block's fixed A (never trained, so not among the weights
         the checkpoint keeps)."""
-        state: dict[str, Any] = {"blocks": self.n_blocks()}
+        state: dict[str, Any] = {"blocks": self.blocks.count}
         for name, layer in self.layers.items():
             state[f"space.{name}"] = self.spaces[name]
             for index, down in enumerate(layer.lora_A):
@@ -241,9 +235,9 @@ class KeepLoRA(Method):
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         device = next(model.parameters()).device
+        self.blocks.grow(int(state["blocks"]), 0)
         for name, layer in self.layers.items():
             self.spaces[name] = state[f"space.{name}"].to(device)
-            while layer.n_blocks < int(state["blocks"]):
-                layer.add_block(torch.Generator().manual_seed(0), device)
-                with torch.no_grad():
-                    layer.lora_A[-1].copy_(state[f"down.{layer.n_blocks - 1}.{name}"])
+            with torch.no_grad():
+                for index, down in enumerate(layer.lora_A):
+                    down.copy_(state[f"down.{index}.{name}"])

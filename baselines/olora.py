@@ -21,9 +21,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mcit_bench.adapters.experts import TaskBlocksLoRA, attach_adapters
-from mcit_bench.adapters.lora import freeze_all, language_linear_names, unfreeze_projector
+from mcit_bench.adapters.experts import TaskBlocksLoRA
+from mcit_bench.adapters.lora import freeze_all, unfreeze_projector
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
+from mcit_bench.methods.lora import TaskBlocks
 from mcit_bench.methods.search import LR, Choice, LogUniform
 
 
@@ -50,39 +51,23 @@ class OLoRA(Method):
 
     def __init__(self, options: OLoRAOptions) -> None:
         super().__init__(options)
+        self.blocks: TaskBlocks | None = None
         self.layers: dict[str, TaskBlocksLoRA] = {}
-        self.model: nn.Module | None = None
         self.task = 0
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         freeze_all(model)
         o = self.options
-        self.layers = attach_adapters(model, language_linear_names(model),
-                                      lambda name, linear: TaskBlocksLoRA(linear.in_features, linear.out_features,
-                                                                          o.rank, o.alpha, o.dropout))
+        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout)
+        self.layers = self.blocks.layers
         if o.train_projector:
             unfreeze_projector(model)
-        self.model = model
         return model
-
-    def grow(self, blocks: int, seed: int) -> None:
-        """Add blocks until each layer holds ``blocks``, block b drawn from one generator seeded by b."""
-        device = next(self.model.parameters()).device
-        for block in range(self.n_blocks(), blocks):
-            generator = torch.Generator().manual_seed(seed * 1000 + block)
-            for layer in self.layers.values():
-                layer.add_block(generator, device)
-
-    def n_blocks(self) -> int:
-        return next(iter(self.layers.values())).n_blocks
 
     def before_task(self, stage: Stage, run: RunContext) -> None:
         self.task = stage.index - 1
-        self.grow(self.task + 1, run.seed)
-        for layer in self.layers.values():
-            for index in range(layer.n_blocks):
-                layer.lora_A[index].requires_grad_(index == self.task)
-                layer.lora_B[index].requires_grad_(index == self.task)
+        self.blocks.grow(self.task + 1, run.seed)
+        self.blocks.train_only(self.task)
 
     def penalties(self) -> dict[str, torch.Tensor]:
         """lambda1 * sum over layers of |A_old A_t^T|_1 and lambda2 * sum of ||A_t|| + ||B_t||."""
@@ -101,7 +86,7 @@ class OLoRA(Method):
         return self.penalties()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"blocks": self.n_blocks()}
+        return {"blocks": self.blocks.count}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
-        self.grow(int(state["blocks"]), 0)  # shapes only: the weights are loaded next
+        self.blocks.grow(int(state["blocks"]), 0)  # shapes only: the weights are loaded next

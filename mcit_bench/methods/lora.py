@@ -1,14 +1,17 @@
-"""The LoRA machinery seqft, EWC, LwF, replay and joint share: their options, search space and
-trainable set. It lives here, not in a plugin, so no plugin imports another."""
+"""The LoRA machinery several plugins share: seqft's options, search space and trainable set (seqft,
+EWC, LwF, replay, joint) and a LoRA block per task (O-LoRA, KeepLoRA, RegLoRA). It lives here, not in
+a plugin, so no plugin imports another."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from pydantic import Field
 from torch import nn
 
-from mcit_bench.adapters.lora import freeze_all, inject_lora, unfreeze_projector
+from mcit_bench.adapters.experts import TaskBlocksLoRA, attach_adapters
+from mcit_bench.adapters.lora import freeze_all, inject_lora, language_linear_names, unfreeze_projector
 from mcit_bench.methods.base import MethodOptions
 from mcit_bench.methods.search import LR, Choice, SearchSpace
 from mcit_bench.models.anatomy import language_model
@@ -41,3 +44,34 @@ def lora_or_full(model: nn.Module, options: SeqFTOptions) -> nn.Module:
     if options.train_projector:
         unfreeze_projector(model)
     return model
+
+
+class TaskBlocks:
+    """A LoRA block per task on every linear layer of the language model, the earlier tasks' blocks
+    frozen and active (O-LoRA, KeepLoRA, RegLoRA: where the official code merges each task's LoRA into
+    the weights or keeps it beside the new one, the forward is the same sum)."""
+
+    def __init__(self, model: nn.Module, rank: int, alpha: float, dropout: float) -> None:
+        self.model = model
+        self.layers: dict[str, TaskBlocksLoRA] = attach_adapters(
+            model, language_linear_names(model),
+            lambda name, linear: TaskBlocksLoRA(linear.in_features, linear.out_features, rank, alpha, dropout))
+
+    @property
+    def count(self) -> int:
+        return next(iter(self.layers.values())).n_blocks
+
+    def grow(self, blocks: int, seed: int) -> None:
+        """Add blocks until each layer holds ``blocks``; block b is drawn from one generator seeded by b."""
+        device = next(self.model.parameters()).device
+        for block in range(self.count, blocks):
+            generator = torch.Generator().manual_seed(seed * 1000 + block)
+            for layer in self.layers.values():
+                layer.add_block(generator, device)
+
+    def train_only(self, task: int, down: bool = True) -> None:
+        """Only block ``task`` trains (its A too unless ``down`` is False); every other block is frozen."""
+        for layer in self.layers.values():
+            for index in range(layer.n_blocks):
+                layer.lora_A[index].requires_grad_(down and index == task)
+                layer.lora_B[index].requires_grad_(index == task)

@@ -312,3 +312,33 @@ def test_clmoe_merge_is_the_stated_convex_combination_of_old_and_new_experts():
     method.merge(previous=[0, 1], current=[1])
     torch.testing.assert_close(layer.lora_A, torch.tensor([[0.3] * 3, [0.7] * 3]))
     torch.testing.assert_close(layer.lora_B, torch.tensor([[0.3 * 2 + 0.7 * 10, 0.7 * 2 + 0.3 * 10]] * 2))
+
+
+def test_reglora_key_elements_are_the_largest_entries_of_the_update():
+    from mcit_bench.baselines.reglora import key_elements
+
+    update = torch.tensor([[0.1, -5.0, 0.2, 0.0], [3.0, 0.0, -0.3, 4.0]])
+    # 25% of 8 entries: the two largest in magnitude, largest first
+    assert key_elements(update, 0.25).tolist() == [[0, 1], [1, 3]]
+    assert key_elements(update, 0.1).tolist() == []  # int(0.8) = 0, as the code counts
+
+
+def test_reglora_penalty_is_the_weighted_mean_magnitude_of_the_new_update_at_the_key_elements():
+    from mcit_bench.baselines.reglora import entries
+
+    from mcit_bench.adapters.experts import TaskBlocksLoRA
+
+    method = build_method(RunConfig(method="reglora", method_options={"reg_weight": 10.0}))
+    layers = {name: TaskBlocksLoRA(3, 2, rank=1, alpha=1.0, dropout=0.0) for name in ("a", "b")}
+    for layer in layers.values():
+        for _ in range(2):
+            layer.add_block(torch.Generator().manual_seed(0), torch.device("cpu"))
+    with torch.no_grad():
+        layers["a"].lora_B[1].copy_(torch.tensor([[1.0], [-2.0]]))
+        layers["a"].lora_A[1].copy_(torch.tensor([[3.0, 0.0, 1.0]]))  # B A = [[3, 0, 1], [-6, 0, -2]]
+        layers["b"].lora_B[1].zero_()  # a block that has not moved: nothing at its key elements
+    method.layers, method.task = layers, 1
+    method.keys = {"a": torch.tensor([[1, 0], [0, 2], [1, 0]]), "b": torch.tensor([[0, 0]])}
+    assert entries(layers["a"], 1, method.keys["a"]).tolist() == [-6.0, 1.0, -6.0]
+    # layer a: mean(6, 1, 6) = 13 / 3, layer b: 0; the mean over layers, times 10
+    assert method.penalty().item() == pytest.approx(10 * (13 / 3) / 2)

@@ -89,11 +89,13 @@ def answer_token_weights(micro_batches: list[dict[str, torch.Tensor]], accelerat
 
 
 def optimizer_groups(method: Method, model: nn.Module, config: TrainingConfig) -> list[dict]:
-    """The method's parameter groups, with the projector at its own learning rate if one is set."""
+    """The method's parameter groups, with the projector's own weights at their learning rate if one is
+    set. An adapter a method attaches to a projector layer (D-MoLE's experts) is the method's and trains
+    at the method's rate, as the official code trains every expert at one rate."""
     groups = method.param_groups(model)
     if config.projector_lr is None:
         return groups
-    projector_ids = {id(p) for p in projector(model).parameters()}
+    projector_ids = {id(p) for name, p in projector(model).named_parameters() if ".adapter." not in f".{name}"}
     split: list[dict] = []
     for group in groups:
         if "lr" in group:  # the method chose this group's rate itself

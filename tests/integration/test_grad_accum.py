@@ -48,3 +48,31 @@ def test_micro_batches_are_weighted_by_their_share_of_answer_tokens():
     # means over 3 and 1 answer tokens: 3/4 and 1/4 of the global mean
     assert answer_token_weights([labelled(3), labelled(1)], OneProcess()) == [0.75, 0.25]
     assert answer_token_weights([labelled(2)], OneProcess()) == [1.0]  # no accumulation: untouched
+
+
+def test_the_projector_rate_is_for_the_projectors_own_weights_not_for_adapters_on_it():
+    """D-MoLE attaches experts to projector layers; they train at the method's rate, as every expert
+    does in its code, while the projector's own weights keep theirs."""
+    from mcit_bench.adapters.experts import Routing, TaskExperts, attach_adapters
+    from mcit_bench.adapters.lora import freeze_all, unfreeze_projector
+    from mcit_bench.config import TrainingConfig
+    from mcit_bench.engine.train import optimizer_groups
+    from mcit_bench.methods.base import Method
+    from mcit_bench.models.anatomy import projector
+    from mcit_bench.models.loading import load_model
+
+    model, _ = load_model("mcit-tiny")
+    freeze_all(model)
+    unfreeze_projector(model)
+    target = next(name for name, module in model.named_modules()
+                  if isinstance(module, torch.nn.Linear) and module in set(projector(model).modules()))
+    experts = attach_adapters(model, [target], lambda name, linear: TaskExperts(linear.in_features,
+                                                                               linear.out_features, 2, 4.0, Routing()))
+    experts[target].add_expert(0, torch.Generator().manual_seed(0), torch.device("cpu"))
+    for parameter in experts[target].parameters():
+        parameter.requires_grad_(True)
+    groups = optimizer_groups(Method(Method.Options()), model, TrainingConfig(lr=1e-3, projector_lr=1e-4))
+    expert_ids = {id(p) for p in experts[target].parameters()}
+    own = {id(p) for name, p in projector(model).named_parameters() if ".adapter." not in f".{name}"}
+    by_rate = {group.get("lr"): {id(p) for p in group["params"]} for group in groups}
+    assert by_rate[1e-4] == own and expert_ids <= by_rate[None]

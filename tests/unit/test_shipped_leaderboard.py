@@ -10,13 +10,16 @@ from mcit_bench.board.leaderboard import read_leaderboard
 from mcit_bench.board.submit import shipped_sequence, shipped_tiny_weights
 from mcit_bench.methods.registry import METHODS
 from mcit_bench.scoring.continual import summarize
+from tests.unit.test_tuned_configs import pending_methods
 
 SHIPPED = Path(__file__).resolve().parents[2] / "leaderboard" / "leaderboard.json"
 
 
 def test_the_shipped_leaderboard_holds_every_method_and_verifies():
     board = read_leaderboard(SHIPPED)
-    assert {entry.key.method for entry in board.entries} == set(METHODS.names())
+    on_board = {entry.key.method for entry in board.entries}
+    # every method is on the board or declared pending (benchmarks/tuned-synth-coin/PENDING.md), never both
+    assert on_board | pending_methods() == set(METHODS.names()) and not on_board & pending_methods()
     for entry in board.entries:
         name, version = entry.key.sequence.split("@")
         assert shipped_sequence(name, entry.key.subset) == (int(version), entry.key.content_hash)

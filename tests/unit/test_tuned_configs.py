@@ -11,9 +11,16 @@ from mcit_bench.methods.registry import METHODS, build_method
 FOLDER = Path(__file__).resolve().parents[2] / "benchmarks" / "tuned-synth-coin"
 
 
+def pending_methods() -> set[str]:
+    """The methods benchmarks/tuned-synth-coin/PENDING.md declares not yet tuned ("- name: why")."""
+    lines = (FOLDER / "PENDING.md").read_text().splitlines()
+    return {line[2:].split(":")[0] for line in lines if line.startswith("- ")}
+
+
 def test_every_method_has_its_tuned_config_and_it_builds():
     files = {path.stem: path for path in FOLDER.glob("*.yaml")}
-    assert set(files) == set(METHODS.names())
+    # each method has its settings or is declared pending, never both
+    assert set(files) | pending_methods() == set(METHODS.names()) and not set(files) & pending_methods()
     for name, path in files.items():
         config = parse_run_config(load_config_file(path), str(path))
         assert config.method == name and config.sequence == "synth-coin" and config.validation is None

@@ -28,7 +28,9 @@ from mcit_bench.methods.search import LogUniform, Uniform
 class EWCOptions(SeqFTOptions):
     ewc_lambda: float = Field(default=1e4, ge=0.0)  # penalty and NLL gradients of one order (docs/METHODS.md)
     gamma: float = Field(default=1.0, ge=0.0, le=1.0)  # online decay of older importance
-    fisher_samples: int = Field(default=64, gt=0)
+    # samples the Fisher is estimated on; None: the task's whole training set, as mammoth's ewc_on
+    # estimates it (docs/METHODS.md compares the two)
+    fisher_samples: int | None = Field(default=64, gt=0)
 
 
 @register_method("ewc")
@@ -65,7 +67,8 @@ class EWC(Method):
     def fisher(self, stage: Stage, run: RunContext) -> dict[str, torch.Tensor]:
         data = self.train_data(stage, run)
         generator = torch.Generator().manual_seed(run.seed + stage.index)
-        indices = torch.randperm(len(data), generator=generator)[: self.options.fisher_samples].tolist()
+        count = self.options.fisher_samples or len(data)
+        indices = torch.randperm(len(data), generator=generator)[:count].tolist()
         params = self.trainable()
         sums = {name: torch.zeros_like(p) for name, p in params.items()}
         was_training = self.model.training

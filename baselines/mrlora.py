@@ -120,11 +120,15 @@ class MRLoRA(Method):
         return model
 
     def check_labels(self, run: RunContext) -> None:
-        """Every label must be a token of its own, or the router could not say it."""
+        """One label per task, each a token of its own, or the router could not say it."""
+        count = len(run.stream.tasks)
+        if self.options.labels == "letters" and count > len(LETTERS):
+            raise ConfigError(f"method 'mrlora': letters label at most {len(LETTERS)} experts and this stream "
+                              f"has {count} tasks; pass --option labels=digits")
         tokenizer = run.collator.tokenizer if run.collator is not None else None
         if tokenizer is None:
             return
-        labels = expert_labels(len(run.stream.tasks), self.options.labels)
+        labels = expert_labels(count, self.options.labels)
         unknown = [label for label in labels
                    if tokenizer.unk_token_id in tokenizer(label, add_special_tokens=False).input_ids]
         if unknown:

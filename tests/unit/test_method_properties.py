@@ -342,3 +342,12 @@ def test_reglora_penalty_is_the_weighted_mean_magnitude_of_the_new_update_at_the
     assert entries(layers["a"], 1, method.keys["a"]).tolist() == [-6.0, 1.0, -6.0]
     # layer a: mean(6, 1, 6) = 13 / 3, layer b: 0; the mean over layers, times 10
     assert method.penalty().item() == pytest.approx(10 * (13 / 3) / 2)
+
+
+def test_mrlora_refuses_a_stream_its_labels_cannot_name():
+    from types import SimpleNamespace
+
+    method = build_method(RunConfig(method="mrlora", method_options={"labels": "letters"}))
+    stream = SimpleNamespace(tasks=[TaskDef(name=f"t{i}", type="vqa", train="x", test="y") for i in range(27)])
+    with pytest.raises(ConfigError, match="letters label at most 26 experts and this stream has 27 tasks"):
+        method.check_labels(RunContext(stream=stream, seed=0))

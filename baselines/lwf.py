@@ -44,6 +44,7 @@ def distillation_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
 
 @register_method("lwf")
 class LwF(Method):
+    stability = "lwf_lambda"
     Options = LwFOptions
     # mammoth's alpha and softmax temperature, around its defaults 0.5 and 2
     search_space = {**LORA_SPACE, "lwf_lambda": Uniform(0.1, 2.0), "temperature": Choice((1.0, 2.0, 4.0))}

@@ -45,6 +45,7 @@ def orthogonality(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
 @register_method("olora")
 class OLoRA(Method):
     capabilities = Capabilities(grows_params=True)
+    stability = "lambda1"
     Options = OLoRAOptions
     # the rank of each task's block and the weight of the orthogonality term around the code's 0.5
     search_space = {**LR, "rank": Choice((4, 8, 16)), "lambda1": LogUniform(0.05, 5.0)}

@@ -57,6 +57,7 @@ def entries(layer: TaskBlocksLoRA, block: int, positions: torch.Tensor) -> torch
 @register_method("reglora")
 class RegLoRA(Method):
     capabilities = Capabilities(grows_params=True)
+    stability = "reg_weight"
     Options = RegLoRAOptions
     # the weight of the key elements' term on a log grid around the code's 2.5e3
     search_space = {**LR, "rank": Choice((8, 16, 32)), "reg_weight": LogUniform(2.5e2, 2.5e4)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mcit_bench.core.errors import ConfigError, first_problem
 
@@ -96,6 +96,16 @@ class RunConfig(_Strict):
     validation: ValidationSplit | None = None
     # a run whose settings a ``mcit-bench tune`` study chose (None: the methods' defaults)
     tuned: TunedFrom | None = None
+    # method options that hold for one stage only, by stage (1-based): the stability setting the
+    # plasticity protocol (``tune --protocol plasticity``) chooses for each new task; None: none
+    stage_options: dict[int, dict[str, Any]] | None = None
+
+    @field_validator("stage_options")
+    @classmethod
+    def _stages_count_from_one(cls, value: dict[int, dict[str, Any]] | None) -> dict[int, dict[str, Any]] | None:
+        if value is not None and any(stage < 1 for stage in value):
+            raise ValueError("stages are numbered from 1 (the stage after the first task)")
+        return value
 
     def as_json(self) -> dict[str, Any]:
         """The config as run directories and results record it; the tuning fields only when set, so
@@ -106,7 +116,7 @@ class RunConfig(_Strict):
         return {key: value for key, value in dumped.items() if key not in OPTIONAL_RECORDS or value is not None}
 
 
-OPTIONAL_RECORDS = ("shard", "validation", "tuned")
+OPTIONAL_RECORDS = ("shard", "validation", "tuned", "stage_options")
 OPTIONAL_TRAINING_RECORDS = ("max_length",)
 
 

@@ -138,6 +138,25 @@ def claim_run_directory(paths: RunPaths, config: RunConfig, resume: bool, overwr
                               f"you can write to") from None
     return {}
 
+def branch_run_directory(source: RunPaths, target: RunPaths, config: RunConfig, stages_done: int) -> None:
+    """``target`` as a copy of ``source`` (a run stopped after ``stages_done`` stages) under ``config``,
+    ready to be resumed: its files as they are, so the verified resume checks them, and its config
+    replaced. The two configs may differ only in what no finished stage used (``stage_options`` of
+    later stages): the plasticity protocol tries each setting of the next stage from one finished run."""
+    def before(recorded: dict[str, Any]) -> dict[str, Any]:
+        stages = {key: value for key, value in (recorded.get("stage_options") or {}).items()
+                  if int(key) <= stages_done}
+        return {**{key: value for key, value in recorded.items() if key != "stage_options"}, "stage_options": stages}
+
+    differences = config_differences(before(read_run_json(source.config, "")), before(config.as_json()))
+    if differences:
+        raise ConfigError(f"run directory {source.root} cannot continue as this run: {'; '.join(differences)} "
+                          f"would change stages it has already trained")
+    shutil.rmtree(target.root, ignore_errors=True)
+    shutil.copytree(source.root, target.root, ignore=shutil.ignore_patterns(source.results.name))
+    atomic_write_json(target.config, config.as_json())
+
+
 def read_run_json(path: Path, fix: str) -> dict[str, Any]:
     """A JSON file of a run directory, or one sentence saying it is damaged and what to do."""
     try:

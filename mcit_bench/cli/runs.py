@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from mcit_bench.cli import options as opt
 from mcit_bench.cli.app import app, console, errors, fail
@@ -90,11 +92,24 @@ def run(
         fail(error)
 
 
+class Protocol(str, Enum):
+    equal_budget = "equal-budget"
+    plasticity = "plasticity"
+
+
 @app.command(context_settings=opt.TAKES_METHOD_FLAGS)
 def tune(
     ctx: typer.Context,
     method: Annotated[str, typer.Option(help="method to tune (see 'mcit-bench ls methods')")],
-    trials: Annotated[int, typer.Option(help="the study's budget: trials in all, the same for every method")],
+    trials: Annotated[Optional[int], typer.Option(help="the study's budget: trials in all, the same for every "
+                                                        "method (the equal-budget protocol)")] = None,
+    protocol: Annotated[Protocol, typer.Option(help="equal-budget: a search of whole runs; plasticity: De Lange "
+                                                    "et al.'s task-by-task decay of the stability setting")]
+    = Protocol.equal_budget,
+    margin: Annotated[float, typer.Option(help="plasticity: a task is accepted at (1 - margin) of fine-tuning's "
+                                               "accuracy")] = 0.2,
+    decay: Annotated[float, typer.Option(help="plasticity: the stability setting's factor from one try to the "
+                                              "next")] = 0.5,
     sequence: opt.Sequence = None,
     subset: opt.Subset = None,
     variant: opt.Variant = None,
@@ -138,10 +153,21 @@ def tune(
             raw["seed"] = seed
         raw["validation"] = {"fraction": validation_fraction, "max_per_task": validation_max}
         base = parse_run_config(raw, str(config) if config else "command line")
+        suffix = f"-seed{base.seed}" + (f"-{base.subset}" if base.subset else "")
+        if protocol is Protocol.plasticity:
+            from mcit_bench.tune import PlasticityRequest, plasticity
+
+            show_plasticity(plasticity(PlasticityRequest(
+                base=base, output_root=output, name=study_name or f"plasticity{suffix}", margin=margin, decay=decay,
+                data_root=data_root, cache_root=cache_dir), console))
+            return
+        if trials is None:
+            raise ConfigError("--trials is missing: the equal-budget study needs its budget (8 for the "
+                              "leaderboard's methods)")
         request = TuneRequest(base=base, trials=trials,
                               space=read_space_file(space) if space else method_space(method),
-                              output_root=output, study_name=study_name or f"tune-seed{base.seed}"
-                              + (f"-{base.subset}" if base.subset else ""), storage=storage, data_root=data_root,
+                              output_root=output, study_name=study_name or f"tune{suffix}", storage=storage,
+                              data_root=data_root,
                               cache_root=cache_dir)
         summary = run_study(request, console)
     except UserError as error:
@@ -163,6 +189,20 @@ def tune(
                     if identity[key] != RunConfig.model_fields[key].default)  # a run must name what the study did
     console.print(f"train with it: mcit-bench run --method {method}{named} --tuned "
                   f"{summary['folder']}/tuning.json", markup=False)
+
+
+def show_plasticity(summary: dict) -> None:
+    """Each stage's reference, the settings tried and the one accepted, then how to train with them."""
+    table = Table(title=f"{summary['method']}: the plasticity protocol on the validation split "
+                        f"(accept at {1 - summary['margin']:g} of fine-tuning's accuracy)")
+    for column in ("stage", "task", "fine-tuning", "tried", f"chosen {summary['option']}", "accuracy"):
+        table.add_column(column)
+    for stage in summary["stages"]:
+        tried = ", ".join(f"{t['value']:g}: {t['accuracy']:.1f}" for t in stage["tries"])
+        table.add_row(str(stage["stage"]), Text(stage["task"]), f"{stage['reference']:.1f}", tried,
+                      f"{stage['chosen']:g}", f"{stage['accuracy']:.1f}")
+    console.print(table)
+    console.print(f"train with it: mcit-bench run --config {summary['folder']}/run_config.json", markup=False)
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -18,6 +18,7 @@ import torch
 
 from mcit_bench import __version__
 from mcit_bench.config import RunConfig
+from mcit_bench.core.errors import ConfigError
 from mcit_bench.core.io import atomic_write_json, weights_fingerprint
 from mcit_bench.data.prepare import default_cache_root, load_stream_data, prepare_data_root
 from mcit_bench.data.stream import TaskStream, load_stream
@@ -32,7 +33,7 @@ from mcit_bench.engine.environment import (
 )
 from mcit_bench.engine.generate import answer_every_task
 from mcit_bench.methods.base import RunContext, Stage
-from mcit_bench.methods.registry import build_method
+from mcit_bench.methods.registry import build_method, stage_method_options
 from mcit_bench.models.loading import PRECISIONS, resolve_model_path
 from mcit_bench.results.document import SCHEMA_VERSION
 from mcit_bench.results.scoring import score_run, stage_scores, write_results
@@ -98,6 +99,11 @@ class Run:
         for task in self.stream.tasks:  # a metric that cannot run fails now, not after hours of training
             METRICS.get(task.metric_name).preflight()
         self.method = build_method(config)
+        stages = len(self.method.stages(self.stream))
+        beyond = sorted(stage for stage in config.stage_options or {} if stage > stages)
+        if beyond:
+            raise ConfigError(f"stage_options names stage {beyond[0]} and method {config.method!r} trains "
+                              f"{stages} stage{'s' * (stages != 1)} on this stream; name stages 1 to {stages}")
         self.paths = RunPaths(run_directory(output_root, self.stream, config, run_id))
         self.data_root = data_root
         self.console = console
@@ -211,6 +217,7 @@ class Run:
 
         config, progress = self.config, self.progress
         torch.manual_seed(stage_seed(config.seed, stage.index))
+        self.method.options = stage_method_options(config, stage.index)  # the run's, unless this stage has its own
         self.method.before_task(stage, self.context)
         progress.trained |= {name for name, p in self.model.named_parameters() if p.requires_grad}
         cut_before = self.collator.cut_samples

@@ -88,6 +88,9 @@ class Method:
     Options: ClassVar[type[MethodOptions]] = MethodOptions
     # what ``mcit-bench tune`` varies (mcit_bench.methods.search); a method declares its own
     search_space: ClassVar[SearchSpace] = LR
+    # the option that trades the new task's accuracy for the old tasks' (a penalty's weight), if the
+    # method has one: what ``tune --protocol plasticity`` decays from the top of its search range
+    stability: ClassVar[str | None] = None
 
     def __init__(self, options: MethodOptions) -> None:
         self.options = options

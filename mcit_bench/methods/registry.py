@@ -17,13 +17,23 @@ METHODS: Registry[type[Method]] = Registry("method", builtin_package="mcit_bench
 
 
 def build_method(config: RunConfig) -> Method:
-    """The registered method with its typed options (a wrong option is named before anything runs)."""
+    """The registered method with its typed options; a wrong option, or a wrong option of one stage
+    (``stage_options``), is named before anything runs."""
+    method = METHODS.get(config.method)(stage_method_options(config, None))
+    for stage in sorted(config.stage_options or {}):
+        stage_method_options(config, stage)
+    return method
+
+
+def stage_method_options(config: RunConfig, stage: int | None):
+    """The method's options for ``stage`` (its ``stage_options`` over the run's), or the run's (None)."""
     from pydantic import ValidationError
 
     method_cls = METHODS.get(config.method)
+    override = (config.stage_options or {}).get(stage, {}) if stage is not None else {}
+    where = "option" if stage is None or stage not in (config.stage_options or {}) else f"stage {stage} option"
     try:
-        options = method_cls.Options.model_validate(config.method_options)
+        return method_cls.Options.model_validate({**config.method_options, **override})
     except ValidationError as error:
         field, message = first_problem(error)
-        raise ConfigError(f"method {config.method!r} option {field}: {message}") from None
-    return method_cls(options)
+        raise ConfigError(f"method {config.method!r} {where} {field}: {message}") from None

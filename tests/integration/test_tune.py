@@ -284,7 +284,7 @@ def test_a_trial_whose_worker_died_is_failed_and_leaves_the_budget(tmp_path, mon
     than the grace period the next worker marks it failed and runs the budget's trials in full."""
     import optuna
 
-    import mcit_bench.tune as tune_module
+    import mcit_bench.tune.study as tune_module
 
     monkeypatch.setattr(tune_module, "HEARTBEAT_SECONDS", 1)
     monkeypatch.setattr(tune_module, "STALE_AFTER_SECONDS", 1)
@@ -299,3 +299,62 @@ def test_a_trial_whose_worker_died_is_failed_and_leaves_the_budget(tmp_path, mon
     tune(request)
     states = [trial.state for trial in open_study(request, tmp_path).trials]
     assert states == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
+
+
+# ------------------------------------------------------------------ the plasticity protocol
+QUICK = str(FIXTURES / "two_task_quick.yaml")
+TWO_TASK = str(FIXTURES / "two_task.yaml")  # 30 steps a task: enough for fine-tuning to learn something
+
+
+@pytest.fixture(scope="module")
+def protocol(tmp_path_factory, cache_root):
+    """LwF through the plasticity protocol on the two-task slice, from the command line."""
+    out = tmp_path_factory.mktemp("plasticity")
+    result = invoke("tune", "--protocol", "plasticity", "--method", "lwf", "--sequence", TWO_TASK,
+                    "--validation-fraction", "0.25", "--output", str(out), "--cache-dir", str(cache_root))
+    assert result.exit_code == 0, result.output
+    assert "train with it: mcit-bench run --config" in result.output
+    folder = out / "two-task" / "lwf" / "plasticity-seed0"
+    return json.loads((folder / "plasticity.json").read_text()), folder
+
+
+def test_each_accepted_task_reaches_its_share_of_fine_tunings_accuracy(protocol):
+    summary, _ = protocol
+    assert [stage["task"] for stage in summary["stages"]] == ["imagenet", "textvqa"]
+    for stage in summary["stages"]:
+        assert stage["threshold"] == pytest.approx(0.8 * stage["reference"])
+        tried = stage["tries"]
+        # the top of LwF's range (2.0), halved at each try; every try but the accepted one fell short
+        assert [t["value"] for t in tried] == [2.0 * 0.5 ** k for k in range(len(tried))]
+        assert all(t["accuracy"] < stage["threshold"] for t in tried[:-1])
+        if stage["chosen"] > 0:
+            assert stage["chosen"] == tried[-1]["value"] and stage["accuracy"] == tried[-1]["accuracy"]
+            assert stage["accuracy"] >= stage["threshold"]
+        else:  # nothing in the range reached it: fine-tuning's model went on
+            assert stage["accuracy"] == stage["reference"] and tried[-1]["value"] * 0.5 < 0.1
+
+
+def test_the_chosen_schedule_is_a_run_config_for_the_test_split(protocol):
+    from mcit_bench.config import load_config_file, parse_run_config
+
+    summary, folder = protocol
+    config = parse_run_config(load_config_file(folder / "run_config.json"), "run_config.json")
+    assert config.validation is None and config.method == "lwf"
+    assert config.stage_options == {stage["stage"]: {"lwf_lambda": stage["chosen"]} for stage in summary["stages"]}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--method", "seqft"), "method 'seqft' has no stability setting to decay, so --protocol plasticity cannot "
+                            "tune it; it tunes ewc, lwf, olora, reglora"),
+    (("--method", "lwf", "--margin", "1.5"), "--margin 1.5 must lie between 0 and 1"),
+    (("--method", "lwf", "--decay", "0"), "--decay 0.0 must lie between 0 and 1"),
+])
+def test_a_method_or_setting_the_protocol_cannot_follow_is_refused_in_one_sentence(tmp_path, args, message):
+    result = invoke("tune", "--protocol", "plasticity", *args, "--sequence", QUICK, "--output", str(tmp_path))
+    assert result.exit_code != 0 and message in result.output and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_the_equal_budget_study_needs_its_trials(tmp_path):
+    result = invoke("tune", "--method", "seqft", "--sequence", QUICK, "--output", str(tmp_path))
+    assert result.exit_code != 0 and "--trials is missing" in result.output

@@ -93,11 +93,14 @@ def protocol_of(results: Results) -> Protocol:
 
 
 def hand_set(config: RunConfig) -> dict[str, Any]:
-    """The method options and training settings a run's config gives that are not the defaults."""
+    """The method options, per-stage options (the plasticity protocol's schedule) and training settings a
+    run's config gives that are not the defaults."""
+    recorded = config.as_json()
     defaults = TrainingConfig().model_dump(mode="json")
-    training = {key: value for key, value in config.as_json()["training"].items() if defaults.get(key) != value}
-    options = config.method_options
-    return {**({"method_options": options} if options else {}), **({"training": training} if training else {})}
+    training = {key: value for key, value in recorded["training"].items() if defaults.get(key) != value}
+    options, stages = config.method_options, recorded.get("stage_options")
+    return {**({"method_options": options} if options else {}), **({"stage_options": stages} if stages else {}),
+            **({"training": training} if training else {})}
 
 
 def _digest(settings: dict[str, Any]) -> str:

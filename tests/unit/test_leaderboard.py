@@ -457,6 +457,10 @@ def test_hand_set_options_or_training_settings_get_their_own_settings_key():
     tuned = {"tuned": {"study": "tune-seed0", "trials": 8, "best_trial": 3, "validation_final_acc": 61.0,
                        "params": {"training.lr": 2e-3}}, "training": {"lr": 2e-3}}
     assert key(tuned).startswith("tuned-")  # a study's choice is named by the study, not as hand-set
+    # a per-stage schedule (the plasticity protocol's) is a setting of its own, never the default
+    schedule = {"stage_options": {"2": {"ewc_lambda": 500.0}}}
+    digest = hashlib.sha256(json.dumps(schedule, sort_keys=True).encode()).hexdigest()[:12]
+    assert key(schedule) == f"custom-{digest}"
 
 
 def test_a_run_scored_on_validation_never_averages_with_test_runs():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from mcit_bench.cli.app import app, errors, print_error
-from mcit_bench.core.errors import storage_error
+from mcit_bench.core.errors import UserError, storage_error
 
 # each registers its commands, in the order --help lists them
 # isort: off
@@ -34,6 +34,9 @@ def main() -> None:
         if refused is None:
             report_bug(error)
         print_error(refused)
+        raise SystemExit(2) from None
+    except UserError as error:  # a refusal a command did not catch itself is still one sentence
+        print_error(error)
         raise SystemExit(2) from None
     except Exception as error:  # the last resort: every input error is a UserError before it gets here
         report_bug(error)

@@ -31,13 +31,24 @@ _STORAGE_REASONS = {errno.ENOSPC: "no space is left on its device", errno.EDQUOT
                     errno.EPERM: "the operation is not permitted"}
 
 
-def storage_error(error: OSError, path: object = None) -> StorageError | None:
+# What else refuses a write whose target the user chose (--out, --output): a path that cannot exist.
+_PATH_REASONS = {errno.ENOENT: "its folder does not exist and cannot be created",
+                 errno.ENOTDIR: "a part of its path is a file, not a folder",
+                 errno.EEXIST: "a part of its path is a file, not a folder",  # from making its folders
+                 errno.EISDIR: "it is a folder"}
+
+
+def storage_error(error: OSError, path: object = None, writing: bool = False) -> StorageError | None:
     """The one sentence for a refused write to ``path`` (or the error's own file name); None for
-    any other OSError, which stays a bug to report."""
+    any other OSError, which stays a bug to report. ``writing``: the error came from writing ``path``
+    itself, so a path that cannot exist is the user's choice of place, not a bug."""
+    where = path or error.filename or "a file"
     reason = _STORAGE_REASONS.get(error.errno)
+    if reason is None and writing and error.errno in _PATH_REASONS:
+        return StorageError(f"could not write {where}: {_PATH_REASONS[error.errno]}; choose another --output "
+                            f"or --out")
     if reason is None:
         return None
-    where = path or error.filename or "a file"
     return StorageError(f"could not write {where}: {reason}; free space or choose a writable --output or "
                         f"--out, then run the command again (a run continues from its last verified stage "
                         f"with --resume; files already written are intact)")

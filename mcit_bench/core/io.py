@@ -33,7 +33,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     try:
         _replace_with(path, data)
     except OSError as error:
-        refused = storage_error(error, path)
+        refused = storage_error(error, path, writing=True)
         if refused is None:
             raise
         raise refused from None

@@ -279,3 +279,26 @@ def test_a_bug_ends_in_one_sentence_naming_its_saved_traceback(tmp_path, debug):
                          f"saved in {saved}; please report it with the command you ran")
     assert ("Traceback (most recent call last)" in done.stderr) is debug
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("command, target, reason", [
+    ("schema", "parent-is-a-file/schema.json", "a part of its path is a file, not a folder"),
+    ("leaderboard", "a-folder", "it is a folder"),
+])
+def test_out_where_no_file_can_be_written_is_one_sentence(tmp_path, command, target, reason):
+    """``--out`` into a place no file can be: one sentence naming it and why, exit 2, no traceback,
+    and nothing written (the last-resort handler does not fire: it is the user's choice of place)."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "parent-is-a-file").write_text("not a folder")
+    (tmp_path / "a-folder").mkdir()
+    before = sorted(path.name for path in tmp_path.rglob("*"))
+    out = tmp_path / target
+    done = subprocess.run([sys.executable, "-m", "mcit_bench.cli", command, "--out", str(out)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "MCIT_BENCH_CACHE": str(tmp_path / "cache")})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: could not write {out}: {reason}; choose another --output or --out"
+    assert "Traceback" not in done.stdout + done.stderr
+    assert sorted(path.name for path in tmp_path.rglob("*")) == before

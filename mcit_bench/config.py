@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from mcit_bench.core.errors import ConfigError, first_problem
+from mcit_bench.core.errors import ConfigError, first_problem, yaml_problem
 
 
 class _Strict(BaseModel):
@@ -143,7 +143,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
     except RecursionError:
         raise ConfigError(f"config file {path} is nested too deeply to be run settings") from None
     except yaml.YAMLError as error:
-        raise ConfigError(f"config file {path} is not valid YAML ({error}); fix its syntax") from None
+        raise ConfigError(f"config file {path} is not valid YAML ({yaml_problem(error)}); fix its syntax") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of settings")
     return raw

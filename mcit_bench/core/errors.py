@@ -59,3 +59,13 @@ def first_problem(error) -> tuple[str, str]:
     sentence every bad-input error reports."""
     first = error.errors()[0]
     return ".".join(str(part) for part in first["loc"]) or "(top level)", first["msg"]
+
+
+def yaml_problem(error: Exception) -> str:
+    """What a YAML parser found wrong, on one line: its problem and where (the parser's own message
+    spans lines, quoting the file with a caret under the spot)."""
+    problem = getattr(error, "problem", None) or getattr(error, "reason", None)
+    mark = getattr(error, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(problem or error).split())

@@ -18,7 +18,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mcit_bench.core.errors import ConfigError, first_problem
+from mcit_bench.core.errors import ConfigError, first_problem, yaml_problem
 from mcit_bench.core.records import DEFAULT_METRIC, TASK_TYPES
 from mcit_bench.data.answers import AnswerFile
 from mcit_bench.data.splits import SplitSpec
@@ -304,7 +304,7 @@ def read_sequence(path: Path) -> SequenceDef:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ConfigError(f"sequence file {path} is not valid YAML ({error}); fix its syntax") from None
+        raise ConfigError(f"sequence file {path} is not valid YAML ({yaml_problem(error)}); fix its syntax") from None
     try:
         return SequenceDef.model_validate(raw)
     except ValidationError as error:

@@ -239,7 +239,12 @@ def read_predictions(path: Path) -> tuple[list[str], list[Record]]:
         raise DataError(f"predictions file {path} does not exist; the run did not evaluate that stage")
     predictions: list[str] = []
     records: list[Record] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DataError(f"predictions file {path} is not UTF-8 text, as mcit-bench writes it; re-run the stage") \
+            from None
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:

@@ -22,7 +22,10 @@ class FileVersion:
     upgrades: dict[int, Upgrade] = field(default_factory=dict)
 
     def found(self, data: Any) -> Any:
-        return data.get(self.field) if isinstance(data, dict) else None
+        """The file's version: an integer, or None when it holds none (or something else there, which
+        no version of mcit-bench wrote)."""
+        value = data.get(self.field) if isinstance(data, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
 
     def require_current(self, data: Any, path: str, what: str = "") -> None:
         """Refuse a file of another version, naming what to do about it (``what``: how to call it)."""

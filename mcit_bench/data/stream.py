@@ -305,6 +305,10 @@ def read_sequence(path: Path) -> SequenceDef:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
         raise ConfigError(f"sequence file {path} is not valid YAML ({yaml_problem(error)}); fix its syntax") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"sequence file {path} is not UTF-8 text; save it as UTF-8 YAML") from None
+    except RecursionError:
+        raise ConfigError(f"sequence file {path} is nested too deeply to be a task sequence") from None
     try:
         return SequenceDef.model_validate(raw)
     except ValidationError as error:

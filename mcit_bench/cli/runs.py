@@ -155,9 +155,9 @@ def tune(
         base = parse_run_config(raw, str(config) if config else "command line")
         suffix = f"-seed{base.seed}" + (f"-{base.subset}" if base.subset else "")
         if protocol is Protocol.plasticity:
-            from mcit_bench.tune import PlasticityRequest, plasticity
+            from mcit_bench.tune import PlasticityRequest, plasticity_protocol
 
-            show_plasticity(plasticity(PlasticityRequest(
+            show_plasticity(plasticity_protocol(PlasticityRequest(
                 base=base, output_root=output, name=study_name or f"plasticity{suffix}", margin=margin, decay=decay,
                 data_root=data_root, cache_root=cache_dir), console))
             return

@@ -4,7 +4,7 @@
 - ``plasticity``: De Lange et al.'s continual hyper-parameter framework (TPAMI 2021), task by task.
 """
 
-from mcit_bench.tune.plasticity import PlasticityRequest, plasticity
+from mcit_bench.tune.plasticity import PlasticityRequest, plasticity_protocol
 from mcit_bench.tune.study import (
     TuneRequest,
     check_space,
@@ -18,5 +18,5 @@ from mcit_bench.tune.study import (
     tuning_summary,
 )
 
-__all__ = ["PlasticityRequest", "TuneRequest", "check_space", "method_space", "open_study", "plasticity",
+__all__ = ["PlasticityRequest", "TuneRequest", "check_space", "method_space", "open_study", "plasticity_protocol",
            "read_space_file", "read_tuning", "seen_mean", "tune", "tuned_config", "tuning_summary"]

@@ -79,7 +79,7 @@ def check_request(request: PlasticityRequest) -> None:
         raise ConfigError("the plasticity protocol chooses stage_options itself; leave them out of the config")
 
 
-def plasticity(request: PlasticityRequest, console=None) -> dict[str, Any]:
+def plasticity_protocol(request: PlasticityRequest, console=None) -> dict[str, Any]:
     """Run the protocol over the stream and write ``plasticity.json``; returns what it holds."""
     from mcit_bench.engine.run import run_stream
 

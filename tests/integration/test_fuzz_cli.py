@@ -1,0 +1,95 @@
+"""The options of every command, fuzzed (issue 30): whatever values a user types, a command ends in a
+refusal (non-zero exit, no traceback) or gets as far as training, which is stopped here before it
+starts (the engine's ``run_stream`` and the tuning protocols are replaced by a stub). The last-resort
+bug handler never fires: no exception but a refusal leaves a command. Fixed seeds and budgets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+import mcit_bench.engine.run as engine_run
+import mcit_bench.tune as tune_package
+from mcit_bench.cli import app
+from mcit_bench.methods.registry import METHODS
+
+
+class ReachedTraining(Exception):
+    """What the stubbed engine raises: the command accepted its input and would train now."""
+
+
+def stop(*args, **kwargs):
+    raise ReachedTraining
+
+
+ODD_TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["", " ", "[b]x[/b]", "../..", "-1", "1e30", "nan", "0,,1",
+                                                             "fsdp", "ci", "bf16", "synth-coin", "lr=inf",
+                                                             "lora_rank=0", "x=y=z", "\x00"]))
+NUMBERS = st.one_of(st.integers(min_value=-2**66, max_value=2**66).map(str),
+                    st.floats(allow_nan=True, allow_infinity=True).map(lambda x: "nan" if math.isnan(x) else repr(x)))
+VALUES = {
+    "--method": st.one_of(st.sampled_from(METHODS.names()), ODD_TEXT),
+    "--sequence": st.one_of(st.just("synth-coin"), ODD_TEXT),
+    "--subset": st.one_of(st.just("ci"), ODD_TEXT),
+    "--variant": ODD_TEXT,
+    "--model": st.one_of(st.just("mcit-tiny"), ODD_TEXT),
+    "--seed": st.one_of(NUMBERS, ODD_TEXT),
+    "--seeds": st.one_of(st.just("0,1"), ODD_TEXT, NUMBERS),
+    "--steps-per-task": st.one_of(NUMBERS, ODD_TEXT),
+    "--batch-size": st.one_of(NUMBERS, ODD_TEXT),
+    "--grad-accum": NUMBERS,
+    "--lr": st.one_of(NUMBERS, ODD_TEXT),
+    "--max-length": NUMBERS,
+    "--precision": st.one_of(st.sampled_from(["fp32", "bf16"]), ODD_TEXT),
+    "--shard": ODD_TEXT,
+    "--option": ODD_TEXT,
+    "--run-id": ODD_TEXT,
+    "--trials": st.one_of(NUMBERS, ODD_TEXT),
+    "--margin": NUMBERS,
+    "--decay": NUMBERS,
+    "--protocol": st.one_of(st.sampled_from(["plasticity", "equal-budget"]), ODD_TEXT),
+    "--validation-fraction": NUMBERS,
+    "--validation-max": NUMBERS,
+    "--tolerance": NUMBERS,
+    "--format": ODD_TEXT,
+}
+COMMANDS = {
+    "run": ["--method", "--sequence", "--subset", "--variant", "--model", "--seed", "--seeds", "--steps-per-task",
+            "--batch-size", "--grad-accum", "--lr", "--max-length", "--precision", "--shard", "--option", "--run-id"],
+    "tune": ["--method", "--sequence", "--subset", "--seed", "--trials", "--protocol", "--margin", "--decay",
+             "--validation-fraction", "--validation-max", "--option", "--steps-per-task", "--batch-size"],
+    "leaderboard": ["--format", "--method", "--sequence", "--subset"],
+}
+
+
+def arguments(command: str):
+    names = COMMANDS[command]
+    pairs = st.lists(st.sampled_from(names).flatmap(lambda name: st.tuples(st.just(name), VALUES[name])),
+                     max_size=6)
+    return pairs.map(lambda chosen: [part for pair in chosen for part in pair])
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_any_option_values_end_in_a_refusal_or_in_training(command, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_run, "run_stream", stop)
+    monkeypatch.setattr(tune_package, "tune", stop)
+    monkeypatch.setattr(tune_package, "plasticity_protocol", stop)
+    runner = CliRunner()
+    outputs = ["--output", str(tmp_path / "runs")] if command in ("run", "tune") else []
+
+    @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
+                                                                                       HealthCheck.function_scoped_fixture])
+    @given(arguments(command))
+    def check(args):
+        result = runner.invoke(app, [command, *args, *outputs])
+        if isinstance(result.exception, ReachedTraining):
+            return
+        assert result.exception is None or isinstance(result.exception, SystemExit), (args, repr(result.exception))
+        assert "Traceback" not in result.output, args
+        assert result.exit_code in (0, 2), (args, result.exit_code, result.output[-500:])
+
+    check()

@@ -176,6 +176,19 @@ def saved_scoring(results: Results, run_dir: Path) -> dict[str, Any]:
                      [stage.model_dump() for stage in results.stages], published)
 
 
+def check_prediction_digests(results: Results, run_dir: Path, source: str) -> None:
+    """Refuse predictions files that are not the ones the run wrote (their sha256 recorded in
+    ``prediction_digests``): a prediction is what the model answered, and nothing re-scores an edited one."""
+    for name, digest in results.prediction_digests.items():
+        path = run_dir / PREDICTIONS / name
+        if not path.is_file():
+            raise DataError(f"{source}: predictions file {path} is missing; keep the whole run directory")
+        if file_digest(path) != digest:
+            raise DataError(f"{source}: predictions file {path} changed after the run wrote it (its sha256 "
+                            f"differs from the one the run recorded); restore the file the run wrote or run the "
+                            f"run again")
+
+
 def check_against_predictions(results: Results, run_dir: Path, source: str) -> None:
     """Refuse results whose matrix is not what the run's saved predictions score.
 
@@ -183,14 +196,7 @@ def check_against_predictions(results: Results, run_dir: Path, source: str) -> N
     and every cell is scored again from them. This proves the matrix and summary were not edited
     after the run; it cannot prove the predictions came from the model.
     """
-    for name, digest in results.prediction_digests.items():
-        path = run_dir / PREDICTIONS / name
-        if not path.is_file():
-            raise DataError(f"{source}: predictions file {path} is missing; submit the whole run directory")
-        if file_digest(path) != digest:
-            raise DataError(f"{source}: predictions file {path} is not the one the run scored (its sha256 "
-                            f"differs from prediction_digests); re-run the run, or re-score it with "
-                            f"'mcit-bench score' if you changed the predictions on purpose")
+    check_prediction_digests(results, run_dir, source)
     tasks = results.tasks
     rescored = saved_scoring(results, run_dir)
     for row, (stored_row, scored_row) in enumerate(zip(results.matrix, rescored["matrix"])):
@@ -217,10 +223,12 @@ def changed_values(old: Any, new: Any, where: str) -> list[str]:
 
 def rescore_run(run_dir: Path) -> tuple[dict[str, Any], list[str]]:
     """Score every saved prediction again and rewrite ``results.json``; returns the new results and
-    every value that changed (a results file that was edited, or scored by another version)."""
+    every value that changed (a results file that was edited, or scored by another version). The
+    predictions must be the ones the run wrote: re-scoring never blesses an edited prediction."""
     run_dir = Path(run_dir)
     paths = RunPaths(run_dir)
     stored = load_results(paths.results)
+    check_prediction_digests(stored, run_dir, str(paths.results))
     results = stored.model_dump(mode="json")
     before = {name: results.pop(name, None) or None for name in SCORED_FIELDS}  # an empty extra_scores is none
     rescored = saved_scoring(stored, run_dir)

@@ -93,15 +93,33 @@ def test_rescoring_recomputes_from_predictions(finished, tmp_path):
     shutil.copytree(run_dir, copy)
     rescored, changes = rescore_run(copy)
     assert rescored["matrix"] == results["matrix"] and changes == []
+    # a results file scored otherwise (by hand, by an older version) is scored again, and the change told
+    document = json.loads((copy / "results.json").read_text())
+    document["matrix"][2][1] = 0.0
+    document["summary"]["final_acc"] = document["matrix"][2][0] / 2
+    (copy / "results.json").write_text(json.dumps(document))
+    rescored, changes = rescore_run(copy)
+    assert rescored["matrix"] == results["matrix"]
+    assert f"matrix[2][1]: 0.0 -> {results['matrix'][2][1]}" in changes  # reported, never silent
+
+
+def test_rescoring_refuses_predictions_edited_after_the_run(finished, tmp_path):
+    """The forgery of issue 30: answers set to their references, then 'score'. The digests the run
+    recorded name the edited file, and results.json is left as the run wrote it."""
+    from mcit_bench.core.errors import DataError
+
+    run_dir, _ = finished
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    written = (copy / "results.json").read_bytes()
     predictions = copy / "predictions" / "stage2" / "textvqa.jsonl"
     lines = [json.loads(line) for line in predictions.read_text().splitlines()]
     for line in lines:
-        line["prediction"] = ""  # an empty answer never scores
+        line["prediction"] = line["answers"][0]
     predictions.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    rescored, changes = rescore_run(copy)
-    assert rescored["matrix"][2][1] == 0.0
-    assert f"matrix[2][1]: {results['matrix'][2][1]} -> 0.0" in changes  # reported, never silent
-    assert rescored["summary"]["final_acc"] == pytest.approx(results["matrix"][2][0] / 2, abs=1e-4)
+    with pytest.raises(DataError, match=f"predictions file {predictions} changed after the run wrote it"):
+        rescore_run(copy)
+    assert (copy / "results.json").read_bytes() == written
 
 
 def test_submit_rescores_a_run_directory_and_refuses_a_forged_matrix(finished, tmp_path, monkeypatch):
@@ -136,7 +154,7 @@ def test_submit_rescores_a_run_directory_and_refuses_a_forged_matrix(finished, t
     shutil.copytree(run_dir, edited)
     with (edited / "predictions" / "stage1" / "imagenet.jsonl").open("a") as handle:
         handle.write("\n")
-    with pytest.raises(DataError, match="stage1/imagenet.jsonl is not the one the run scored"):
+    with pytest.raises(DataError, match="stage1/imagenet.jsonl changed after the run wrote it"):
         board.submit_all([edited], leaderboard)
 
     # the run directory is verified; the same results file submitted alone is marked unverified

@@ -27,7 +27,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from mcit_bench.adapters.experts import TaskBlocksLoRA
-from mcit_bench.adapters.lora import freeze_all, unfreeze_projector
 from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.methods.base import (
     Capabilities,
@@ -159,12 +158,9 @@ class KeepLoRA(Method):
         self.model: nn.Module | None = None
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
-        freeze_all(model)
         o = self.options
-        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout)
+        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout, o.train_projector)
         self.layers = self.blocks.layers
-        if o.train_projector:
-            unfreeze_projector(model)
         self.model = model
         return model
 
@@ -214,7 +210,7 @@ class KeepLoRA(Method):
             for name, layer in self.layers.items():
                 with torch.no_grad():
                     layer.lora_A[task].copy_(residual_directions(grams[name], self.spaces[name], layer.rank))
-        self.blocks.train_only(task, down=False)
+        self.blocks.start(task, run.seed, down=False)
 
     def after_task(self, stage: Stage, run: RunContext) -> None:
         grams = self.gradient_grams(stage, run)

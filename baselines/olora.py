@@ -22,7 +22,6 @@ from pydantic import Field
 from torch import nn
 
 from mcit_bench.adapters.experts import TaskBlocksLoRA
-from mcit_bench.adapters.lora import freeze_all, unfreeze_projector
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
 from mcit_bench.methods.lora import TaskBlocks
 from mcit_bench.methods.search import LR, Choice, LogUniform
@@ -57,18 +56,14 @@ class OLoRA(Method):
         self.task = 0
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
-        freeze_all(model)
         o = self.options
-        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout)
+        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout, o.train_projector)
         self.layers = self.blocks.layers
-        if o.train_projector:
-            unfreeze_projector(model)
         return model
 
     def before_task(self, stage: Stage, run: RunContext) -> None:
         self.task = stage.index - 1
-        self.blocks.grow(self.task + 1, run.seed)
-        self.blocks.train_only(self.task)
+        self.blocks.start(self.task, run.seed)
 
     def penalties(self) -> dict[str, torch.Tensor]:
         """lambda1 * sum over layers of |A_old A_t^T|_1 and lambda2 * sum of ||A_t|| + ||B_t||."""

@@ -51,11 +51,15 @@ class TaskBlocks:
     frozen and active (O-LoRA, KeepLoRA, RegLoRA: where the official code merges each task's LoRA into
     the weights or keeps it beside the new one, the forward is the same sum)."""
 
-    def __init__(self, model: nn.Module, rank: int, alpha: float, dropout: float) -> None:
+    def __init__(self, model: nn.Module, rank: int, alpha: float, dropout: float, train_projector: bool) -> None:
+        """Freeze ``model``, attach the (empty) block layers and, if asked, let the projector train."""
+        freeze_all(model)
         self.model = model
         self.layers: dict[str, TaskBlocksLoRA] = attach_adapters(
             model, language_linear_names(model),
             lambda name, linear: TaskBlocksLoRA(linear.in_features, linear.out_features, rank, alpha, dropout))
+        if train_projector:
+            unfreeze_projector(model)
 
     @property
     def count(self) -> int:
@@ -68,6 +72,11 @@ class TaskBlocks:
             generator = torch.Generator().manual_seed(seed * 1000 + block)
             for layer in self.layers.values():
                 layer.add_block(generator, device)
+
+    def start(self, task: int, seed: int, down: bool = True) -> None:
+        """Before ``task`` (0-based) trains: its block exists and is the only one that trains."""
+        self.grow(task + 1, seed)
+        self.train_only(task, down)
 
     def train_only(self, task: int, down: bool = True) -> None:
         """Only block ``task`` trains (its A too unless ``down`` is False); every other block is frozen."""

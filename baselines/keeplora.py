@@ -26,11 +26,9 @@ from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
-from mcit_bench.adapters.experts import TaskBlocksLoRA
 from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.methods.base import (
     Capabilities,
-    Method,
     MethodOptions,
     RunContext,
     Stage,
@@ -40,7 +38,7 @@ from mcit_bench.methods.base import (
 )
 from mcit_bench.methods.distributed import processes, row_share, summed_over_processes
 from mcit_bench.methods.gradients import linear_weight_gradients
-from mcit_bench.methods.lora import TaskBlocks
+from mcit_bench.methods.lora import TaskBlocksMethod
 from mcit_bench.methods.search import LR, Choice, Uniform
 
 
@@ -144,7 +142,7 @@ def answer_nll_per_sample(batch: dict[str, torch.Tensor], outputs: Any) -> torch
 
 
 @register_method("keeplora")
-class KeepLoRA(Method):
+class KeepLoRA(TaskBlocksMethod):
     capabilities = Capabilities(grows_params=True)
     Options = KeepLoRAOptions
     # the rank of each task's LoRA and how much of each task's gradient energy its subspace protects
@@ -152,16 +150,11 @@ class KeepLoRA(Method):
 
     def __init__(self, options: KeepLoRAOptions) -> None:
         super().__init__(options)
-        self.blocks: TaskBlocks | None = None
-        self.layers: dict[str, TaskBlocksLoRA] = {}
         self.spaces: dict[str, torch.Tensor] = {}  # per layer, the protected directions [k, d_in]
         self.model: nn.Module | None = None
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
-        o = self.options
-        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout, o.train_projector)
-        self.layers = self.blocks.layers
-        self.model = model
+        self.model = super().setup(model, run)
         return model
 
     # ------------------------------------------------------------------ Gram matrices
@@ -222,7 +215,7 @@ class KeepLoRA(Method):
     def state_dict(self) -> dict[str, Any]:
         """The protected subspaces and every block's fixed A (never trained, so not among the weights
         the checkpoint keeps)."""
-        state: dict[str, Any] = {"blocks": self.blocks.count}
+        state: dict[str, Any] = super().state_dict()
         for name, layer in self.layers.items():
             state[f"space.{name}"] = self.spaces[name]
             for index, down in enumerate(layer.lora_A):
@@ -231,7 +224,7 @@ class KeepLoRA(Method):
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         device = next(model.parameters()).device
-        self.blocks.grow(int(state["blocks"]), 0)
+        super().load_state_dict(state, model)
         for name, layer in self.layers.items():
             self.spaces[name] = state[f"space.{name}"].to(device)
             with torch.no_grad():

@@ -19,11 +19,9 @@ from typing import Any
 
 import torch
 from pydantic import Field
-from torch import nn
 
-from mcit_bench.adapters.experts import TaskBlocksLoRA
-from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
-from mcit_bench.methods.lora import TaskBlocks
+from mcit_bench.methods.base import Capabilities, MethodOptions, RunContext, register_method
+from mcit_bench.methods.lora import TaskBlocksMethod
 from mcit_bench.methods.search import LR, Choice, LogUniform
 
 
@@ -42,28 +40,12 @@ def orthogonality(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("olora")
-class OLoRA(Method):
+class OLoRA(TaskBlocksMethod):
     capabilities = Capabilities(grows_params=True)
     stability = "lambda1"
     Options = OLoRAOptions
     # the rank of each task's block and the weight of the orthogonality term around the code's 0.5
     search_space = {**LR, "rank": Choice((4, 8, 16)), "lambda1": LogUniform(0.05, 5.0)}
-
-    def __init__(self, options: OLoRAOptions) -> None:
-        super().__init__(options)
-        self.blocks: TaskBlocks | None = None
-        self.layers: dict[str, TaskBlocksLoRA] = {}
-        self.task = 0
-
-    def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
-        o = self.options
-        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout, o.train_projector)
-        self.layers = self.blocks.layers
-        return model
-
-    def before_task(self, stage: Stage, run: RunContext) -> None:
-        self.task = stage.index - 1
-        self.blocks.start(self.task, run.seed)
 
     def penalties(self) -> dict[str, torch.Tensor]:
         """lambda1 * sum over layers of |A_old A_t^T|_1 and lambda2 * sum of ||A_t|| + ||B_t||."""
@@ -80,9 +62,3 @@ class OLoRA(Method):
 
     def loss(self, batch: dict[str, torch.Tensor], outputs: Any, run: RunContext) -> dict[str, torch.Tensor]:
         return self.penalties()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"blocks": self.blocks.count}
-
-    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
-        self.blocks.grow(int(state["blocks"]), 0)  # shapes only: the weights are loaded next

@@ -24,8 +24,8 @@ from pydantic import Field
 from torch import nn
 
 from mcit_bench.adapters.experts import TaskBlocksLoRA
-from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
-from mcit_bench.methods.lora import TaskBlocks
+from mcit_bench.methods.base import Capabilities, MethodOptions, RunContext, Stage, register_method
+from mcit_bench.methods.lora import TaskBlocksMethod
 from mcit_bench.methods.search import LR, Choice, LogUniform
 
 
@@ -54,7 +54,7 @@ def entries(layer: TaskBlocksLoRA, block: int, positions: torch.Tensor) -> torch
 
 
 @register_method("reglora")
-class RegLoRA(Method):
+class RegLoRA(TaskBlocksMethod):
     capabilities = Capabilities(grows_params=True)
     stability = "reg_weight"
     Options = RegLoRAOptions
@@ -63,20 +63,7 @@ class RegLoRA(Method):
 
     def __init__(self, options: RegLoRAOptions) -> None:
         super().__init__(options)
-        self.blocks: TaskBlocks | None = None
-        self.layers: dict[str, TaskBlocksLoRA] = {}
         self.keys: dict[str, torch.Tensor] = {}  # per layer, the key positions of every earlier task
-        self.task = 0
-
-    def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
-        o = self.options
-        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout, o.train_projector)
-        self.layers = self.blocks.layers
-        return model
-
-    def before_task(self, stage: Stage, run: RunContext) -> None:
-        self.task = stage.index - 1
-        self.blocks.start(self.task, run.seed)
 
     def penalty(self) -> torch.Tensor:
         """reg_weight times the mean over layers of mean |(B A)[key elements]| of the task's block."""
@@ -95,9 +82,9 @@ class RegLoRA(Method):
             self.keys[name] = torch.cat([found, self.keys[name]]) if name in self.keys else found
 
     def state_dict(self) -> dict[str, Any]:
-        return {"blocks": self.blocks.count, **{f"keys.{name}": keys for name, keys in self.keys.items()}}
+        return {**super().state_dict(), **{f"keys.{name}": keys for name, keys in self.keys.items()}}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
-        self.blocks.grow(int(state["blocks"]), 0)  # shapes only: the weights are loaded next
+        super().load_state_dict(state, model)
         device = next(model.parameters()).device
         self.keys = {key[len("keys."):]: value.to(device) for key, value in state.items() if key.startswith("keys.")}

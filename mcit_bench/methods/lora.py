@@ -4,7 +4,7 @@ a plugin, so no plugin imports another."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field
@@ -12,7 +12,7 @@ from torch import nn
 
 from mcit_bench.adapters.experts import TaskBlocksLoRA, attach_adapters
 from mcit_bench.adapters.lora import freeze_all, inject_lora, language_linear_names, unfreeze_projector
-from mcit_bench.methods.base import MethodOptions
+from mcit_bench.methods.base import Method, MethodOptions, RunContext, Stage
 from mcit_bench.methods.search import LR, Choice, SearchSpace
 from mcit_bench.models.anatomy import language_model
 
@@ -84,3 +84,30 @@ class TaskBlocks:
             for index in range(layer.n_blocks):
                 layer.lora_A[index].requires_grad_(down and index == task)
                 layer.lora_B[index].requires_grad_(index == task)
+
+
+class TaskBlocksMethod(Method):
+    """A method with a LoRA block per task (O-LoRA, RegLoRA, KeepLoRA): its options carry ``rank``,
+    ``alpha``, ``dropout`` and ``train_projector``; before each task its block is added and alone trains."""
+
+    def __init__(self, options: MethodOptions) -> None:
+        super().__init__(options)
+        self.blocks: TaskBlocks | None = None
+        self.layers: dict[str, TaskBlocksLoRA] = {}
+        self.task = 0
+
+    def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
+        o = self.options
+        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout, o.train_projector)
+        self.layers = self.blocks.layers
+        return model
+
+    def before_task(self, stage: Stage, run: RunContext) -> None:
+        self.task = stage.index - 1
+        self.blocks.start(self.task, run.seed)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"blocks": self.blocks.count}
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        self.blocks.grow(int(state["blocks"]), 0)  # shapes only: the weights are loaded next

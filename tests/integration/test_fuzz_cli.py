@@ -93,3 +93,44 @@ def test_any_option_values_end_in_a_refusal_or_in_training(command, tmp_path, mo
         assert result.exit_code in (0, 2), (args, result.exit_code, result.output[-500:])
 
     check()
+
+
+def fuzzed_run_directory(folder, document: bytes, predictions: bytes) -> None:
+    """A run directory whose results.json and one predictions file hold what the fuzz chose."""
+    (folder / "predictions" / "stage1").mkdir(parents=True, exist_ok=True)
+    (folder / "results.json").write_bytes(document)
+    (folder / "predictions" / "stage1" / "imagenet.jsonl").write_bytes(predictions)
+
+
+FILE_COMMANDS = {
+    "score": lambda folder, board: ["score", str(folder)],
+    "submit": lambda folder, board: ["submit", str(folder), "--leaderboard", str(board)],
+    "check": lambda folder, board: ["check", str(folder), "--against", str(folder / "results.json")],
+    "plot": lambda folder, board: ["plot", str(folder), "--out", str(folder / "plots")],
+    "convert": lambda folder, board: ["convert", str(folder / "results.json")],
+    "leaderboard": lambda folder, board: ["leaderboard", str(folder)],
+    "data check": lambda folder, board: ["data", "check", str(folder / "results.json")],
+}
+
+
+@pytest.mark.parametrize("command", sorted(FILE_COMMANDS))
+def test_the_commands_that_read_run_files_refuse_any_content_in_one_sentence(command, tmp_path_factory):
+    """score, submit, check, plot, convert, leaderboard and data check on a run directory whose files
+    hold generated structures or bytes: each succeeds or refuses (exit 2), never a traceback."""
+    from tests.unit.test_fuzz_files import DOCUMENTS, as_json, as_jsonl
+
+    runner = CliRunner()
+    contents = st.one_of(DOCUMENTS.map(as_json), st.binary(max_size=80))
+
+    @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @given(contents, st.one_of(DOCUMENTS.map(as_jsonl), st.binary(max_size=80)))
+    def check(document, predictions):
+        folder = tmp_path_factory.mktemp("run")
+        fuzzed_run_directory(folder, document, predictions)
+        board = folder / "board.json"
+        result = runner.invoke(app, FILE_COMMANDS[command](folder, board))
+        assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+        assert "Traceback" not in result.output
+        assert result.exit_code in (0, 2), (result.exit_code, result.output[-500:])
+
+    check()

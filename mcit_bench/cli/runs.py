@@ -136,10 +136,12 @@ def tune(
     config: opt.ConfigFile = None,
     cache_dir: opt.CacheDir = None,
 ) -> None:
-    """Search a method's hyper-parameters on a validation split carved from the training data (Optuna).
+    """Choose a method's hyper-parameters on a validation split carved from the training data.
 
-    The same command resumes a stopped study or joins a running one; a trial whose worker died is
-    marked failed and run again.
+    --protocol equal-budget (the default): an Optuna study of --trials whole runs; the same command
+    resumes a stopped study or joins a running one, and a trial whose worker died is marked failed and
+    run again. --protocol plasticity: De Lange et al.'s task-by-task decay of the method's stability
+    setting until each new task reaches (1 - --margin) of fine-tuning's accuracy.
     """
     from mcit_bench.config import RunConfig, parse_run_config
     from mcit_bench.tune import TuneRequest, method_space, read_space_file

@@ -99,7 +99,8 @@ class Run:
         for task in self.stream.tasks:  # a metric that cannot run fails now, not after hours of training
             METRICS.get(task.metric_name).preflight()
         self.method = build_method(config)
-        stages = len(self.method.stages(self.stream))
+        self.stages = self.method.stages(self.stream)
+        stages = len(self.stages)
         beyond = sorted(stage for stage in config.stage_options or {} if stage > stages)
         if beyond:
             raise ConfigError(f"stage_options names stage {beyond[0]} and method {config.method!r} trains "
@@ -173,7 +174,6 @@ class Run:
         # after sharding, so a sharded embedding layer's own hooks never see the blank image's zero
         install_blank_image(model, self.collator.blank_image(), accelerator.device)  # every process runs vision
         self.model = model
-        self.stages = self.method.stages(stream)
 
     def say(self, message: str, style: str | None = None) -> None:
         if self.console is not None:

@@ -19,7 +19,8 @@ from collections.abc import Callable
 import torch
 
 from mcit_bench.config import EvalConfig
-from mcit_bench.data.prepare import default_cache_root, load_stream_data, prepare_data_root
+from mcit_bench.data.prepare import default_cache_root, prepare_data_root
+from mcit_bench.data.run_data import load_stream_data
 from mcit_bench.data.stream import load_stream
 from mcit_bench.engine.generate import generate_answers, test_rows
 from mcit_bench.models.collate import InstructionCollator

@@ -19,7 +19,8 @@ import torch
 from accelerate import Accelerator
 
 from mcit_bench.config import RunConfig, TrainingConfig
-from mcit_bench.data.prepare import default_cache_root, load_stream_data, prepare_data_root
+from mcit_bench.data.prepare import default_cache_root, prepare_data_root
+from mcit_bench.data.run_data import load_stream_data
 from mcit_bench.data.stream import load_stream
 from mcit_bench.engine.train import batch_indices, lr_factor, stage_seed, train_stage
 from mcit_bench.methods.base import RunContext, Stage, rows_of

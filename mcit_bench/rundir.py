@@ -38,6 +38,11 @@ def predictions_path(run_dir: Path, stage: int, task: str, folder: str = PREDICT
     """One task's predictions after one stage (0: the base model) in a run directory."""
     return run_dir / folder / f"stage{stage}" / f"{task}.jsonl"
 
+def predictions_files(run_dir: Path) -> list[Path]:
+    """Every predictions file a run scored: routed and, for a method that selects, oracle."""
+    return sorted(path for folder in (PREDICTIONS, ORACLE_PREDICTIONS)
+                  for path in (run_dir / folder).glob("stage*/*.jsonl"))
+
 @dataclass(frozen=True)
 class RunPaths:
     root: Path

@@ -22,8 +22,16 @@ from mcit_bench.core.io import atomic_write_json, read_bounded_json
 from mcit_bench.core.versions import FileVersion
 from mcit_bench.results.document import Results
 
-LEADERBOARD_VERSION = 2  # 2: entry keys name the model's weights
+LEADERBOARD_VERSION = 3  # 2: entry keys name the model's weights; 3: entries carry a verification tier
 Protocol = Literal["task-aware", "task-agnostic", "upper-bound"]
+# How far an entry was proven, strongest first (docs/RESULTS.md, "Verification tiers"):
+# reproduced: 'submit --reproduce' trained the recorded config and seed again and got the same predictions;
+# verified: the matrix re-scored from predictions whose ids, count and references are the stream's own test split;
+# self-checked: re-scored from its predictions, whose references could not be set beside the test split
+#   (a published stream submitted without --data-root);
+# unverified: a results file alone, its matrix taken on trust.
+Tier = Literal["reproduced", "verified", "self-checked", "unverified"]
+TIERS: tuple[Tier, ...] = ("reproduced", "verified", "self-checked", "unverified")
 
 
 class _Strict(BaseModel):
@@ -76,13 +84,12 @@ class Entry(_Strict):
     harness_version: str
     commit: str | None
     device: str
-    # True: submitted with its run directory, the matrix re-scored from the saved predictions; False:
-    # a results file alone, its matrix taken on trust; None: submitted before submit re-scored
-    verified: bool | None = None
+    # how far submission proved it (``Tier``); None: submitted before tiers were recorded
+    tier: Tier | None = None
 
 
 class Leaderboard(_Strict):
-    leaderboard_version: Literal[2] = LEADERBOARD_VERSION
+    leaderboard_version: Literal[3] = LEADERBOARD_VERSION
     entries: list[Entry] = Field(default_factory=list)
 
 
@@ -122,7 +129,7 @@ def settings_of(results: Results) -> str:
     return f"custom-{_digest(chosen)}" if chosen else "default"
 
 
-def entry_from_results(results: Results, verified: bool | None = None) -> Entry:
+def entry_from_results(results: Results, tier: Tier | None = None) -> Entry:
     sequence = results.run.sequence
     # a variant is another stream of the same tasks: its own leaderboard rows
     label = f"{sequence.name}@{sequence.version}" + (f":{sequence.variant}" if sequence.variant else "")
@@ -136,7 +143,7 @@ def entry_from_results(results: Results, verified: bool | None = None) -> Entry:
                  trainable_params=max(results.cost.trainable_params_per_stage),
                  added_params=results.cost.added_params, wall_seconds=results.cost.wall_seconds,
                  harness_version=results.run.harness_version, commit=results.run.git.get("commit"),
-                 device=results.run.device, verified=verified)
+                 device=results.run.device, tier=tier)
 
 
 def read_leaderboard(path: Path) -> Leaderboard:
@@ -166,7 +173,17 @@ def _weights_unknown(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-VERSION = FileVersion("leaderboard_version", LEADERBOARD_VERSION, {1: _weights_unknown})
+def _tiers(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 entries said ``verified``: true meant re-scored from predictions whose references were
+    not checked against the test split (self-checked), false a results file alone."""
+    for entry in data.get("entries", []):
+        if isinstance(entry, dict) and "verified" in entry:
+            verified = entry.pop("verified")
+            entry["tier"] = "self-checked" if verified is True else "unverified" if verified is False else None
+    return data
+
+
+VERSION = FileVersion("leaderboard_version", LEADERBOARD_VERSION, {1: _weights_unknown, 2: _tiers})
 
 
 def convert_leaderboard(path: Path) -> int:

@@ -34,13 +34,18 @@ def fmt_count(count: int) -> str:
     return str(count)
 
 
-def fmt_verified(row: Row) -> str:
-    """Seeds whose matrix submit re-scored from their saved predictions, of all seeds ("–": not recorded)."""
-    return "–" if row.verified_seeds is None else f"{row.verified_seeds}/{len(row.seeds)}"
+def fmt_tier(row: Row) -> str:
+    """The weakest verification tier of the row's seeds ("–": a seed submitted before tiers were recorded)."""
+    return row.tier or "–"
 
 
-def has_unverified(row: Row) -> bool:
-    return row.verified_seeds is not None and row.verified_seeds < len(row.seeds)
+def below_verified(row: Row) -> bool:
+    """Some seed's predictions were not set beside the stream's own test split at submission."""
+    return row.tier not in ("reproduced", "verified")
+
+
+BELOW_VERIFIED = ("some seeds were not checked against the stream's test split at submission (tier below "
+                  "'verified', docs/RESULTS.md)")
 
 
 def _cells(row: Row, stat_format: Callable[[Stat | None], str]) -> list[str]:
@@ -48,11 +53,11 @@ def _cells(row: Row, stat_format: Callable[[Stat | None], str]) -> list[str]:
              row.key.protocol_label(), str(len(row.seeds))]
             + [stat_format(row.metrics[name]) for _, name in METRIC_COLUMNS]
             + [stat_format(row.task_selection), fmt_count(row.trainable_params), fmt_count(row.added_params),
-               stat_format(row.wall_seconds), fmt_verified(row)])
+               stat_format(row.wall_seconds), fmt_tier(row)])
 
 
 HEADINGS = (["sequence", "model", "method", "protocol", "seeds"] + [heading for heading, _ in METRIC_COLUMNS]
-            + ["task sel.", "trainable", "added", "wall s", "verified"])
+            + ["task sel.", "trainable", "added", "wall s", "tier"])
 
 
 def rich_table(rows: list[Row]):
@@ -67,14 +72,13 @@ def rich_table(rows: list[Row]):
         first = _cells(rows[0], fmt_stat)
         title += f": {first[0]}, {first[1]}"
     skip = 2 if shared else 0
-    caption = ("* some seeds were submitted without their predictions (matrix not re-scored)"
-               if any(has_unverified(row) for row in rows) else None)
+    caption = f"* {BELOW_VERIFIED}" if any(below_verified(row) for row in rows) else None
     table = Table(title=escape(title), caption=caption, title_justify="left", caption_justify="left", padding=(0, 1))
     for index, heading in enumerate(HEADINGS[skip:-1], start=skip):
         table.add_column(heading, justify="left" if index < 4 else "right")
     for row in rows:
         cells = _cells(row, fmt_stat)[:-1]
-        cells[4] += "*" if has_unverified(row) else ""
+        cells[4] += "*" if below_verified(row) else ""
         table.add_row(*(escape(cell) for cell in cells[skip:]))  # "[ci]" is text, not markup
     return table
 
@@ -106,7 +110,7 @@ def to_csv(rows: list[Row]) -> str:
     names = [name for _, name in METRIC_COLUMNS] + ["task_selection", "wall_seconds"]
     writer.writerow(["sequence", "subset", "model", "method", "protocol", "seeds"]
                     + [f"{name}_{part}" for name in names for part in ("mean", "std", "ci95")]
-                    + ["trainable_params", "added_params", "verified_seeds"])
+                    + ["trainable_params", "added_params", "tier"])
     for row in rows:
         stats = [row.metrics[name] for _, name in METRIC_COLUMNS] + [row.task_selection, row.wall_seconds]
         values = []
@@ -114,8 +118,7 @@ def to_csv(rows: list[Row]) -> str:
             values += ["", "", ""] if value is None else [f"{value.mean:.4f}", f"{value.std:.4f}", f"{value.ci95:.4f}"]
         texts = [row.key.sequence, row.key.subset or "", row.key.model, row.key.method, row.key.protocol_label()]
         writer.writerow([_csv_text(text) for text in texts] + [" ".join(map(str, row.seeds))] + values
-                        + [row.trainable_params, row.added_params,
-                           "" if row.verified_seeds is None else row.verified_seeds])
+                        + [row.trainable_params, row.added_params, row.tier or ""])
     return buffer.getvalue()
 
 
@@ -149,12 +152,12 @@ def latex(rows: list[Row]) -> str:
     lines = [r"\begin{tabular}{l" + "r" * len(names) + "}", r"\toprule",
              "Method & " + " & ".join(heading for heading, _ in METRIC_COLUMNS) + r" \\", r"\midrule"]
     for row in rows:
-        marker = r"\textsuperscript{\textdagger}" if has_unverified(row) else ""
+        marker = r"\textsuperscript{\textdagger}" if below_verified(row) else ""
         lines.append(_latex_escape(row.key.method) + marker + " & "
                      + " & ".join(cell(row, name) for name in names) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    if any(has_unverified(row) for row in rows):
-        lines.append(r"% \textdagger: some seeds were submitted without their predictions (matrix not re-scored)")
+    if any(below_verified(row) for row in rows):
+        lines.append(r"% \textdagger: " + BELOW_VERIFIED)
     return "\n".join(lines) + "\n"
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from mcit_bench.board.leaderboard import Entry, EntryKey, entry_from_results
+from mcit_bench.board.leaderboard import TIERS, Entry, EntryKey, Tier, entry_from_results
 from mcit_bench.board.submit import verify_consistent
 from mcit_bench.results.document import load_results
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, shown_summary
@@ -62,9 +62,8 @@ class Row:
     trainable_params: int
     added_params: int
     wall_seconds: Stat | None
-    # seeds whose matrix was re-scored from their predictions at submission; None when no seed says
-    # (entries submitted before submit re-scored)
-    verified_seeds: int | None = None
+    # the weakest verification tier of the seeds (leaderboard.Tier); None when a seed has none recorded
+    tier: Tier | None = None
     # selection accuracy of each task after the last stage, mean over seeds (selecting methods only)
     selection_by_task: dict[str, float] = field(default_factory=dict)
 
@@ -81,10 +80,11 @@ def selection_by_task(group: list[Entry]) -> dict[str, float]:
             for task in seeds[0]}
 
 
-def verified_seeds(group: list[Entry]) -> int | None:
-    if all(entry.verified is None for entry in group):
+def weakest_tier(group: list[Entry]) -> Tier | None:
+    """A row is as proven as its least proven seed; a seed without a recorded tier leaves the row without one."""
+    if any(entry.tier is None for entry in group):
         return None
-    return sum(entry.verified is True for entry in group)
+    return max((entry.tier for entry in group if entry.tier is not None), key=TIERS.index)
 
 
 def aggregate(entries: Iterable[Entry]) -> list[Row]:
@@ -103,7 +103,7 @@ def aggregate(entries: Iterable[Entry]) -> list[Row]:
             matrix=matrix.round(2).tolist(), stage_curve=[round(v, 2) for v in seen_task_curve(matrix)],
             task_selection=stat(selections), trainable_params=group[0].trainable_params,
             added_params=group[0].added_params, wall_seconds=stat(entry.wall_seconds for entry in group),
-            verified_seeds=verified_seeds(group), selection_by_task=selection_by_task(group)))
+            tier=weakest_tier(group), selection_by_task=selection_by_task(group)))
     rows.sort(key=lambda row: (row.key.sort_key()[:4], -(row.metrics["final_acc"].mean
                                                          if row.metrics["final_acc"] else 0.0)))
     return rows
@@ -133,5 +133,5 @@ def board_summary(rows: list[Row]) -> dict[str, Any]:
         "metrics": {name: stat_dict(value) for name, value in row.metrics.items()},
         "task_selection": stat_dict(row.task_selection), "matrix": row.matrix, "stage_curve": row.stage_curve,
         "trainable_params": row.trainable_params, "added_params": row.added_params,
-        "wall_seconds": stat_dict(row.wall_seconds), "verified_seeds": row.verified_seeds,
+        "wall_seconds": stat_dict(row.wall_seconds), "tier": row.tier,
         "selection_by_task": row.selection_by_task} for row in rows]}

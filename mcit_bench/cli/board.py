@@ -23,18 +23,42 @@ def submit(
     leaderboard: Annotated[Path, typer.Option(help="leaderboard JSON to add to")] = DEFAULT_LEADERBOARD,
     replace: Annotated[bool, typer.Option(help="swap an entry of the same method, settings and seed for "
                                                "this run (a rerun after a fix)")] = False,
+    reproduce: Annotated[bool, typer.Option(help="train each run again from its recorded config and seed and "
+                                                 "require the same predictions (tier 'reproduced'; a whole run's "
+                                                 "time each)")] = False,
+    data_root: Annotated[Optional[Path], typer.Option(help="a published stream's files, to check the predictions "
+                                                           "against its test split (tier 'verified')")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="cache for generated data and arrow files")] = None,
 ) -> None:
-    """Verify finished runs and add them to a leaderboard; nothing is written unless every run passes."""
-    from mcit_bench.board.submit import submit_all
+    """Verify finished runs and add them to a leaderboard; nothing is written unless every run passes.
 
+    Each entry records how far it was proven (docs/RESULTS.md): unverified (a results file alone),
+    self-checked (re-scored from its predictions), verified (those predictions answer the stream's own
+    test split) or reproduced (--reproduce: trained again, the same predictions)."""
+    from mcit_bench.board.submit import Proof, submit_all
+
+    proof = Proof(data_root, cache_dir)
+    if reproduce:
+        from mcit_bench.engine.reproduce import reproduce_run
+
+        proof = Proof(data_root, cache_dir, lambda run, run_dir: reproduce_run(run, run_dir, data_root, cache_dir))
     try:
-        entries = submit_all(results, leaderboard, replace)
+        entries = submit_all(results, leaderboard, replace, proof)
     except UserError as error:
         fail(error)
     for entry in entries:
-        how = ("matrix re-scored from its predictions" if entry.verified else
-               "results file alone: matrix not re-scored, submit the run directory to verify it")
-        console.print(f"added {entry.key.label()} seed {entry.seed} to {leaderboard} ({how})", markup=False)
+        console.print(f"added {entry.key.label()} seed {entry.seed} to {leaderboard} ({TIER_TOLD[entry.tier]})",
+                      markup=False)
+
+
+TIER_TOLD = {
+    "reproduced": "reproduced: trained again from its config and seed, the same predictions",
+    "verified": "verified: re-scored from predictions that answer the stream's own test split",
+    "self-checked": "self-checked: re-scored from its predictions; pass --data-root to check them against the "
+                    "test split",
+    "unverified": "unverified: a results file alone; submit the run directory to re-score it",
+    None: "tier not recorded",
+}
 
 
 class BoardFormat(str, Enum):
@@ -162,7 +186,7 @@ def convert(
     files: Annotated[list[Path], typer.Argument(help="results.json files or leaderboard files of an older version")],
 ) -> None:
     """Rewrite results or leaderboard files of an older version as the current one, in place."""
-    from mcit_bench.board.leaderboard import convert_leaderboard
+    from mcit_bench.board.leaderboard import LEADERBOARD_VERSION, convert_leaderboard
     from mcit_bench.core.io import atomic_write_json, read_bounded_json
     from mcit_bench.results.document import SCHEMA_VERSION, converted_results
 
@@ -170,7 +194,7 @@ def convert(
         try:
             data = read_bounded_json(path, "file")
             if isinstance(data, dict) and "leaderboard_version" in data:
-                found, now = convert_leaderboard(path), "leaderboard_version 2"
+                found, now = convert_leaderboard(path), f"leaderboard_version {LEADERBOARD_VERSION}"
             else:
                 data, found = converted_results(data, str(path))
                 atomic_write_json(path, data)

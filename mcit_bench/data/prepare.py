@@ -1,6 +1,7 @@
-"""A stream's data made ready for a run: its root (generated for the synthetic stream, given for a
-published one), and every task's train and evaluation splits through the arrow cache, with their
-images checked before anything trains."""
+"""A stream's data made ready: its root (generated for the synthetic stream, given for a published
+one), a task's test split as a run evaluates it (images checked), and the references a submission's
+predictions are set beside. Nothing here needs torch (``submit`` reads it); the training splits and
+the validation carve are ``data/run_data.py``'s."""
 
 from __future__ import annotations
 
@@ -8,11 +9,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mcit_bench.config import ValidationSplit
 from mcit_bench.core.errors import ConfigError, DataError
 from mcit_bench.data.hub import load_hub_split
 from mcit_bench.data.splits import load_split
-from mcit_bench.data.stream import SyntheticSource, TaskStream, locate_stream
+from mcit_bench.data.stream import LocatedTask, SyntheticSource, TaskStream, locate_stream
 from mcit_bench.data.synthetic import SyntheticSpec, generate
 
 
@@ -35,52 +35,37 @@ def prepare_data_root(stream: TaskStream, data_root: Path | None, cache_root: Pa
     return data_root
 
 
-def load_stream_data(stream: TaskStream, root: Path, cache_root: Path,
-                     validation: ValidationSplit | None = None) -> tuple[dict, dict]:
-    """Train and evaluation datasets of every task, through the arrow cache: the test split, or with
-    ``validation`` a split carved from the training data (the test split is then never opened)."""
-    arrow_cache = cache_root / "arrow"
-    train, held_out = {}, {}
+def test_split(stream: TaskStream, located: LocatedTask, root: Path, cache_root: Path) -> Any:
+    """One task's test split as a run evaluates it: the stream's size cut applied, every image present."""
+    task = located.task
+    if task.hub is not None:
+        test_set, source = load_hub_split(task.hub, root, task.test, task.type, cache_root), root / task.hub.dataset
+    else:
+        test_set, source = load_split(located.split_specs()[1], cache_root / "arrow"), located.test
+    if stream.test_per_task is not None and len(test_set) > stream.test_per_task:
+        test_set = test_set.select(range(stream.test_per_task))
+    require_images(test_set, source)
+    if len(test_set) == 0:
+        raise DataError(f"task {task.name!r} has an empty test split under {root}; check the files named in the "
+                        f"sequence")
+    return test_set
+
+
+def test_references(stream: TaskStream, data_root: Path | None, cache_root: Path) -> dict[str, list[dict[str, Any]]]:
+    """Every task's test split as its predictions files record it (id, answers, task type, metadata), in
+    evaluation order: what a submission's predictions are checked against. A synthetic stream's split is
+    generated from its identity; a published one's is read from ``data_root`` (ConfigError without it)."""
+    import json
+
+    root = prepare_data_root(stream, data_root, cache_root)
+    references = {}
     for located in locate_stream(stream, root):
-        task = located.task
-        if task.hub is not None:
-            train_set = load_hub_split(task.hub, root, task.train, task.type, cache_root)
-            train_source = test_source = root / task.hub.dataset
-        else:
-            train_spec, test_spec = located.split_specs()
-            train_set = load_split(train_spec, arrow_cache)
-            train_source, test_source = located.train, located.test
-        require_images(train_set, train_source)
-        if len(train_set) == 0:
-            raise DataError(f"task {task.name!r} has an empty train split under {root}; check the files named in "
-                            f"the sequence")
-        if validation is not None:
-            train[task.name], held_out[task.name] = carve_validation(train_set, validation, task.name, train_source)
-            continue
-        test_set = (load_hub_split(task.hub, root, task.test, task.type, cache_root) if task.hub is not None
-                    else load_split(test_spec, arrow_cache))
-        if stream.test_per_task is not None and len(test_set) > stream.test_per_task:
-            test_set = test_set.select(range(stream.test_per_task))
-        require_images(test_set, test_source)
-        if len(test_set) == 0:
-            raise DataError(f"task {task.name!r} has an empty test split under {root}; check the files named in the "
-                            f"sequence")
-        train[task.name], held_out[task.name] = train_set, test_set
-    return train, held_out
-
-
-def carve_validation(train_set, validation: ValidationSplit, task: str, source: Path) -> tuple[Any, Any]:
-    """(what trains, the validation split): a fixed random share of the training samples, at most
-    ``max_per_task``, drawn with the split's own seed so every trial holds out the same samples."""
-    size = min(validation.max_per_task, max(1, round(validation.fraction * len(train_set))))
-    if size >= len(train_set):
-        raise DataError(f"task {task!r} has {len(train_set)} training samples in {source}, too few to hold out a "
-                        f"validation split; tune on a sequence or subset with more training data")
-    import torch  # the carve is torch's permutation: the split every recorded trial was scored on
-
-    generator = torch.Generator().manual_seed(validation.seed)
-    order = torch.randperm(len(train_set), generator=generator).tolist()
-    return train_set.select(sorted(order[size:])), train_set.select(sorted(order[:size]))
+        test_set = test_split(stream, located, root, cache_root)
+        references[located.task.name] = [
+            {"question_id": row["id"], "answers": list(row["answers"]), "task_type": row["task_type"],
+             "metadata": json.loads(row["metadata"])}
+            for row in test_set.select_columns(["id", "answers", "task_type", "metadata"])]
+    return references
 
 
 def require_images(dataset, source: Path) -> None:

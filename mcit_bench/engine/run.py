@@ -20,7 +20,8 @@ from mcit_bench import __version__
 from mcit_bench.config import RunConfig
 from mcit_bench.core.errors import ConfigError
 from mcit_bench.core.io import atomic_write_json, weights_fingerprint
-from mcit_bench.data.prepare import default_cache_root, load_stream_data, prepare_data_root
+from mcit_bench.data.prepare import default_cache_root, prepare_data_root
+from mcit_bench.data.run_data import load_stream_data
 from mcit_bench.data.stream import TaskStream, load_stream
 from mcit_bench.engine.checkpoint import load_checkpoint, save_checkpoint
 from mcit_bench.engine.environment import (

@@ -9,7 +9,8 @@ import torch
 from accelerate import Accelerator
 
 from mcit_bench.config import RunConfig, TrainingConfig
-from mcit_bench.data.prepare import load_stream_data, prepare_data_root
+from mcit_bench.data.prepare import prepare_data_root
+from mcit_bench.data.run_data import load_stream_data
 from mcit_bench.data.stream import load_stream
 from mcit_bench.engine.generate import test_rows as evaluation_rows  # not named test_*: pytest would collect it
 from mcit_bench.engine.run import run_stream

@@ -7,7 +7,8 @@ import torch
 from mcit_bench.baselines.dmole import NO_TASK, DMoLE
 
 from mcit_bench.config import RunConfig
-from mcit_bench.data.prepare import load_stream_data, prepare_data_root
+from mcit_bench.data.prepare import prepare_data_root
+from mcit_bench.data.run_data import load_stream_data
 from mcit_bench.data.stream import load_stream
 from mcit_bench.data.synthetic import GROUNDING
 from mcit_bench.methods.base import RunContext, rows_of

@@ -122,7 +122,7 @@ def test_rescoring_refuses_predictions_edited_after_the_run(finished, tmp_path):
     assert (copy / "results.json").read_bytes() == written
 
 
-def test_submit_rescores_a_run_directory_and_refuses_a_forged_matrix(finished, tmp_path, monkeypatch):
+def test_submit_rescores_a_run_directory_and_refuses_a_forged_matrix(finished, tmp_path, monkeypatch, cache_root):
     import mcit_bench.board.submit as board
     from mcit_bench.board.leaderboard import read_leaderboard
     from mcit_bench.board.stats import aggregate
@@ -157,19 +157,20 @@ def test_submit_rescores_a_run_directory_and_refuses_a_forged_matrix(finished, t
     with pytest.raises(DataError, match="stage1/imagenet.jsonl changed after the run wrote it"):
         board.submit_all([edited], leaderboard)
 
-    # the run directory is verified; the same results file submitted alone is marked unverified
+    # the run directory is verified (its predictions answer the fixture's own test split); the same
+    # results file submitted alone is marked unverified, and the row is as proven as its weakest seed
     alone = tmp_path / "alone"
     alone.mkdir()
     shutil.copy(run_dir / "results.json", alone / "results.json")
-    [entry] = board.submit_all([run_dir], leaderboard)
-    assert entry.verified is True
+    [entry] = board.submit_all([run_dir], leaderboard, proof=board.Proof(cache_root=cache_root))
+    assert entry.tier == "verified"
     other = json.loads((alone / "results.json").read_text())
     other["run"]["seed"] = 1
     (alone / "results.json").write_text(json.dumps(other))
     [entry] = board.submit_all([alone / "results.json"], leaderboard)
-    assert entry.verified is False
+    assert entry.tier == "unverified"
     [row] = aggregate(read_leaderboard(leaderboard).entries)
-    assert row.verified_seeds == 1 and row.seeds == [0, 1]
+    assert row.tier == "unverified" and row.seeds == [0, 1]
 
 
 def test_joint_is_one_row_repeated_and_flagged(tmp_path, cache_root):
@@ -225,17 +226,19 @@ sequence = json.loads(sys.argv[1])
 board.shipped_sequence = lambda *_: (sequence["version"], sequence["content_hash"])
 board.shipped_tasks = lambda *_: sequence["tasks"]
 entries = board.submit_all([Path(sys.argv[2])], Path(sys.argv[3]), False)
-print(json.dumps({"verified": [entry.verified for entry in entries],
+print(json.dumps({"tiers": [entry.tier for entry in entries],
                   "loaded": sorted(name for name in ("torch", "transformers", "accelerate") if name in sys.modules)}))
 """
 
 
-def test_submit_rescores_a_run_without_loading_torch(finished, tmp_path):
+def test_submit_rescores_a_run_without_loading_torch(finished, tmp_path, cache_root):
+    """Re-scoring and setting the predictions beside the test split (generated here) need no torch."""
     import subprocess
     import sys
 
     run_dir, results = finished
     done = subprocess.run([sys.executable, "-c", SUBMIT_WITHOUT_TORCH, json.dumps(results["run"]["sequence"]),
-                           str(run_dir), str(tmp_path / "board.json")], capture_output=True, text=True, timeout=120)
+                           str(run_dir), str(tmp_path / "board.json")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "MCIT_BENCH_CACHE": str(cache_root)})
     assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"verified": [True], "loaded": []}
+    assert json.loads(done.stdout.splitlines()[-1]) == {"tiers": ["verified"], "loaded": []}

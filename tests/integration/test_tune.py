@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import mcit_bench.data.prepare as prepare_module
+import mcit_bench.data.run_data as run_data_module
 import mcit_bench.engine.run as runner_module
 from mcit_bench.board.leaderboard import entry_from_results
 from mcit_bench.cli import app
@@ -45,7 +46,8 @@ def study(tmp_path_factory, cache_root):
         return real_load_split(spec, cache)
 
     patch = pytest.MonkeyPatch()
-    patch.setattr(prepare_module, "load_split", recording_load_split)
+    for module in (prepare_module, run_data_module):  # the training splits, and the test split
+        patch.setattr(module, "load_split", recording_load_split)
     try:
         result = invoke("tune", *SEARCH, "--trials", "3", "--output", str(out / "runs"),
                         "--cache-dir", str(cache_root))

@@ -61,3 +61,14 @@ def test_each_built_in_plugin_registers_the_method_named_as_its_file():
     from mcit_bench.methods.registry import METHODS
 
     assert METHODS.declared_names() == METHODS.names()
+
+
+def test_the_independence_contract_names_every_plugin():
+    """A plugin left out of 'no plugin imports another' could import any other unnoticed."""
+    import tomllib
+
+    contracts = tomllib.loads((PROJECT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    [independence] = [contract for contract in contracts if contract["type"] == "independence"]
+    plugins = sorted(f"mcit_bench.baselines.{path.stem}" for path in (PROJECT / "baselines").glob("*.py")
+                     if path.stem != "__init__")
+    assert sorted(independence["modules"]) == plugins

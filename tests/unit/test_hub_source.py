@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from mcit_bench.cli import app
 from mcit_bench.core.errors import DataError
-from mcit_bench.data.prepare import load_stream_data
+from mcit_bench.data.run_data import load_stream_data
 from mcit_bench.data.splits import row_to_record
 from mcit_bench.data.stream import load_stream
 from mcit_bench.scoring.task_metrics import score_task

@@ -172,14 +172,16 @@ def test_aggregate_groups_seeds_and_averages_matrices(tmp_path):
     values = dict(zip(header.split(","), line.split(","), strict=True))
     assert values["final_acc_mean"] == "55.0000" and values["seeds"] == "0 1"
     # results files submitted without their run directories: neither seed was re-scored
-    assert row.verified_seeds == 0 and values["verified_seeds"] == "0" and "| 0/2 |" in markdown([row])
+    assert row.tier == "unverified" and values["tier"] == "unverified"
+    assert markdown([row]).rstrip().endswith("| unverified |")
     assert "seqft\\textsuperscript{\\textdagger} &" in latex([row])
     from rich.console import Console
 
     console = Console(width=100, record=True)
     console.print(rich_table([row]))
     shown = console.export_text()
-    assert " 2* " in shown and "* some seeds were submitted without their predictions" in shown
+    assert " 2* " in shown
+    assert "* some seeds were not checked against the stream's test split" in " ".join(shown.split())
 
 
 def test_an_upper_bound_shows_no_forward_transfer(tmp_path):
@@ -283,13 +285,13 @@ def test_entries_are_keyed_by_the_weights_and_a_converted_version_1_board_reads_
     submit_all([write_doc(tmp_path, "a.json", results_doc()), write_doc(tmp_path, "b.json", results_doc(seed=1))],
                board)
     data = json.loads(board.read_text())
-    assert data["leaderboard_version"] == 2
+    assert data["leaderboard_version"] == 3
     assert {entry["key"]["model_weights"] for entry in data["entries"]} == {shipped_tiny_weights()}
     # a board written before keys named the weights (version 1) is refused until converted; then its
     # entries are of unknown weights, so they never average with the seeds of the shipped mcit-tiny
     old = copy.deepcopy(data)
     for entry in old["entries"]:
-        del entry["key"]["model_weights"]
+        del entry["key"]["model_weights"], entry["tier"]
         entry["seed"] += 10
     mixed = tmp_path / "mixed.json"
     mixed.write_text(json.dumps({"leaderboard_version": 1, "entries": old["entries"]}))
@@ -304,7 +306,7 @@ def test_entries_are_keyed_by_the_weights_and_a_converted_version_1_board_reads_
     results_v1 = write_doc(tmp_path, "v1.json", run_v1)
     done = CliRunner().invoke(app, ["convert", str(mixed), str(results_v1)])
     assert done.exit_code == 0, done.output
-    assert "version 1 -> leaderboard_version 2" in done.output and "version 1 -> schema_version 2" in done.output
+    assert "version 1 -> leaderboard_version 3" in done.output and "version 1 -> schema_version 2" in done.output
     assert json.loads(results_v1.read_text())["run"]["model_weights"] is None
     with pytest.raises(DataError, match="used mcit-tiny with weights it did not record"):
         submit_all([results_v1], board)
@@ -312,13 +314,32 @@ def test_entries_are_keyed_by_the_weights_and_a_converted_version_1_board_reads_
     rows = aggregate(entries)
     by_weights = {row.key.model_weights: row.seeds for row in rows}
     assert by_weights == {None: [10, 11], shipped_tiny_weights(): [0, 1]}
-    (tmp_path / "v3.json").write_text(json.dumps({"leaderboard_version": 3, "entries": []}))
-    with pytest.raises(DataError, match=re.escape("has leaderboard_version 3; this mcit-bench reads version 2")):
-        read_leaderboard(tmp_path / "v3.json")
-    refused = CliRunner().invoke(app, ["convert", str(tmp_path / "v3.json")])
+    (tmp_path / "v4.json").write_text(json.dumps({"leaderboard_version": 4, "entries": []}))
+    with pytest.raises(DataError, match=re.escape("has leaderboard_version 4; this mcit-bench reads version 3")):
+        read_leaderboard(tmp_path / "v4.json")
+    refused = CliRunner().invoke(app, ["convert", str(tmp_path / "v4.json")])
     assert refused.exit_code == 2
-    assert "leaderboard_version 3, which no version of mcit-bench wrote before 2; it cannot be converted" in \
+    assert "leaderboard_version 4, which no version of mcit-bench wrote before 3; it cannot be converted" in \
         " ".join(refused.output.split())
+
+
+def test_a_version_2_board_converts_its_verified_flags_to_tiers(tmp_path):
+    """Version 2's ``verified: true`` was a re-scoring from predictions whose references came from the
+    predictions themselves: self-checked, not verified. False was a results file alone; null unknown."""
+    from mcit_bench.board.leaderboard import convert_leaderboard
+
+    board = tmp_path / "leaderboard.json"
+    submit_all([write_doc(tmp_path, f"{seed}.json", results_doc(seed=seed)) for seed in range(3)], board)
+    data = json.loads(board.read_text())
+    for entry, verified in zip(data["entries"], (True, False, None)):
+        del entry["tier"]
+        entry["verified"] = verified
+    board.write_text(json.dumps({**data, "leaderboard_version": 2}))
+    assert convert_leaderboard(board) == 2
+    assert [entry.tier for entry in read_leaderboard(board).entries] == ["self-checked", "unverified", None]
+    (row,) = aggregate(read_leaderboard(board).entries)
+    assert row.tier is None  # a seed of unknown tier leaves the row unknown, never the stronger tiers
+    assert markdown([row]).rstrip().endswith("| – |")  # the tier, the last column
 
 
 def test_submissions_must_name_the_sequences_own_tasks(tmp_path):

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mcit_bench.cli import app
 from mcit_bench.core.errors import ConfigError, DataError
-from mcit_bench.data.prepare import load_stream_data
+from mcit_bench.data.run_data import load_stream_data
 from mcit_bench.data.splits import row_to_record
 from mcit_bench.data.stream import load_stream, locate_stream
 from mcit_bench.models.collate import load_image

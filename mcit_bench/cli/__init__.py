@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NoReturn
 
-from mcit_bench.cli.app import app, errors, print_error
-from mcit_bench.core.errors import UserError, storage_error
+from mcit_bench.cli.app import app, errors
 
 # each registers its commands, in the order --help lists them
 # isort: off
@@ -26,19 +25,8 @@ BUG_EXIT = 70  # EX_SOFTWARE: mcit-bench's own fault, not the input's
 
 def main() -> None:
     try:
-        app()
-    except OSError as error:
-        # A write the file system refuses deep inside a library (a checkpoint, the arrow cache) is the
-        # user's to fix (a full disk, a read-only folder): one sentence, not a traceback.
-        refused = storage_error(error)
-        if refused is None:
-            report_bug(error)
-        print_error(refused)
-        raise SystemExit(2) from None
-    except UserError as error:  # a refusal a command did not catch itself is still one sentence
-        print_error(error)
-        raise SystemExit(2) from None
-    except Exception as error:  # the last resort: every input error is a UserError before it gets here
+        app()  # refusals end here in one sentence and exit 2 (app.OneSentenceErrors)
+    except Exception as error:  # the last resort: every input error is a refusal before it gets here
         report_bug(error)
 
 

@@ -4,6 +4,7 @@ half of either, and two writers of one file never interleave."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -40,6 +41,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _replace_with(path: Path, data: bytes) -> None:
+    if path.is_dir():  # renaming over a folder fails with whatever the OS says ('.': EBUSY); say it once
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         mode = stat.S_IMODE(path.stat().st_mode)

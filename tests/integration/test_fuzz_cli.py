@@ -16,6 +16,7 @@ import mcit_bench.engine.run as engine_run
 import mcit_bench.tune as tune_package
 from mcit_bench.cli import app
 from mcit_bench.methods.registry import METHODS
+from tests.conftest import FIXTURES
 
 
 class ReachedTraining(Exception):
@@ -66,6 +67,12 @@ COMMANDS = {
 }
 
 
+def one_sentence(output: str) -> bool:
+    """A refusal's whole output: one line, 'error: ...' (a long one wraps only where the terminal does)."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    return len(lines) == 1 and lines[0].startswith("error: ")
+
+
 def arguments(command: str):
     names = COMMANDS[command]
     pairs = st.lists(st.sampled_from(names).flatmap(lambda name: st.tuples(st.just(name), VALUES[name])),
@@ -91,6 +98,73 @@ def test_any_option_values_end_in_a_refusal_or_in_training(command, tmp_path, mo
         assert result.exception is None or isinstance(result.exception, SystemExit), (args, repr(result.exception))
         assert "Traceback" not in result.output, args
         assert result.exit_code in (0, 2), (args, result.exit_code, result.output[-500:])
+        if result.exit_code == 2:  # a usage error as every refusal: one sentence, no panel
+            assert one_sentence(result.output), (args, result.output[-500:])
+
+    check()
+
+
+FLAG = st.just(None)  # an option that takes no value
+PATHS = st.one_of(st.sampled_from(["", ".", "..", "missing/folder", "[b]x[/b]", "/dev/null"]), ODD_TEXT)
+OTHER_VALUES = {
+    "--tolerance": NUMBERS, "--reproduce": FLAG, "--replace": FLAG, "--data-root": PATHS, "--images": FLAG,
+    "--no-images": FLAG, "--subset": VALUES["--subset"], "--variant": ODD_TEXT, "--steps": st.one_of(NUMBERS, ODD_TEXT),
+    "--seed": VALUES["--seed"], "--out": PATHS, "--what": st.one_of(st.sampled_from(["methods", "sequences",
+                                                                                     "metrics", "models"]), ODD_TEXT),
+    "--sequence": st.one_of(st.just(str(FIXTURES / "two_task_quick.yaml")), ODD_TEXT),
+}
+# Each command's fixed start (a results file is written into the test's folder first) and the options
+# fuzzed after it; "--what" and "--sequence" stand for the positional argument of ls and data check.
+OTHER_COMMANDS = {
+    "check": (lambda doc, board: ["check", doc, "--against", doc], ["--tolerance"]),
+    "submit": (lambda doc, board: ["submit", doc, "--leaderboard", board], ["--reproduce", "--replace", "--data-root"]),
+    "data check": (lambda doc, board: ["data", "check"], ["--sequence", "--subset", "--variant", "--data-root",
+                                                          "--images", "--no-images"]),
+    "ls": (lambda doc, board: ["ls"], ["--what"]),
+    "pretrain-tiny": (lambda doc, board: ["pretrain-tiny"], ["--out", "--steps", "--seed"]),
+    "schema": (lambda doc, board: ["schema"], ["--out"]),
+}
+POSITIONAL = ("--what", "--sequence")
+
+
+def other_arguments(command: str):
+    names = OTHER_COMMANDS[command][1]
+    chosen = st.lists(st.sampled_from(names).flatmap(lambda name: st.tuples(st.just(name), OTHER_VALUES[name])),
+                      max_size=4)
+    return chosen.map(lambda pairs: [part for name, value in pairs
+                                     for part in ([value] if name in POSITIONAL else [name, value] if value is not None
+                                                  else [name])])
+
+
+@pytest.mark.parametrize("command", sorted(OTHER_COMMANDS))
+def test_the_other_commands_options_end_in_one_sentence(command, tmp_path, monkeypatch, cache_root):
+    """check, submit, data check, ls, pretrain-tiny and schema with fuzzed options on a valid results
+    file: success, a regression (check's exit 1), or one sentence; never a traceback. Paths are
+    relative to the test's folder, so nothing lands elsewhere; training and pre-training are stubbed."""
+    import mcit_bench.engine.reproduce as reproduce
+    import mcit_bench.models.pretrain as pretrain
+    from tests.unit.test_leaderboard import results_doc, write_doc
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MCIT_BENCH_CACHE", str(cache_root))
+    monkeypatch.setattr(reproduce, "run_stream", stop)
+    monkeypatch.setattr(pretrain, "pretrain", stop)
+    doc = str(write_doc(tmp_path, "results.json", results_doc()))
+    runner = CliRunner()
+    start, _ = OTHER_COMMANDS[command]
+
+    @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
+                                                                                       HealthCheck.function_scoped_fixture])
+    @given(other_arguments(command))
+    def check(args):
+        result = runner.invoke(app, [*start(doc, str(tmp_path / "board.json")), *args])
+        if isinstance(result.exception, ReachedTraining):
+            return
+        assert result.exception is None or isinstance(result.exception, SystemExit), (args, repr(result.exception))
+        assert "Traceback" not in result.output, args
+        assert result.exit_code in ((0, 1, 2) if command == "check" else (0, 2)), (args, result.output[-500:])
+        if result.exit_code == 2:
+            assert one_sentence(result.output), (args, result.output[-500:])
 
     check()
 
@@ -132,5 +206,7 @@ def test_the_commands_that_read_run_files_refuse_any_content_in_one_sentence(com
         assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
         assert "Traceback" not in result.output
         assert result.exit_code in (0, 2), (result.exit_code, result.output[-500:])
+        if result.exit_code == 2:
+            assert one_sentence(result.output), result.output[-500:]
 
     check()

@@ -27,6 +27,19 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 QUICK_OPTIONS: dict[str, dict] = {"mrlora": {"router_epochs": 4}}
 
 
+# The fuzz suites' budget: fixed examples drawn from a fixed seed in CI (bounded time, the same cases on
+# every run); MCIT_BENCH_FUZZ_SCALE=N runs N times the examples, freshly drawn, to search longer on demand.
+FUZZ_SCALE = max(1, int(os.environ.get("MCIT_BENCH_FUZZ_SCALE", "1")))
+
+
+def fuzz_settings(examples: int, *health_checks):
+    """Hypothesis settings of a fuzz test: ``examples`` (times the scale), no deadline, derandomized in CI."""
+    from hypothesis import HealthCheck, settings
+
+    return settings(max_examples=examples * FUZZ_SCALE, deadline=None, derandomize=FUZZ_SCALE == 1,
+                    suppress_health_check=[HealthCheck.too_slow, *health_checks])
+
+
 def quick_option_args(method: str) -> list[str]:
     """QUICK_OPTIONS as the command line takes them."""
     return [arg for key, value in QUICK_OPTIONS.get(method, {}).items() for arg in ("--option", f"{key}={value}")]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
@@ -16,7 +16,7 @@ import mcit_bench.engine.run as engine_run
 import mcit_bench.tune as tune_package
 from mcit_bench.cli import app
 from mcit_bench.methods.registry import METHODS
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, fuzz_settings
 
 
 class ReachedTraining(Exception):
@@ -88,8 +88,7 @@ def test_any_option_values_end_in_a_refusal_or_in_training(command, tmp_path, mo
     runner = CliRunner()
     outputs = ["--output", str(tmp_path / "runs")] if command in ("run", "tune") else []
 
-    @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
-                                                                                       HealthCheck.function_scoped_fixture])
+    @fuzz_settings(60, HealthCheck.function_scoped_fixture)
     @given(arguments(command))
     def check(args):
         result = runner.invoke(app, [command, *args, *outputs])
@@ -153,8 +152,7 @@ def test_the_other_commands_options_end_in_one_sentence(command, tmp_path, monke
     runner = CliRunner()
     start, _ = OTHER_COMMANDS[command]
 
-    @settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
-                                                                                       HealthCheck.function_scoped_fixture])
+    @fuzz_settings(30, HealthCheck.function_scoped_fixture)
     @given(other_arguments(command))
     def check(args):
         result = runner.invoke(app, [*start(doc, str(tmp_path / "board.json")), *args])
@@ -196,7 +194,7 @@ def test_the_commands_that_read_run_files_refuse_any_content_in_one_sentence(com
     runner = CliRunner()
     contents = st.one_of(DOCUMENTS.map(as_json), st.binary(max_size=80))
 
-    @settings(max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @fuzz_settings(25)
     @given(contents, st.one_of(DOCUMENTS.map(as_jsonl), st.binary(max_size=80)))
     def check(document, predictions):
         folder = tmp_path_factory.mktemp("run")

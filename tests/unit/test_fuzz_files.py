@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mcit_bench.board.leaderboard import read_leaderboard
@@ -22,6 +22,7 @@ from mcit_bench.data.stream import load_stream
 from mcit_bench.results.document import load_results
 from mcit_bench.rundir import read_predictions, read_run_json
 from mcit_bench.tune import read_space_file, read_tuning
+from tests.conftest import fuzz_settings
 
 KEYS = ["schema_version", "leaderboard_version", "entries", "key", "matrix", "summary", "tasks", "run", "config",
         "method", "sequence", "seed", "stages", "cost", "task_info", "prediction_digests", "question_id", "text",
@@ -85,7 +86,7 @@ def test_a_file_nested_twenty_thousand_deep_is_refused_in_one_sentence(tmp_path,
 def test_any_structure_in_a_file_is_read_or_refused_in_one_sentence(tmp_path_factory, kind):
     name, reader, encode = READERS[kind]
 
-    @settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @fuzz_settings(120)
     @given(st.one_of(DOCUMENTS, VALUES))
     def check(document):
         path = tmp_path_factory.mktemp(kind) / name
@@ -99,7 +100,7 @@ def test_any_structure_in_a_file_is_read_or_refused_in_one_sentence(tmp_path_fac
 def test_any_bytes_in_a_file_are_read_or_refused_in_one_sentence(tmp_path_factory, kind):
     name, reader, _ = READERS[kind]
 
-    @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+    @fuzz_settings(80)
     @given(st.binary(max_size=120))
     def check(data):
         path = tmp_path_factory.mktemp(kind) / name

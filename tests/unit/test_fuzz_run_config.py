@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from mcit_bench.cli.options import RunSettings, raw_config
 from mcit_bench.config import RunConfig, parse_run_config
 from mcit_bench.core.errors import UserError
 from mcit_bench.methods.registry import METHODS, build_method
+from tests.conftest import fuzz_settings
 
 # the names a config really has, so the fuzz reaches the validators and not only "unknown key"
 KEYS = ["method", "method_options", "sequence", "subset", "variant", "model", "precision", "seed", "training",
@@ -42,7 +43,7 @@ def one_sentence(error: UserError) -> bool:
     return bool(text) and "\n" not in text and "Traceback" not in text
 
 
-@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@fuzz_settings(300)
 @given(CONFIGS)
 def test_any_config_file_is_a_run_config_or_one_sentence(tmp_path_factory, config):
     path = tmp_path_factory.mktemp("fuzz") / "run.yaml"
@@ -58,7 +59,7 @@ def test_any_config_file_is_a_run_config_or_one_sentence(tmp_path_factory, confi
     assert all(math.isfinite(value) for value in (built.training.lr, built.training.epochs))
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@fuzz_settings(200)
 @given(st.binary(max_size=200))
 def test_any_bytes_as_a_config_file_are_a_run_config_or_one_sentence(tmp_path_factory, data):
     path = tmp_path_factory.mktemp("fuzz") / "run.yaml"

@@ -30,6 +30,9 @@ def test_wheel_installs_and_runs_the_ci_subset(tmp_path, cache_root):
     assert "mcit_bench/models/mcit_tiny/model.safetensors" in names
     assert "mcit_bench/board/leaderboard_page.html" in names
     assert not [name for name in names if name.split("/")[0] in ("baselines", "task_sequences", "tests")]
+    # every package of the source tree is in the wheel (pyproject.toml lists them by hand)
+    packages = {str(init.parent.relative_to(REPO)) for init in (REPO / "mcit_bench").rglob("__init__.py")}
+    assert {package for package in packages if f"{package}/__init__.py" not in names} == set()
 
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)

@@ -50,6 +50,43 @@ def compare(current: Results, baseline: Results, tolerance: float) -> tuple[list
     return regressions, moved
 
 
+def where_ran(results: Results) -> dict[str, str]:
+    """What of a run's environment can move its numbers, as text: each recorded package's version, the
+    device, the model's weights, and whether its packages were the reference lock's."""
+    run = results.run
+    found = {name: version or "absent" for name, version in run.packages.items()}
+    found["device"] = run.device
+    found["model weights"] = run.model_weights[:12] if run.model_weights else "unrecorded"
+    environment = run.environment
+    found["environment"] = ("not recorded (a results file older than schema 3)" if environment is None
+                            else f"lock {environment.lock}" if environment.lock is not None
+                            else f"not the lock's ({len(environment.differs)} package"
+                                 f"{' differs' if len(environment.differs) == 1 else 's differ'})")
+    return found
+
+
+def drift_between(current: Results, baseline: Results) -> str | None:
+    """One line naming what differs between where two runs ran (None when nothing does)."""
+    here, there = where_ran(current), where_ran(baseline)
+    parts = [f"{name} {here.get(name, 'absent')} here, {there.get(name, 'absent')} in the baseline"
+             for name in sorted(set(here) | set(there)) if here.get(name) != there.get(name)]
+    return "the runs differ in where they ran: " + "; ".join(parts) if parts else None
+
+
+def drift_among(runs: list[Results]) -> str | None:
+    """One line naming each thing that differs among where several runs ran, with how many ran each way."""
+    places = [where_ran(results) for results in runs]
+    parts = []
+    for name in sorted({name for place in places for name in place}):
+        counts: dict[str, int] = {}
+        for place in places:
+            counts[place.get(name, "absent")] = counts.get(place.get(name, "absent"), 0) + 1
+        if len(counts) > 1:
+            parts.append(f"{name} " + ", ".join(f"{value} ({count} run{'s' * (count != 1)})"
+                                                for value, count in sorted(counts.items())))
+    return "the runs differ in where they ran: " + "; ".join(parts) if parts else None
+
+
 def changes_table(moved: list[Change], tolerance: float):
     from rich.table import Table
     from rich.text import Text

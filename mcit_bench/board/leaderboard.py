@@ -86,6 +86,9 @@ class Entry(_Strict):
     device: str
     # how far submission proved it (``Tier``); None: submitted before tiers were recorded
     tier: Tier | None = None
+    # the reference lock's digest when the run's packages were the lock's (results' run.environment);
+    # None when they were not, or when the run did not record it
+    environment: str | None = None
 
 
 class Leaderboard(_Strict):
@@ -143,7 +146,8 @@ def entry_from_results(results: Results, tier: Tier | None = None) -> Entry:
                  trainable_params=max(results.cost.trainable_params_per_stage),
                  added_params=results.cost.added_params, wall_seconds=results.cost.wall_seconds,
                  harness_version=results.run.harness_version, commit=results.run.git.get("commit"),
-                 device=results.run.device, tier=tier)
+                 device=results.run.device, tier=tier,
+                 environment=results.run.environment.lock if results.run.environment is not None else None)
 
 
 def read_leaderboard(path: Path) -> Leaderboard:

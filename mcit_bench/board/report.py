@@ -53,16 +53,20 @@ def _cells(row: Row, stat_format: Callable[[Stat | None], str]) -> list[str]:
              row.key.protocol_label(), str(len(row.seeds))]
             + [stat_format(row.metrics[name]) for _, name in METRIC_COLUMNS]
             + [stat_format(row.task_selection), fmt_count(row.trainable_params), fmt_count(row.added_params),
-               stat_format(row.wall_seconds), fmt_tier(row)])
+               stat_format(row.wall_seconds), fmt_tier(row), row.environment or "–"])
 
 
 HEADINGS = (["sequence", "model", "method", "protocol", "seeds"] + [heading for heading, _ in METRIC_COLUMNS]
-            + ["task sel.", "trainable", "added", "wall s", "tier"])
+            + ["task sel.", "trainable", "added", "wall s", "tier", "environment"])
+
+
+# the terminal table leaves out the tier (a star marks rows below 'verified') and the environment
+TERMINAL_HIDDEN = 2
 
 
 def rich_table(rows: list[Row]):
     """The terminal view; sequence and model move to the title when every row shares them, to fit 80
-    columns, and seeds not re-scored at submission are starred instead of taking a column."""
+    columns, and rows below the 'verified' tier are starred instead of taking a column."""
     from rich.markup import escape
     from rich.table import Table
 
@@ -74,10 +78,10 @@ def rich_table(rows: list[Row]):
     skip = 2 if shared else 0
     caption = f"* {BELOW_VERIFIED}" if any(below_verified(row) for row in rows) else None
     table = Table(title=escape(title), caption=caption, title_justify="left", caption_justify="left", padding=(0, 1))
-    for index, heading in enumerate(HEADINGS[skip:-1], start=skip):
+    for index, heading in enumerate(HEADINGS[skip:-TERMINAL_HIDDEN], start=skip):
         table.add_column(heading, justify="left" if index < 4 else "right")
     for row in rows:
-        cells = _cells(row, fmt_stat)[:-1]
+        cells = _cells(row, fmt_stat)[:-TERMINAL_HIDDEN]
         cells[4] += "*" if below_verified(row) else ""
         table.add_row(*(escape(cell) for cell in cells[skip:]))  # "[ci]" is text, not markup
     return table
@@ -110,7 +114,7 @@ def to_csv(rows: list[Row]) -> str:
     names = [name for _, name in METRIC_COLUMNS] + ["task_selection", "wall_seconds"]
     writer.writerow(["sequence", "subset", "model", "method", "protocol", "seeds"]
                     + [f"{name}_{part}" for name in names for part in ("mean", "std", "ci95")]
-                    + ["trainable_params", "added_params", "tier"])
+                    + ["trainable_params", "added_params", "tier", "environment"])
     for row in rows:
         stats = [row.metrics[name] for _, name in METRIC_COLUMNS] + [row.task_selection, row.wall_seconds]
         values = []
@@ -118,7 +122,7 @@ def to_csv(rows: list[Row]) -> str:
             values += ["", "", ""] if value is None else [f"{value.mean:.4f}", f"{value.std:.4f}", f"{value.ci95:.4f}"]
         texts = [row.key.sequence, row.key.subset or "", row.key.model, row.key.method, row.key.protocol_label()]
         writer.writerow([_csv_text(text) for text in texts] + [" ".join(map(str, row.seeds))] + values
-                        + [row.trainable_params, row.added_params, row.tier or ""])
+                        + [row.trainable_params, row.added_params, row.tier or "", row.environment or ""])
     return buffer.getvalue()
 
 

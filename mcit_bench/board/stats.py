@@ -13,7 +13,7 @@ import numpy as np
 
 from mcit_bench.board.leaderboard import TIERS, Entry, EntryKey, Tier, entry_from_results
 from mcit_bench.board.submit import verify_consistent
-from mcit_bench.results.document import load_results
+from mcit_bench.results.document import Results, load_results
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, shown_summary
 
 # Two-sided 95% Student t quantiles by degrees of freedom; beyond the table the normal 1.96 is close.
@@ -64,6 +64,8 @@ class Row:
     wall_seconds: Stat | None
     # the weakest verification tier of the seeds (leaderboard.Tier); None when a seed has none recorded
     tier: Tier | None = None
+    # the lock digest the seeds ran in ("mixed" when they differ; None: not the lock's, or not recorded)
+    environment: str | None = None
     # selection accuracy of each task after the last stage, mean over seeds (selecting methods only)
     selection_by_task: dict[str, float] = field(default_factory=dict)
 
@@ -87,6 +89,11 @@ def weakest_tier(group: list[Entry]) -> Tier | None:
     return max((entry.tier for entry in group if entry.tier is not None), key=TIERS.index)
 
 
+def shared_environment(group: list[Entry]) -> str | None:
+    found = {entry.environment for entry in group}
+    return found.pop() if len(found) == 1 else "mixed"
+
+
 def aggregate(entries: Iterable[Entry]) -> list[Row]:
     groups: dict[str, list[Entry]] = {}
     for entry in entries:
@@ -103,20 +110,27 @@ def aggregate(entries: Iterable[Entry]) -> list[Row]:
             matrix=matrix.round(2).tolist(), stage_curve=[round(v, 2) for v in seen_task_curve(matrix)],
             task_selection=stat(selections), trainable_params=group[0].trainable_params,
             added_params=group[0].added_params, wall_seconds=stat(entry.wall_seconds for entry in group),
-            tier=weakest_tier(group), selection_by_task=selection_by_task(group)))
+            tier=weakest_tier(group), environment=shared_environment(group),
+            selection_by_task=selection_by_task(group)))
     rows.sort(key=lambda row: (row.key.sort_key()[:4], -(row.metrics["final_acc"].mean
                                                          if row.metrics["final_acc"] else 0.0)))
     return rows
 
 
-def results_entries(paths: Iterable[Path]) -> list[Entry]:
-    """Entries straight from run directories or results files, custom sequences included."""
-    entries = []
+def consistent_results(paths: Iterable[Path]) -> list[Results]:
+    """Run directories or results files, each refused unless finished and consistent (custom sequences
+    included)."""
+    loaded = []
     for path in paths:
         results = load_results(path)
         verify_consistent(results, str(path))
-        entries.append(entry_from_results(results))
-    return entries
+        loaded.append(results)
+    return loaded
+
+
+def results_entries(paths: Iterable[Path]) -> list[Entry]:
+    """Entries straight from run directories or results files, custom sequences included."""
+    return [entry_from_results(results) for results in consistent_results(paths)]
 
 
 def board_summary(rows: list[Row]) -> dict[str, Any]:
@@ -133,5 +147,5 @@ def board_summary(rows: list[Row]) -> dict[str, Any]:
         "metrics": {name: stat_dict(value) for name, value in row.metrics.items()},
         "task_selection": stat_dict(row.task_selection), "matrix": row.matrix, "stage_curve": row.stage_curve,
         "trainable_params": row.trainable_params, "added_params": row.added_params,
-        "wall_seconds": stat_dict(row.wall_seconds), "tier": row.tier,
+        "wall_seconds": stat_dict(row.wall_seconds), "tier": row.tier, "environment": row.environment,
         "selection_by_task": row.selection_by_task} for row in rows]}

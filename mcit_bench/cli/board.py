@@ -95,13 +95,17 @@ def show_leaderboard(
 ) -> None:
     """Show a leaderboard (or runs aggregated over seeds) as a table, Markdown, CSV, LaTeX, HTML or JSON."""
     from mcit_bench.board import report
-    from mcit_bench.board.leaderboard import read_leaderboard
-    from mcit_bench.board.stats import aggregate, board_summary, results_entries
+    from mcit_bench.board.check import drift_among
+    from mcit_bench.board.leaderboard import entry_from_results, read_leaderboard
+    from mcit_bench.board.stats import aggregate, board_summary, consistent_results
     from mcit_bench.core.io import atomic_write_text
 
+    drift = None
     try:
         if runs:
-            entries = results_entries(runs)
+            loaded = consistent_results(runs)
+            entries = [entry_from_results(results) for results in loaded]
+            drift = drift_among(loaded)
         else:
             path = leaderboard or shown_leaderboard_path()
             if not path.is_file():
@@ -113,6 +117,8 @@ def show_leaderboard(
     if sequence:
         entries = [e for e in entries if sequence in (e.key.sequence, e.key.sequence.split("@")[0])]
     rows = aggregate(entries)
+    if drift is not None:  # on stderr: the formats written to stdout stay clean
+        errors.print(f"note: {drift}", highlight=False, markup=False)
     if format is BoardFormat.table and out is None:
         console.print(report.rich_table(rows))
         return
@@ -134,15 +140,19 @@ def check(
     tolerance: Annotated[float, typer.Option(help="allowed drop in points (0-100 scale)", min=0)] = 1.0,
 ) -> None:
     """Exit non-zero when a summary metric or matrix cell is worse than the baseline by more than the tolerance."""
-    from mcit_bench.board.check import changes_table, compare
+    from mcit_bench.board.check import changes_table, compare, drift_between
     from mcit_bench.results.document import load_results
 
     try:
-        regressions, moved = compare(load_results(results), load_results(against), tolerance)
+        current, baseline = load_results(results), load_results(against)
+        regressions, moved = compare(current, baseline, tolerance)
     except UserError as error:
         fail(error)
     if moved:
         console.print(changes_table(moved, tolerance))
+    drift = drift_between(current, baseline)
+    if drift is not None:  # a difference in where the runs ran explains a change before anyone guesses
+        console.print(f"note: {drift}", markup=False, highlight=False)
     if regressions:
         errors.print("regression:", style="bold red", end=" ")
         errors.print(f"{len(regressions)} value(s) of {results} are worse than {against} by more than {tolerance:g}",

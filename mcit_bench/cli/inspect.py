@@ -145,6 +145,46 @@ def absent_published_cells(report) -> list[str]:
     return [] if reason is None or answer_file.present else [f"warning: as published, absent: {reason}"]
 
 
+@app.command(name="env")
+def environment(
+    lock: Annotated[Optional[Path], typer.Option(help="a lock file (default: the one this mcit-bench ships)")] = None,
+    pyproject: Annotated[Optional[Path], typer.Option(help="check that the lock pins every requirement of this "
+                                                           "pyproject.toml within its range")] = None,
+) -> None:
+    """Say whether this environment is the reference lock's (what a run records), and check a lock
+    against pyproject.toml's ranges."""
+    from mcit_bench.core.lock import (
+        environment_record,
+        lock_digest,
+        lock_pins,
+        lock_problems,
+        pyproject_requirements,
+        read_lock_file,
+        shipped_lock_text,
+    )
+
+    try:
+        text = read_lock_file(lock) if lock is not None else shipped_lock_text()
+        if text is None:
+            raise ConfigError("this mcit-bench ships no lock; pass --lock FILE")
+        if pyproject is not None:
+            problems = lock_problems(pyproject_requirements(pyproject), text)
+            if problems:
+                raise ConfigError(f"lock {lock or 'shipped'} does not satisfy {pyproject}: {'; '.join(problems)}; "
+                                  f"rewrite it with 'bash .ci/lock'")
+    except UserError as error:
+        fail(error)
+    record = environment_record(text)
+    if pyproject is not None:
+        console.print(f"the lock pins every requirement of {pyproject} within its range", markup=False)
+    if record["lock"] is not None:
+        console.print(f"this environment is the reference lock {record['lock']} ({len(lock_pins(text))} packages "
+                      f"at their pins); runs record it", markup=False, highlight=False)
+    else:
+        console.print(f"this environment is not the reference lock {lock_digest(text)}: "
+                      f"{'; '.join(record['differs'])}", markup=False, highlight=False)
+
+
 @app.command(name="pretrain-tiny")
 def pretrain_tiny(
     out: Annotated[Path, typer.Option(help="folder to write the model to")],

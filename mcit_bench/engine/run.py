@@ -20,6 +20,7 @@ from mcit_bench import __version__
 from mcit_bench.config import RunConfig
 from mcit_bench.core.errors import ConfigError
 from mcit_bench.core.io import atomic_write_json, weights_fingerprint
+from mcit_bench.core.lock import environment_record
 from mcit_bench.data.prepare import default_cache_root, prepare_data_root
 from mcit_bench.data.run_data import load_stream_data
 from mcit_bench.data.stream import TaskStream, load_stream
@@ -290,6 +291,7 @@ class Run:
                 "harness_version": __version__,
                 "git": self.checkout,
                 "packages": package_versions(),
+                "environment": environment_record(),
                 "device": device_description(),
                 "upper_bound": method.capabilities.upper_bound,
                 "task_id_at_eval": method.capabilities.task_id_at_eval,

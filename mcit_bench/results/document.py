@@ -22,7 +22,7 @@ from mcit_bench.rundir import RunPaths
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, summarize
 from mcit_bench.scoring.task_metrics import METRICS
 
-SCHEMA_VERSION = 2  # the version this mcit-bench writes; 2: run.model_weights
+SCHEMA_VERSION = 3  # the version this mcit-bench writes; 2: run.model_weights; 3: run.environment
 # A stored summary may differ from the one recomputed from the stored matrix by rounding only.
 SUMMARY_TOLERANCE = 1e-3
 
@@ -40,6 +40,14 @@ class SequenceRef(_Strict):
     tasks: list[str] = Field(min_length=1)
 
 
+class Environment(_Strict):
+    """Whether the run's packages were the reference lock's (``core/lock.py``): ``lock`` its digest when
+    every pinned package was installed at its pin, else None and ``differs`` naming each that was not."""
+
+    lock: str | None
+    differs: list[str]
+
+
 class RunInfo(_Strict):
     method: str
     method_options: dict[str, Any]
@@ -52,6 +60,8 @@ class RunInfo(_Strict):
     harness_version: str
     git: dict[str, Any]
     packages: dict[str, str | None]
+    # None: written before environments were recorded (schema 2 and older, converted)
+    environment: Environment | None = None
     device: str
     upper_bound: bool
     task_id_at_eval: bool
@@ -121,7 +131,7 @@ class OracleScores(_Strict):
 class Results(_Strict):
     """One finished run: its identity, the accuracy matrix, the summary derived from it, its cost."""
 
-    schema_version: Literal[2]
+    schema_version: Literal[3]
     run: RunInfo
     tasks: list[str] = Field(min_length=1)
     task_info: dict[str, TaskInfo]
@@ -221,7 +231,15 @@ def _weights_unknown(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-VERSION = FileVersion("schema_version", SCHEMA_VERSION, {1: _weights_unknown})
+def _environment_unknown(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 did not record whether the run's packages were the lock's: unknown (None)."""
+    run = data.get("run")
+    if isinstance(run, dict):
+        run.setdefault("environment", None)
+    return data
+
+
+VERSION = FileVersion("schema_version", SCHEMA_VERSION, {1: _weights_unknown, 2: _environment_unknown})
 
 
 def converted_results(data: Any, source: str) -> tuple[dict[str, Any], int]:

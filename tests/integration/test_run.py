@@ -53,6 +53,9 @@ def test_results_are_complete_and_consistent(finished):
     assert results["summary"] == {k: (None if v is None else round(v, 4))
                                   for k, v in summarize(np.array(results["matrix"])).items()}
     assert results["run"]["sequence"]["tasks"] == ["imagenet", "textvqa"]
+    from mcit_bench.core.lock import environment_record
+
+    assert results["run"]["environment"] == environment_record()  # the lock's digest in CI's environment
     assert results["task_info"]["textvqa"] == {"type": "vqa", "metric": "vqa_accuracy", "like": "TextVQA",
                                                "test_samples": TEST_SAMPLES}
     assert results["cost"]["trainable_params_per_stage"] == [LORA_PARAMS + PROJECTOR_PARAMS] * 2

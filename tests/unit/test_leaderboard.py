@@ -173,7 +173,7 @@ def test_aggregate_groups_seeds_and_averages_matrices(tmp_path):
     assert values["final_acc_mean"] == "55.0000" and values["seeds"] == "0 1"
     # results files submitted without their run directories: neither seed was re-scored
     assert row.tier == "unverified" and values["tier"] == "unverified"
-    assert markdown([row]).rstrip().endswith("| unverified |")
+    assert markdown([row]).rstrip().endswith("| unverified | – |")  # tier, then the environment: not recorded
     assert "seqft\\textsuperscript{\\textdagger} &" in latex([row])
     from rich.console import Console
 
@@ -306,7 +306,7 @@ def test_entries_are_keyed_by_the_weights_and_a_converted_version_1_board_reads_
     results_v1 = write_doc(tmp_path, "v1.json", run_v1)
     done = CliRunner().invoke(app, ["convert", str(mixed), str(results_v1)])
     assert done.exit_code == 0, done.output
-    assert "version 1 -> leaderboard_version 3" in done.output and "version 1 -> schema_version 2" in done.output
+    assert "version 1 -> leaderboard_version 3" in done.output and "version 1 -> schema_version 3" in done.output
     assert json.loads(results_v1.read_text())["run"]["model_weights"] is None
     with pytest.raises(DataError, match="used mcit-tiny with weights it did not record"):
         submit_all([results_v1], board)
@@ -339,7 +339,7 @@ def test_a_version_2_board_converts_its_verified_flags_to_tiers(tmp_path):
     assert [entry.tier for entry in read_leaderboard(board).entries] == ["self-checked", "unverified", None]
     (row,) = aggregate(read_leaderboard(board).entries)
     assert row.tier is None  # a seed of unknown tier leaves the row unknown, never the stronger tiers
-    assert markdown([row]).rstrip().endswith("| – |")  # the tier, the last column
+    assert markdown([row]).rstrip().endswith("| – | – |")  # tier and environment, the last columns
 
 
 def test_submissions_must_name_the_sequences_own_tasks(tmp_path):

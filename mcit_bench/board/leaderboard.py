@@ -9,21 +9,22 @@ line by line. What a submission must pass is ``board/submit.py``'s; statistics o
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mcit_bench.config import RunConfig, TrainingConfig
 from mcit_bench.core.errors import DataError, first_problem
 from mcit_bench.core.io import atomic_write_json, read_bounded_json
 from mcit_bench.core.versions import FileVersion
 from mcit_bench.results.document import Results
+from mcit_bench.results.frames import FrameRun, cells_frame, runs_frame
+from mcit_bench.results.identity import Protocol, protocol_of, sequence_label, settings_of, split_of
 
 LEADERBOARD_VERSION = 3  # 2: entry keys name the model's weights; 3: entries carry a verification tier
-Protocol = Literal["task-aware", "task-agnostic", "upper-bound"]
 # How far an entry was proven, strongest first (docs/RESULTS.md, "Verification tiers"):
 # reproduced: 'submit --reproduce' trained the recorded config and seed again and got the same predictions;
 # verified: the matrix re-scored from predictions whose ids, count and references are the stream's own test split;
@@ -91,52 +92,28 @@ class Entry(_Strict):
     environment: str | None = None
 
 
+    def frame_run(self) -> FrameRun:
+        return FrameRun(self.key.sequence, self.key.subset, self.key.model, self.key.method, self.key.protocol,
+                        self.key.settings, self.seed, self.tasks, self.matrix, self.summary, self.trainable_params,
+                        self.added_params, self.wall_seconds)
+
+
 class Leaderboard(_Strict):
     leaderboard_version: Literal[3] = LEADERBOARD_VERSION
     entries: list[Entry] = Field(default_factory=list)
 
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per entry and matrix cell (``results/frames.py``: CELL_COLUMNS)."""
+        return cells_frame(entry.frame_run() for entry in self.entries)
 
-def protocol_of(results: Results) -> Protocol:
-    if results.run.upper_bound:
-        return "upper-bound"
-    return "task-aware" if results.run.task_id_at_eval else "task-agnostic"
-
-
-def hand_set(config: RunConfig) -> dict[str, Any]:
-    """The method options, per-stage options (the plasticity protocol's schedule) and training settings a
-    run's config gives that are not the defaults."""
-    recorded = config.as_json()
-    defaults = TrainingConfig().model_dump(mode="json")
-    training = {key: value for key, value in recorded["training"].items() if defaults.get(key) != value}
-    options, stages = config.method_options, recorded.get("stage_options")
-    return {**({"method_options": options} if options else {}), **({"stage_options": stages} if stages else {}),
-            **({"training": training} if training else {})}
-
-
-def _digest(settings: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def split_of(results: Results) -> Literal["test", "validation"]:
-    """Whether a run was scored on test or on a validation split carved from its training data."""
-    return "validation" if results.run.config.validation is not None else "test"
-
-
-def settings_of(results: Results) -> str:
-    """``default``; ``tuned-`` and the digest of the settings a tuning study chose; or ``custom-`` and
-    the digest of the options and training settings given by hand."""
-    tuned = results.run.config.tuned
-    if tuned is not None:
-        return f"tuned-{_digest(tuned.params)}"
-    chosen = hand_set(results.run.config)
-    return f"custom-{_digest(chosen)}" if chosen else "default"
+    def runs_frame(self) -> pd.DataFrame:
+        """One row per entry with its summary and cost (``results/frames.py``: RUN_COLUMNS)."""
+        return runs_frame(entry.frame_run() for entry in self.entries)
 
 
 def entry_from_results(results: Results, tier: Tier | None = None) -> Entry:
     sequence = results.run.sequence
-    # a variant is another stream of the same tasks: its own leaderboard rows
-    label = f"{sequence.name}@{sequence.version}" + (f":{sequence.variant}" if sequence.variant else "")
-    key = EntryKey(sequence=label, subset=sequence.subset,
+    key = EntryKey(sequence=sequence_label(results), subset=sequence.subset,
                    content_hash=sequence.content_hash, model=results.run.model,
                    model_weights=results.run.model_weights, method=results.run.method, protocol=protocol_of(results),
                    settings=settings_of(results),

@@ -23,7 +23,7 @@ def _pyplot():
 def distinctions(results: Results) -> list[str]:
     """What sets a run apart from others of its method: settings other than the defaults (as the
     leaderboard keys them) and a validation split."""
-    from mcit_bench.board.leaderboard import settings_of, split_of
+    from mcit_bench.results.identity import settings_of, split_of
 
     settings = settings_of(results)
     return ([settings] if settings != "default" else []) + (

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mcit_bench.board.leaderboard import Entry, Tier, entry_from_results, read_leaderboard, split_of, write_leaderboard
+from mcit_bench.board.leaderboard import Entry, Tier, entry_from_results, read_leaderboard, write_leaderboard
 from mcit_bench.core.errors import ConfigError, DataError
 from mcit_bench.core.io import exclusive_lock, weights_fingerprint
 from mcit_bench.core.shipped import TINY_NAME, packaged_tiny_folder
 from mcit_bench.data.stream import load_stream
 from mcit_bench.results.document import Results, load_results
+from mcit_bench.results.identity import split_of
 from mcit_bench.rundir import PREDICTIONS, predictions_files
 
 

@@ -11,10 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from mcit_bench.api import REPOSITORY_LEADERBOARD as DEFAULT_LEADERBOARD
 from mcit_bench.cli.app import app, console, errors, fail
 from mcit_bench.core.errors import ConfigError, UserError
-
-DEFAULT_LEADERBOARD = Path("leaderboard/leaderboard.json")
 
 
 @app.command()
@@ -71,15 +70,14 @@ class BoardFormat(str, Enum):
 
 
 def shown_leaderboard_path() -> Path:
-    """The repository's leaderboard when run from a checkout, else the copy installed with the package."""
-    if DEFAULT_LEADERBOARD.is_file():
-        return DEFAULT_LEADERBOARD
-    from importlib.resources import files
+    """The repository's leaderboard when run from a checkout, else the copy installed with the package (said)."""
+    from mcit_bench.api import REPOSITORY_LEADERBOARD, default_leaderboard_path
 
-    shipped = Path(str(files("mcit_bench.shipped_leaderboard").joinpath("leaderboard.json")))
-    errors.print(f"showing the leaderboard shipped with mcit-bench ({shipped}); --leaderboard PATH shows another",
-                 highlight=False, markup=False)
-    return shipped
+    path = default_leaderboard_path()
+    if path != REPOSITORY_LEADERBOARD:
+        errors.print(f"showing the leaderboard shipped with mcit-bench ({path}); --leaderboard PATH shows another",
+                     highlight=False, markup=False)
+    return path
 
 
 @app.command(name="leaderboard")

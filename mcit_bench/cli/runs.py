@@ -53,8 +53,8 @@ def run(
                                                        "its study chose")] = None,
 ) -> None:
     """Train a method on a task stream, evaluating every task after every stage."""
+    from mcit_bench.api import run_config as run_one
     from mcit_bench.config import parse_run_config
-    from mcit_bench.engine.run import run_stream
     from mcit_bench.results.show import print_results
     from mcit_bench.rundir import RunPaths
 
@@ -79,9 +79,9 @@ def run(
         for one_seed in seed_list:
             run_config = (tuned_config({**raw, "seed": one_seed}, tuning, tuned, source) if tuned is not None
                           else parse_run_config({**raw, "seed": one_seed}, source))
-            results = run_stream(run_config, output, run_id, data_root, cache_dir, resume, overwrite, shown)
-            print_results(results, shown)
-            finished.append(RunPaths(Path(results["run"]["run_dir"])).results)
+            results = run_one(run_config, output, run_id, data_root, cache_dir, resume, overwrite, shown)
+            print_results(results.model_dump(mode="json"), shown)
+            finished.append(RunPaths(Path(results.run.run_dir)).results)
             shown.print(f"results: {finished[-1]}")
         if len(finished) > 1:
             from mcit_bench.board import report

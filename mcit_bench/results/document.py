@@ -9,7 +9,7 @@ instead of being misread. The JSON Schema exported from these models is committe
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, model_validator
@@ -18,9 +18,13 @@ from mcit_bench.config import RunConfig
 from mcit_bench.core.errors import DataError, first_problem
 from mcit_bench.core.io import read_bounded_json
 from mcit_bench.core.versions import FileVersion
+from mcit_bench.results.frames import FrameRun, cells_frame, matrix_frame
 from mcit_bench.rundir import RunPaths
 from mcit_bench.scoring.continual import CONTINUAL_METRICS, summarize
 from mcit_bench.scoring.task_metrics import METRICS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SCHEMA_VERSION = 3  # the version this mcit-bench writes; 2: run.model_weights; 3: run.environment
 # A stored summary may differ from the one recomputed from the stored matrix by rounding only.
@@ -190,6 +194,21 @@ class Results(_Strict):
 
     def matrix_array(self) -> np.ndarray:
         return np.array(self.matrix, dtype=float)
+
+    def frame_run(self) -> FrameRun:
+        from mcit_bench.results.identity import protocol_of, sequence_label, settings_of  # it reads Results
+
+        return FrameRun(sequence_label(self), self.run.sequence.subset, self.run.model, self.run.method,
+                        protocol_of(self), settings_of(self), self.run.seed, self.tasks, self.matrix, self.summary,
+                        max(self.cost.trainable_params_per_stage), self.cost.added_params, self.cost.wall_seconds)
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per matrix cell (``results/frames.py``: CELL_COLUMNS)."""
+        return cells_frame([self.frame_run()])
+
+    def matrix_frame(self) -> pd.DataFrame:
+        """The accuracy matrix: index ``base``, ``after <task>``...; columns the tasks."""
+        return matrix_frame(self.frame_run())
 
     def summary_mismatches(self) -> list[str]:
         """Summary metrics that the stored matrix does not reproduce, as 'name: stored vs recomputed'."""

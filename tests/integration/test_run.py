@@ -245,3 +245,17 @@ def test_submit_rescores_a_run_without_loading_torch(finished, tmp_path, cache_r
                           env={**os.environ, "MCIT_BENCH_CACHE": str(cache_root)})
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[-1]) == {"tiers": ["verified"], "loaded": []}
+
+
+def test_the_api_runs_a_config_and_returns_results_with_frames(tmp_path, cache_root):
+    """mcit_bench.run is the command line's path: the same run directory, results and matrix."""
+    import mcit_bench as mb
+
+    quick = str(FIXTURES / "two_task_quick.yaml")
+    results = mb.run("seqft", quick, seed=0, output=tmp_path, cache_root=cache_root, training={"lr": 2e-3})
+    assert results.run.config.training.lr == 2e-3 and results.run.run_dir == str(tmp_path / "two-task-quick" /
+                                                                                   "seqft" / "seed0")
+    matrix = results.matrix_frame()
+    assert matrix.index.tolist() == ["base", "after imagenet", "after textvqa"]
+    assert matrix.values.tolist() == results.matrix
+    assert mb.load_results(results.run.run_dir)[0] == results

@@ -22,7 +22,14 @@ from mcit_bench.core.io import atomic_write_json, read_bounded_json
 from mcit_bench.core.versions import FileVersion
 from mcit_bench.results.document import Results
 from mcit_bench.results.frames import FrameRun, cells_frame, runs_frame
-from mcit_bench.results.identity import Protocol, protocol_of, sequence_label, settings_of, split_of
+from mcit_bench.results.identity import (
+    Protocol,
+    protocol_of,
+    sequence_label,
+    settings_of,
+    settings_values_of,
+    split_of,
+)
 
 LEADERBOARD_VERSION = 3  # 2: entry keys name the model's weights; 3: entries carry a verification tier
 # How far an entry was proven, strongest first (docs/RESULTS.md, "Verification tiers"):
@@ -87,6 +94,9 @@ class Entry(_Strict):
     device: str
     # how far submission proved it (``Tier``); None: submitted before tiers were recorded
     tier: Tier | None = None
+    # the values behind key.settings: a study's chosen parameters, or the options and training settings
+    # given by hand (None for "default", and for entries written before the values were recorded)
+    settings_values: dict[str, Any] | None = None
     # the reference lock's digest when the run's packages were the lock's (results' run.environment);
     # None when they were not, or when the run did not record it
     environment: str | None = None
@@ -123,7 +133,7 @@ def entry_from_results(results: Results, tier: Tier | None = None) -> Entry:
                  trainable_params=max(results.cost.trainable_params_per_stage),
                  added_params=results.cost.added_params, wall_seconds=results.cost.wall_seconds,
                  harness_version=results.run.harness_version, commit=results.run.git.get("commit"),
-                 device=results.run.device, tier=tier,
+                 device=results.run.device, tier=tier, settings_values=settings_values_of(results),
                  environment=results.run.environment.lock if results.run.environment is not None else None)
 
 

@@ -64,6 +64,8 @@ class Row:
     wall_seconds: Stat | None
     # the weakest verification tier of the seeds (leaderboard.Tier); None when a seed has none recorded
     tier: Tier | None = None
+    # the values behind key.settings (Entry.settings_values), where an entry recorded them
+    settings_values: dict[str, Any] | None = None
     # the lock digest the seeds ran in ("mixed" when they differ; None: not the lock's, or not recorded)
     environment: str | None = None
     # selection accuracy of each task after the last stage, mean over seeds (selecting methods only)
@@ -111,6 +113,7 @@ def aggregate(entries: Iterable[Entry]) -> list[Row]:
             task_selection=stat(selections), trainable_params=group[0].trainable_params,
             added_params=group[0].added_params, wall_seconds=stat(entry.wall_seconds for entry in group),
             tier=weakest_tier(group), environment=shared_environment(group),
+            settings_values=next((entry.settings_values for entry in group if entry.settings_values), None),
             selection_by_task=selection_by_task(group)))
     rows.sort(key=lambda row: (row.key.sort_key()[:4], -(row.metrics["final_acc"].mean
                                                          if row.metrics["final_acc"] else 0.0)))
@@ -148,4 +151,5 @@ def board_summary(rows: list[Row]) -> dict[str, Any]:
         "task_selection": stat_dict(row.task_selection), "matrix": row.matrix, "stage_curve": row.stage_curve,
         "trainable_params": row.trainable_params, "added_params": row.added_params,
         "wall_seconds": stat_dict(row.wall_seconds), "tier": row.tier, "environment": row.environment,
+        "settings_values": row.settings_values,
         "selection_by_task": row.selection_by_task} for row in rows]}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from enum import Enum
 from pathlib import Path
@@ -181,16 +180,22 @@ def tune(
         value = "" if trial["value"] is None else f"{trial['value']:.2f}"
         state = (f"pruned after stage {trial['stopped_after_stage']}" if trial["stopped_after_stage"] is not None
                  else trial["state"])
-        table.add_row(str(trial["number"]), state, value, json.dumps(trial["params"], sort_keys=True))
+        table.add_row(str(trial["number"]), state, value, Text(shown_params(trial["params"])))
     console.print(table)
     best = summary["best"]
-    console.print(f"best: trial {best['number']} ({best['value']:.2f}) with {json.dumps(best['params'])}",
-                  markup=False)
+    console.print(f"best: trial {best['number']} ({best['value']:.2f}) with {shown_params(best['params'])} "
+                  f"(exact values in tuning.json)", markup=False)
     identity = summary["identity"]
     named = "".join(f" --{key} {identity[key]}" for key in ("sequence", "subset", "variant", "model")
                     if identity[key] != RunConfig.model_fields[key].default)  # a run must name what the study did
     console.print(f"train with it: mcit-bench run --method {method}{named} --tuned "
                   f"{summary['folder']}/tuning.json", markup=False)
+
+
+def shown_params(params: dict) -> str:
+    """A trial's settings for the eye: floats to four significant digits (tuning.json keeps them exact)."""
+    return ", ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+                     for name, value in sorted(params.items()))
 
 
 def show_plasticity(summary: dict) -> None:

@@ -54,3 +54,12 @@ def settings_of(results: Results) -> str:
         return f"tuned-{_digest(tuned.params)}"
     chosen = hand_set(results.run.config)
     return f"custom-{_digest(chosen)}" if chosen else "default"
+
+
+def settings_values_of(results: Results) -> dict[str, Any] | None:
+    """The values ``settings_of`` digests: a study's chosen parameters, or the hand-set options and
+    training settings; None for ``default``."""
+    tuned = results.run.config.tuned
+    if tuned is not None:
+        return dict(tuned.params)
+    return hand_set(results.run.config) or None

@@ -151,3 +151,30 @@ def test_hostile_names_render_as_text_and_run_no_script(tmp_path):
         page.wait_for_timeout(200)
         browser.close()
     assert dialogs == []
+
+
+def test_the_shipped_board_fits_1500_pixels_and_tags_show_their_settings(tmp_path):
+    """The whole shipped board at 1500 px: the page never scrolls sideways (the table scrolls in its own
+    box), and a tuned settings tag shows the values behind its digest on hover."""
+    from mcit_bench.board.leaderboard import read_leaderboard
+
+    sync_playwright = _browser_or_skip()
+    board = read_leaderboard(Path(__file__).resolve().parents[2] / "leaderboard" / "leaderboard.json")
+    rows = aggregate(board.entries)
+    tuned = next(row for row in rows if row.key.method == "dmole" and row.key.settings.startswith("tuned-"))
+    page_path = tmp_path / "leaderboard.html"
+    page_path.write_text(html_page(rows))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 900})
+        page.route("**/*", lambda route: route.continue_() if route.request.url.startswith("file:")
+                   else route.abort())
+        page.goto(page_path.as_uri())
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1500
+        box = page.locator("div.scroll")
+        assert box.evaluate("b => b.scrollWidth >= b.clientWidth")
+        titles = page.locator("span.tag.tuned", has_text=tuned.key.settings).evaluate_all(
+            "tags => tags.map(t => t.title)")
+        browser.close()
+    assert titles and set(titles) == {"rank = 4, training.lr = 0.00364"}
+    assert tuned.settings_values == {"rank": 4, "training.lr": 0.0036396393567863887}

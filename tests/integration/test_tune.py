@@ -81,7 +81,11 @@ def test_the_chosen_trial_is_the_best_on_validation(study):
         assert results["summary"]["final_acc"] == pytest.approx(trial["value"])  # its own run's validation score
         # ci trains on 200 samples a task: 20 are held out and scored, none of the 24 test samples
         assert {info["test_samples"] for info in results["task_info"].values()} == {20}
-    assert "best: trial" in study["output"]
+    chosen = summary["best"]["params"]
+    # shown to four significant digits, exact in tuning.json
+    told = " ".join(study["output"].split())
+    assert (f"best: trial {best} ({values[best]:.2f}) with lora_rank={chosen['lora_rank']}, "
+            f"training.lr={chosen['training.lr']:.4g} (exact values in tuning.json)") in told
     # the command it suggests names the study's subset, which a tuned run must match
     assert "mcit-bench run --method seqft --subset ci --tuned" in " ".join(study["output"].split())
 

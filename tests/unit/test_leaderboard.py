@@ -463,10 +463,13 @@ def test_selecting_methods_show_selection_per_task_and_the_oracle_diagonal():
 
 
 def test_hand_set_options_or_training_settings_get_their_own_settings_key():
-    def key(config: dict) -> str:
+    def entry(config: dict):
         doc = results_doc()
         doc["run"]["config"] = config
-        return entry_from_results(parse_results(doc, "results.json")).key.settings
+        return entry_from_results(parse_results(doc, "results.json"))
+
+    def key(config: dict) -> str:
+        return entry(config).key.settings
 
     assert key({}) == "default"
     # training settings equal to the defaults are the defaults
@@ -478,6 +481,8 @@ def test_hand_set_options_or_training_settings_get_their_own_settings_key():
     tuned = {"tuned": {"study": "tune-seed0", "trials": 8, "best_trial": 3, "validation_final_acc": 61.0,
                        "params": {"training.lr": 2e-3}}, "training": {"lr": 2e-3}}
     assert key(tuned).startswith("tuned-")  # a study's choice is named by the study, not as hand-set
+    # every entry keeps the values its digest names, for views to show beside the tag
+    assert [entry(config).settings_values for config in ({}, given, tuned)] == [None, hand, {"training.lr": 2e-3}]
     # a per-stage schedule (the plasticity protocol's) is a setting of its own, never the default
     schedule = {"stage_options": {"2": {"ewc_lambda": 500.0}}}
     digest = hashlib.sha256(json.dumps(schedule, sort_keys=True).encode()).hexdigest()[:12]

@@ -4,7 +4,8 @@ __version__ = "0.1.0"
 
 # The Python API (mcit_bench/api.py), loaded on first use: `import mcit_bench` stays light, and the
 # command line's refusals are the same classes.
-API = ("ConfigError", "DataError", "Leaderboard", "Results", "Runs", "UserError", "leaderboard", "load_results", "run")
+API = ("ConfigError", "DataError", "Leaderboard", "Results", "Runs", "UserError", "leaderboard", "load_results",
+       "metric_module", "run")
 
 
 def __getattr__(name: str):

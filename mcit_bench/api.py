@@ -24,6 +24,7 @@ from mcit_bench.board.leaderboard import Leaderboard, read_leaderboard
 from mcit_bench.board.stats import consistent_results
 from mcit_bench.config import RunConfig, parse_run_config
 from mcit_bench.core.errors import ConfigError, DataError, UserError
+from mcit_bench.evaluate_modules import metric_module
 from mcit_bench.results.document import Results, parse_results
 from mcit_bench.results.frames import cells_frame, runs_frame
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ["ConfigError", "DataError", "Leaderboard", "Results", "Runs", "UserError", "default_leaderboard_path",
-           "leaderboard", "load_results", "run", "run_config"]
+           "leaderboard", "load_results", "metric_module", "run", "run_config"]
 
 REPOSITORY_LEADERBOARD = Path("leaderboard/leaderboard.json")
 

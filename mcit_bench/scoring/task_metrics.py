@@ -114,6 +114,20 @@ def score_task(metric_name: str, predictions: Sequence[str], records: Sequence[R
     return (100.0 * sum(per_sample) / len(per_sample) if per_sample else 0.0), per_sample
 
 
+def score_references(metric_name: str, predictions: Sequence[str], references: Sequence[Sequence[str]],
+                     metadata: Sequence[dict] | None = None) -> float:
+    """A task score (0-100) from plain inputs, as the ``evaluate`` modules take them: ``references[i]``
+    the sample's reference answers (one or several), ``metadata[i]`` what the metric reads beyond text
+    (``options`` of a multiple-choice question, ``size`` and ``boxes`` of a grounding one)."""
+    extra = list(metadata) if metadata is not None else [{}] * len(references)
+    if not len(predictions) == len(references) == len(extra):
+        raise ValueError(f"{len(predictions)} predictions, {len(references)} references and {len(extra)} "
+                         f"metadata entries: give one of each per sample")
+    records = [Record(str(index), "", "", tuple(answers), "", dict(meta or {}))
+               for index, (answers, meta) in enumerate(zip(references, extra))]
+    return score_task(metric_name, predictions, records)[0]
+
+
 def check_metric_names(tasks) -> None:
     """Every metric the tasks of a stream name, sound and as published, is one this harness has; an
     unknown name is one sentence (the stream's files hold names only: mcit_bench.data never imports

@@ -30,6 +30,8 @@ def test_wheel_installs_and_runs_the_ci_subset(tmp_path, cache_root):
     assert "mcit_bench/models/mcit_tiny/model.safetensors" in names
     assert "mcit_bench/board/leaderboard_page.html" in names
     assert "mcit_bench/shipped_lock/cpu.txt" in names  # a run from the wheel says whether it ran in the lock
+    assert {f"mcit_bench/evaluate_modules/mcit_{name}/{part}" for name in ("vqa_accuracy", "continual")
+            for part in (f"mcit_{name}.py", "README.md")} <= set(names)
     assert not [name for name in names if name.split("/")[0] in ("baselines", "task_sequences", "tests")]
     # every package of the source tree is in the wheel (pyproject.toml lists them by hand)
     packages = {str(init.parent.relative_to(REPO)) for init in (REPO / "mcit_bench").rglob("__init__.py")}

@@ -63,6 +63,10 @@ def test_refusals_are_the_command_lines_exception_classes(tmp_path):
         mb.leaderboard(tmp_path / "none.json")
     with pytest.raises(mb.ConfigError, match="unknown method 'nosuch'"):
         mb.run("nosuch", output=tmp_path)
+    with pytest.raises(mb.ConfigError, match="nosuch-stream"):
+        mb.run("seqft", "nosuch-stream", output=tmp_path)
+    with pytest.raises(mb.ConfigError, match="nope"):
+        mb.run("seqft", options={"nope": 1}, output=tmp_path)
     with pytest.raises(mb.ConfigError, match=r"mcit_bench.run\(\) field training.learning_rate"):
         mb.run("seqft", training={"learning_rate": 1e-3}, output=tmp_path)
     (tmp_path / "broken").mkdir()

@@ -145,6 +145,20 @@ def absent_published_cells(report) -> list[str]:
     return [] if reason is None or answer_file.present else [f"warning: as published, absent: {reason}"]
 
 
+@app.command(name="pretrain-guide")
+def pretrain_guide_command(
+    out: Annotated[Path, typer.Option(help="folder to write the guide encoder to")],
+    steps: Annotated[int, typer.Option(help="pre-training steps", min=1)] = 800,  # the shipped weights'
+    seed: Annotated[int, typer.Option(help="seed for initialisation and data", min=0, max=2**32 - 1)] = 0,
+) -> None:
+    """Pre-train the tiny CLIP guidance encoder contrastively on synth-coin's images and instructions (how
+    the packaged mcit-tiny-guide was made)."""
+    from mcit_bench.models.guide import GuidePretrainConfig, pretrain_guide
+
+    record = pretrain_guide(GuidePretrainConfig(seed=seed, steps=steps), out)
+    console.print(f"saved {out} (final loss {record['final_loss']:.4f}, {record['seconds']:.0f} s)", markup=False)
+
+
 @app.command(name="env")
 def environment(
     lock: Annotated[Optional[Path], typer.Option(help="a lock file (default: the one this mcit-bench ships)")] = None,

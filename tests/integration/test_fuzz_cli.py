@@ -121,6 +121,7 @@ OTHER_COMMANDS = {
                                                           "--images", "--no-images"]),
     "ls": (lambda doc, board: ["ls"], ["--what"]),
     "pretrain-tiny": (lambda doc, board: ["pretrain-tiny"], ["--out", "--steps", "--seed"]),
+    "pretrain-guide": (lambda doc, board: ["pretrain-guide"], ["--out", "--steps", "--seed"]),
     "schema": (lambda doc, board: ["schema"], ["--out"]),
 }
 POSITIONAL = ("--what", "--sequence")
@@ -137,10 +138,11 @@ def other_arguments(command: str):
 
 @pytest.mark.parametrize("command", sorted(OTHER_COMMANDS))
 def test_the_other_commands_options_end_in_one_sentence(command, tmp_path, monkeypatch, cache_root):
-    """check, submit, data check, ls, pretrain-tiny and schema with fuzzed options on a valid results
+    """check, submit, data check, ls, pretrain-tiny, pretrain-guide and schema with fuzzed options on a valid results
     file: success, a regression (check's exit 1), or one sentence; never a traceback. Paths are
     relative to the test's folder, so nothing lands elsewhere; training and pre-training are stubbed."""
     import mcit_bench.engine.reproduce as reproduce
+    import mcit_bench.models.guide as guide
     import mcit_bench.models.pretrain as pretrain
     from tests.unit.test_leaderboard import results_doc, write_doc
 
@@ -148,6 +150,7 @@ def test_the_other_commands_options_end_in_one_sentence(command, tmp_path, monke
     monkeypatch.setenv("MCIT_BENCH_CACHE", str(cache_root))
     monkeypatch.setattr(reproduce, "run_stream", stop)
     monkeypatch.setattr(pretrain, "pretrain", stop)
+    monkeypatch.setattr(guide, "pretrain_guide", stop)
     doc = str(write_doc(tmp_path, "results.json", results_doc()))
     runner = CliRunner()
     start, _ = OTHER_COMMANDS[command]

@@ -28,6 +28,7 @@ def test_wheel_installs_and_runs_the_ci_subset(tmp_path, cache_root):
     assert "mcit_bench/baselines/seqft.py" in names and "mcit_bench/task_sequences/synth-coin.yaml" in names
     assert {f"mcit_bench/task_sequences/{name}.yaml" for name in ("coin", "ucit", "dmole9")} <= set(names)
     assert "mcit_bench/models/mcit_tiny/model.safetensors" in names
+    assert "mcit_bench/models/mcit_tiny_guide/model.safetensors" in names
     assert "mcit_bench/board/leaderboard_page.html" in names
     assert "mcit_bench/shipped_lock/cpu.txt" in names  # a run from the wheel says whether it ran in the lock
     assert {f"mcit_bench/evaluate_modules/mcit_{name}/{part}" for name in ("vqa_accuracy", "continual")

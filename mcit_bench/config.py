@@ -99,6 +99,9 @@ class RunConfig(_Strict):
     # method options that hold for one stage only, by stage (1-based): the stability setting the
     # plasticity protocol (``tune --protocol plasticity``) chooses for each new task; None: none
     stage_options: dict[int, dict[str, Any]] | None = None
+    # the frozen CLIP whose image and instruction features guide a method that reads one (a folder, a
+    # cached hub id, or mcit-tiny-guide); None: the method's default (mcit-tiny-guide on generated streams)
+    guide_encoder: str | None = Field(default=None, min_length=1)
 
     @field_validator("stage_options")
     @classmethod
@@ -116,7 +119,7 @@ class RunConfig(_Strict):
         return {key: value for key, value in dumped.items() if key not in OPTIONAL_RECORDS or value is not None}
 
 
-OPTIONAL_RECORDS = ("shard", "validation", "tuned", "stage_options")
+OPTIONAL_RECORDS = ("shard", "validation", "tuned", "stage_options", "guide_encoder")
 OPTIONAL_TRAINING_RECORDS = ("max_length",)
 
 

@@ -265,21 +265,30 @@ class TaskBlocksLoRA(nn.Module):
     matmul each way; which blocks train is the method's choice (their ``requires_grad``).
     """
 
-    def __init__(self, d_in: int, d_out: int, rank: int, alpha: float, dropout: float) -> None:
+    def __init__(self, d_in: int, d_out: int, rank: int, alpha: float, dropout: float,
+                 down_std: float | None = None) -> None:
         super().__init__()
         self.d_in, self.d_out, self.rank = d_in, d_out, rank
         self.scale = alpha / rank
         self.dropout = nn.Dropout(dropout)
+        self.down_std = down_std  # None: A Kaiming-uniform (PEFT's); else A ~ N(0, down_std^2) (CoIN's MoELoRA)
         self.lora_A = nn.ParameterList()
         self.lora_B = nn.ParameterList()
+        # each sample's weight of each block ([batch, blocks], a row broadcasting to every sample); None:
+        # every block at weight one (O-LoRA's sum). DISCO sets it: one-hot in training, its mixture in routing
+        self.block_weights: torch.Tensor | None = None
 
     @property
     def n_blocks(self) -> int:
         return len(self.lora_A)
 
     def add_block(self, generator: torch.Generator, device: torch.device) -> None:
-        """A new task's block: A Kaiming-uniform, B = 0 (lora.py, lines 504-506)."""
-        self.lora_A.append(nn.Parameter(kaiming_down(self.rank, self.d_in, generator).to(device)))
+        """A new task's block: A Kaiming-uniform (lora.py, lines 504-506) or normal, B = 0."""
+        if self.down_std is None:
+            down = kaiming_down(self.rank, self.d_in, generator)
+        else:
+            down = torch.randn(self.rank, self.d_in, generator=generator) * self.down_std
+        self.lora_A.append(nn.Parameter(down.to(device)))
         self.lora_B.append(nn.Parameter(torch.zeros(self.d_out, self.rank, device=device)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -287,4 +296,8 @@ class TaskBlocksLoRA(nn.Module):
             return x.new_zeros(*x.shape[:-1], self.d_out)
         down = torch.cat(list(self.lora_A), dim=0)  # [blocks * r, d_in]
         up = torch.cat(list(self.lora_B), dim=1)  # [d_out, blocks * r]
-        return (self.dropout(x) @ down.T) @ up.T * self.scale
+        hidden = self.dropout(x) @ down.T
+        if self.block_weights is not None:  # sum_k w_k B_k A_k x: each block's slice scaled by its weight
+            weights = self.block_weights.to(hidden.dtype).repeat_interleave(self.rank, dim=-1)
+            hidden = hidden * weights.view(weights.shape[0], *([1] * (hidden.dim() - 2)), weights.shape[-1])
+        return hidden @ up.T * self.scale

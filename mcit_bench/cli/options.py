@@ -38,6 +38,8 @@ Precision = Annotated[Optional[str], typer.Option(help="fp32 or bf16 (bfloat16 w
                                                        "for what trains)")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="YAML file of run settings, the fields of a "
                                                     "run's config.json (a flag given wins over it)")]
+GuideEncoder = Annotated[Optional[str], typer.Option(help="CLIP folder or cached hub id guiding a method that reads "
+                                                          "image-text features (default mcit-tiny-guide)")]
 CacheDir = Annotated[Optional[Path], typer.Option(help="cache for generated data and arrow files")]
 
 # a command that takes method flags passes what typer did not know on to method_flags()
@@ -58,6 +60,7 @@ class RunSettings:
     precision: str | None
     training: dict[str, Any] = field(default_factory=dict)
     method_flags: list[str] = field(default_factory=list)  # what typer did not parse: the method's own flags
+    guide_encoder: str | None = None
 
 
 def raw_config(settings: RunSettings) -> dict[str, Any]:
@@ -66,7 +69,8 @@ def raw_config(settings: RunSettings) -> dict[str, Any]:
 
     raw: dict[str, Any] = load_config_file(settings.config) if settings.config else {}
     flags = {"method": settings.method, "sequence": settings.sequence, "subset": settings.subset,
-             "variant": settings.variant, "model": settings.model, "precision": settings.precision}
+             "variant": settings.variant, "model": settings.model, "precision": settings.precision,
+             "guide_encoder": settings.guide_encoder}
     raw.update({key: value for key, value in flags.items() if value is not None})
     method_options = raw.get("method_options", {})
     if not isinstance(method_options, dict):

@@ -48,6 +48,7 @@ def run(
                                                       "(FSDP2; launch with torchrun, docs/DISTRIBUTED.md)")] = None,
     config: opt.ConfigFile = None,
     cache_dir: opt.CacheDir = None,
+    guide_encoder: opt.GuideEncoder = None,
     tuned: Annotated[Optional[Path], typer.Option(help="tuning.json of 'mcit-bench tune': train with the settings "
                                                        "its study chose")] = None,
 ) -> None:
@@ -62,7 +63,8 @@ def run(
         raw = opt.raw_config(opt.RunSettings(
             config, method, sequence, subset, variant, model, option, precision,
             {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum, "lr": lr,
-             "gradient_checkpointing": gradient_checkpointing or None, "max_length": max_length}, ctx.args))
+             "gradient_checkpointing": gradient_checkpointing or None, "max_length": max_length}, ctx.args,
+            guide_encoder))
         seed_list = parse_seeds(seeds) if seeds else [seed if seed is not None else raw.get("seed", 0)]
         if len(seed_list) > 1 and run_id:
             raise ConfigError("--run-id names one run; leave it out with --seeds (the runs are named seed<N>)")
@@ -134,6 +136,7 @@ def tune(
     precision: opt.Precision = None,
     config: opt.ConfigFile = None,
     cache_dir: opt.CacheDir = None,
+    guide_encoder: opt.GuideEncoder = None,
 ) -> None:
     """Choose a method's hyper-parameters on a validation split carved from the training data.
 
@@ -149,7 +152,8 @@ def tune(
     try:
         raw = opt.raw_config(opt.RunSettings(
             config, method, sequence, subset, variant, model, option, precision,
-            {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum}, ctx.args))
+            {"steps_per_task": steps_per_task, "batch_size": batch_size, "grad_accum": grad_accum}, ctx.args,
+            guide_encoder))
         if seed is not None:
             raw["seed"] = seed
         raw["validation"] = {"fraction": validation_fraction, "max_per_task": validation_max}

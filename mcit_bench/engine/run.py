@@ -53,6 +53,8 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress as ProgressBar
 
+    from mcit_bench.models.guide import GuideEncoder
+
 AfterStage = Callable[[int, dict[int, dict[str, float]]], None]
 
 
@@ -101,6 +103,9 @@ class Run:
         for task in self.stream.tasks:  # a metric that cannot run fails now, not after hours of training
             METRICS.get(task.metric_name).preflight()
         self.method = build_method(config)
+        if config.guide_encoder is not None and not self.method.capabilities.needs_guide:
+            raise ConfigError(f"method {config.method!r} reads no guide encoder; leave out --guide-encoder "
+                              f"(guide_encoder: in a config)")
         self.stages = self.method.stages(self.stream)
         stages = len(self.stages)
         beyond = sorted(stage for stage in config.stage_options or {} if stage > stages)
@@ -144,6 +149,7 @@ class Run:
         self.accelerator = accelerator = Accelerator(
             cpu=not torch.cuda.is_available(), kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
         self.main = accelerator.is_main_process
+        guide = self.load_guide(accelerator.device)  # a guide that cannot load fails before the directory
         if config.shard == "fsdp":
             from mcit_bench.engine.sharding import check_can_shard
 
@@ -164,7 +170,7 @@ class Run:
                 self.say(warning, style="yellow")
         self.base_ids = {id(p) for p in model.parameters()}  # adapters may rename base weights, never replace them
         self.context = RunContext(stream=stream, seed=config.seed, train_data=self.train_sets,
-                                  device=accelerator.device, collator=self.collator)
+                                  device=accelerator.device, collator=self.collator, guide=guide)
         model = self.method.setup(model, self.context).to(accelerator.device)
         if config.shard == "fsdp":
             from mcit_bench.engine.sharding import shard_model
@@ -176,6 +182,23 @@ class Run:
         # after sharding, so a sharded embedding layer's own hooks never see the blank image's zero
         install_blank_image(model, self.collator.blank_image(), accelerator.device)  # every process runs vision
         self.model = model
+
+    def load_guide(self, device: torch.device) -> GuideEncoder | None:
+        """The frozen CLIP of a method that reads one: the config's, else the embedded mcit-tiny-guide,
+        which knows generated streams only."""
+        if not self.method.capabilities.needs_guide:
+            return None
+        from mcit_bench.data.stream import SyntheticSource
+        from mcit_bench.models.guide import TINY_GUIDE, GuideEncoder
+
+        name = self.config.guide_encoder
+        if name is None:
+            if not isinstance(self.stream.definition.source, SyntheticSource):
+                raise ConfigError(f"method {self.config.method!r} reads a guide encoder and {self.stream.name!r} is a "
+                                  f"published stream: pass --guide-encoder with a CLIP (the official code uses "
+                                  f"openai/clip-vit-large-patch14-336); {TINY_GUIDE} knows generated streams only")
+            name = TINY_GUIDE
+        return GuideEncoder(name, device)
 
     def say(self, message: str, style: str | None = None) -> None:
         if self.console is not None:
@@ -292,6 +315,7 @@ class Run:
                 "git": self.checkout,
                 "packages": package_versions(),
                 "environment": environment_record(),
+                "guide": self.context.guide.record() if self.context.guide is not None else None,
                 "device": device_description(),
                 "upper_bound": method.capabilities.upper_bound,
                 "task_id_at_eval": method.capabilities.task_id_at_eval,

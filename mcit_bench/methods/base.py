@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from mcit_bench.data.stream import TaskDef, TaskStream
     from mcit_bench.models.collate import InstructionCollator
+    from mcit_bench.models.guide import GuideEncoder
 
 
 class MethodOptions(BaseModel):
@@ -48,12 +49,15 @@ class Capabilities:
     can_shard: bool = True  # does it run with the frozen base sharded (--shard fsdp)?
     # does it choose each evaluation sample's task itself (reported: task-selection accuracy, oracle matrix)?
     selects_task: bool = False
+    # does it read a guidance encoder's image and instruction features (RunContext.guide)?
+    needs_guide: bool = False
 
     def summary(self) -> str:
         """What ``mcit-bench ls methods`` prints: each capability that holds, in words."""
         words = [("needs the task id at evaluation", self.task_id_at_eval), ("selects the task", self.selects_task),
                  ("grows parameters", self.grows_params), ("keeps past samples", self.uses_memory),
-                 ("upper bound", self.upper_bound), ("shards", self.can_shard)]
+                 ("upper bound", self.upper_bound), ("reads a guide encoder", self.needs_guide),
+                 ("shards", self.can_shard)]
         return ", ".join(word for word, holds in words if holds)
 
 
@@ -78,6 +82,7 @@ class RunContext:
     train_data: dict[str, datasets.Dataset] = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
     collator: InstructionCollator | None = None  # turns rows into model batches, for hooks that run the model
+    guide: GuideEncoder | None = None  # the frozen CLIP of a method that reads one (capabilities.needs_guide)
 
 
 class Method:

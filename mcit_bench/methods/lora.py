@@ -51,13 +51,15 @@ class TaskBlocks:
     frozen and active (O-LoRA, KeepLoRA, RegLoRA: where the official code merges each task's LoRA into
     the weights or keeps it beside the new one, the forward is the same sum)."""
 
-    def __init__(self, model: nn.Module, rank: int, alpha: float, dropout: float, train_projector: bool) -> None:
+    def __init__(self, model: nn.Module, rank: int, alpha: float, dropout: float, train_projector: bool,
+                 down_std: float | None = None) -> None:
         """Freeze ``model``, attach the (empty) block layers and, if asked, let the projector train."""
         freeze_all(model)
         self.model = model
         self.layers: dict[str, TaskBlocksLoRA] = attach_adapters(
             model, language_linear_names(model),
-            lambda name, linear: TaskBlocksLoRA(linear.in_features, linear.out_features, rank, alpha, dropout))
+            lambda name, linear: TaskBlocksLoRA(linear.in_features, linear.out_features, rank, alpha, dropout,
+                                                down_std))
         if train_projector:
             unfreeze_projector(model)
 
@@ -96,9 +98,12 @@ class TaskBlocksMethod(Method):
         self.layers: dict[str, TaskBlocksLoRA] = {}
         self.task = 0
 
+    # None: each block's A Kaiming-uniform (PEFT's); a number: A ~ N(0, std^2)
+    down_std: ClassVar[float | None] = None
+
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         o = self.options
-        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout, o.train_projector)
+        self.blocks = TaskBlocks(model, o.rank, o.alpha, o.dropout, o.train_projector, self.down_std)
         self.layers = self.blocks.layers
         return model
 

@@ -122,7 +122,7 @@ class GuideEncoder:
         self.name = name
         self.fingerprint = weights_fingerprint(Path(path)) if Path(path).is_dir() else None
         self.max_text = self.model.config.text_config.max_position_embeddings
-        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def record(self) -> dict[str, Any]:
         """What results record of the encoder: its name and the sha256 of its weights."""
@@ -142,17 +142,24 @@ class GuideEncoder:
         return (torch.nn.functional.normalize(image.float(), dim=-1).cpu(),
                 torch.nn.functional.normalize(text.float(), dim=-1).cpu())
 
-    def features(self, ids: Sequence[str], images: Sequence[Image.Image], texts: Sequence[str]
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``encode`` with every sample id computed once (the encoder is frozen, so a sample's features
-        never change)."""
-        missing = [index for index, sample in enumerate(ids) if sample not in self._cache]
+    def features(self, rows: Sequence[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``encode`` of rows as the model sees them (``image``: a file, or "" for a text-only sample;
+        ``instruction``), each distinct row computed once: the encoder is frozen, so its features never
+        change. Keyed by the row's content, never its id (an id may name the task)."""
+        keys = [(str(row["image"]), str(row["instruction"])) for row in rows]
+        missing = list(dict.fromkeys(key for key in keys if key not in self._cache))
         if missing:
-            image, text = self.encode([images[i] for i in missing], [texts[i] for i in missing])
-            for row, index in enumerate(missing):
-                self._cache[ids[index]] = (image[row], text[row])
-        return (torch.stack([self._cache[sample][0] for sample in ids]),
-                torch.stack([self._cache[sample][1] for sample in ids]))
+            images = [Image.open(path) if path else self.blank_image() for path, _ in missing]
+            image, text = self.encode(images, [instruction for _, instruction in missing])
+            for row, key in enumerate(missing):
+                self._cache[key] = (image[row], text[row])
+        return (torch.stack([self._cache[key][0] for key in keys]),
+                torch.stack([self._cache[key][1] for key in keys]))
+
+    def blank_image(self) -> Image.Image:
+        """What a text-only sample shows the encoder: a black square, as the model's blank image."""
+        size = self.model.config.vision_config.image_size
+        return Image.new("RGB", (size, size))
 
 
 def pretraining_pairs(rng: np.random.Generator, count: int) -> tuple[list[Image.Image], list[str]]:

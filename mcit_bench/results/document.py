@@ -66,6 +66,8 @@ class RunInfo(_Strict):
     packages: dict[str, str | None]
     # None: written before environments were recorded (schema 2 and older, converted)
     environment: Environment | None = None
+    # the guidance encoder of a method that reads one: its name and the sha256 of its weights
+    guide: dict[str, str | None] | None = None
     device: str
     upper_bound: bool
     task_id_at_eval: bool

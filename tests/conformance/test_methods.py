@@ -18,6 +18,7 @@ from mcit_bench.engine.train import train_stage
 from mcit_bench.methods.base import RunContext
 from mcit_bench.methods.registry import METHODS, build_method
 from mcit_bench.models.collate import InstructionCollator
+from mcit_bench.models.guide import TINY_GUIDE, GuideEncoder
 from mcit_bench.models.loading import load_model
 from mcit_bench.results.scoring import rescore_run
 from tests.conftest import FIXTURES, QUICK_OPTIONS
@@ -42,8 +43,9 @@ def set_up(name: str, cache_root):
     torch.manual_seed(0)
     model, processor = load_model("mcit-tiny")
     collator = InstructionCollator(processor, processor.tokenizer.model_max_length)
-    run = RunContext(stream=stream, seed=0, train_data=train_sets, collator=collator)
     method = build_method(RunConfig(method=name, sequence=SEQUENCE, method_options=QUICK_OPTIONS.get(name, {})))
+    guide = GuideEncoder(TINY_GUIDE) if method.capabilities.needs_guide else None
+    run = RunContext(stream=stream, seed=0, train_data=train_sets, collator=collator, guide=guide)
     return stream, test_sets, method, method.setup(model, run), collator, run
 
 
@@ -169,4 +171,8 @@ def test_an_oracle_route_is_followed_exactly(name, cache_root):
     batch = collator.generation_batch(rows)
     wanted = torch.tensor([1, 0, 1])
     assert method.route(batch, run, wanted).tolist() == [1, 0, 1]
-    assert method.routing.task_ids.tolist() == [1, 0, 1]  # what every adapter layer reads
+    if hasattr(method, "routing"):  # what every adapter layer reads: the chosen task, or each block's weight
+        assert method.routing.task_ids.tolist() == [1, 0, 1]
+    else:
+        assert all(layer.block_weights.tolist() == [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]
+                   for layer in method.layers.values())

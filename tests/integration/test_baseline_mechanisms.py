@@ -51,3 +51,38 @@ def test_mrlora_router_finds_the_task_when_only_the_instruction_differs(cache_ro
     held_out = [{"image": image, "instruction": instructions[task]} for task in instructions for image in images[20:30]]
     chosen = method.ask_router(held_out, run)
     assert chosen == [0] * 10 + [1] * 10
+
+
+def test_disco_routes_each_sample_as_if_it_were_alone_and_reads_no_test_sample_in_training(cache_root):
+    """The official code routes a batch by its mean features and evaluates one sample a batch; routing
+    each sample of a batch by its own features gives each the logits it gets alone. The prototypes come
+    from the training split: every image the guide read while training is a training image."""
+    from mcit_bench.engine.generate import test_rows as evaluation_rows
+
+    stream, test_sets, method, model, collator, run = set_up("disco", cache_root)
+    read: list[str] = []
+    features = run.guide.features
+    run.guide.features = lambda rows: read.extend(str(row["image"]) for row in rows) or features(rows)
+    for stage in method.stages(stream):
+        method.before_task(stage, run)
+        train_stage(model, method, stage, run, collator, TrainingConfig(steps_per_task=4, lr=1e-2),
+                    stream.task_steps(), Accelerator(cpu=True))
+        method.after_task(stage, run)
+    assert read and all("/images/train-" in path for path in read)
+    assert [len(method.prototypes[kind]) for kind in ("image", "text")] == [2, 2]  # one of each a task
+    rows = [{"image": row["image"], "instruction": row["instruction"]}
+            for task in ("imagenet", "textvqa") for row in evaluation_rows(test_sets[task])[:2]]
+    model.eval()
+    with torch.no_grad():
+        batch = collator.generation_batch(rows)
+        chosen = method.route(batch, run, None, rows)
+        together = model(**batch).logits[:, -1]
+        weights = next(iter(method.layers.values())).block_weights.clone()
+        alone = []
+        for row in rows:
+            one = collator.generation_batch([row])
+            method.route(one, run, None, [row])
+            alone.append(model(**one).logits[0, -1])
+    assert chosen.tolist() == [0, 0, 1, 1]  # the guide tells the quick slice's two tasks apart
+    assert not torch.allclose(weights[0], weights[2])  # the samples really are routed apart
+    torch.testing.assert_close(together, torch.stack(alone), atol=1e-5, rtol=1e-5)

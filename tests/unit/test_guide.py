@@ -4,6 +4,8 @@ that is not a CLIP is one sentence; and how well its features tell synth-coin's 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -44,8 +46,21 @@ def test_a_samples_features_do_not_depend_on_its_batch(guide):
     alone_image, alone_text = guide.encode(images[2:3], texts[2:3])  # shorter padding, other neighbours
     torch.testing.assert_close(alone_image[0], image[2], atol=1e-6, rtol=0)
     torch.testing.assert_close(alone_text[0], text[2], atol=1e-6, rtol=0)
-    cached = guide.features(["a", "b"], images[:2], texts[:2])
-    again = guide.features(["b", "a"], images[1::-1], texts[1::-1])
+
+def test_features_are_computed_once_per_row_content(guide, tmp_path):
+    images, texts = pretraining_pairs(np.random.default_rng(6), 2)
+    for index, image in enumerate(images):
+        image.save(tmp_path / f"{index}.png")
+    rows = [{"image": str(tmp_path / f"{index}.png"), "instruction": text} for index, text in enumerate(texts)]
+    cached = guide.features(rows)
+    calls = []
+    original = guide.encode
+    guide.encode = lambda *args: calls.append(args) or original(*args)
+    try:
+        again = guide.features(rows[::-1] + [{"image": "", "instruction": texts[0]}])
+    finally:
+        guide.encode = original
+    assert len(calls) == 1 and len(calls[0][0]) == 1  # only the text-only row was new
     assert torch.equal(cached[0][0], again[0][1]) and torch.equal(cached[1][1], again[1][0])
 
 
@@ -91,3 +106,17 @@ def test_the_guides_features_tell_synth_coins_tasks_apart(guide, cache_root):
     assert {task for task, value in accuracy.items() if value < 95} <= {"sqa", "gqa", "vqav2"}
     assert accuracy["sqa"] >= 50 and accuracy["gqa"] >= 75 and accuracy["vqav2"] >= 50, accuracy
     assert sum(accuracy.values()) / len(accuracy) >= 85, accuracy
+
+
+def test_a_guide_is_refused_for_a_method_that_reads_none_and_required_on_a_published_stream():
+    from mcit_bench.config import RunConfig
+    from mcit_bench.engine.run import Run
+
+    with pytest.raises(ConfigError, match="method 'seqft' reads no guide encoder; leave out --guide-encoder"):
+        Run(RunConfig(method="seqft", subset="ci", guide_encoder=TINY_GUIDE), Path("runs"), None, None, None, None)
+    published = Run(RunConfig(method="disco", sequence="coin"), Path("runs"), None, None, None, None)
+    with pytest.raises(ConfigError, match="method 'disco' reads a guide encoder and 'coin' is a published stream: "
+                                          "pass --guide-encoder with a CLIP"):
+        published.load_guide(torch.device("cpu"))
+    generated = Run(RunConfig(method="disco", subset="ci"), Path("runs"), None, None, None, None)
+    assert generated.load_guide(torch.device("cpu")).record()["name"] == TINY_GUIDE

@@ -351,3 +351,36 @@ def test_mrlora_refuses_a_stream_its_labels_cannot_name():
     stream = SimpleNamespace(tasks=[TaskDef(name=f"t{i}", type="vqa", train="x", test="y") for i in range(27)])
     with pytest.raises(ConfigError, match="letters label at most 26 experts and this stream has 27 tasks"):
         method.check_labels(RunContext(stream=stream, seed=0))
+
+
+def test_disco_weights_are_the_softmax_of_cosine_similarities_at_its_temperature():
+    from mcit_bench.baselines.disco import DiscoOptions, subspace_weights
+
+    text = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8]]), dim=-1)
+    image = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    prototypes = {"text": torch.tensor([[2.0, 0.0], [0.0, 3.0]]), "image": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
+    weights = subspace_weights(image, text, prototypes, DiscoOptions())
+    # sample 2's cosines to the prototypes are 0.6 and 0.8: softmax([12, 16])
+    expected = torch.softmax(torch.tensor([[1.0, 0.0], [0.6, 0.8]]) / 0.05, dim=-1)
+    torch.testing.assert_close(weights, expected)
+    both = subspace_weights(image, text, prototypes, DiscoOptions(similarity="both"))
+    torch.testing.assert_close(both, torch.softmax(torch.tensor([[0.5, 0.5], [0.8, 0.4]]) / 0.05, dim=-1))
+
+
+def test_task_blocks_weighted_forward_is_the_weighted_sum_of_each_blocks_update():
+    from mcit_bench.adapters.experts import TaskBlocksLoRA
+
+    layer = TaskBlocksLoRA(3, 2, rank=2, alpha=4.0, dropout=0.0, down_std=0.5)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(2):
+        layer.add_block(generator, torch.device("cpu"))
+    with torch.no_grad():
+        for block in layer.lora_B:
+            block.copy_(torch.randn(2, 2, generator=generator))
+    x = torch.randn(2, 4, 3, generator=generator)  # two samples of four tokens
+    updates = [x @ (b @ a).T * 2.0 for a, b in zip(layer.lora_A, layer.lora_B)]  # scale 4 / 2
+    torch.testing.assert_close(layer(x), updates[0] + updates[1])  # no weights: O-LoRA's sum
+    layer.block_weights = torch.tensor([[0.25, 0.75], [1.0, 0.0]])
+    expected = torch.stack([0.25 * updates[0][0] + 0.75 * updates[1][0], updates[0][1]])
+    torch.testing.assert_close(layer(x), expected)
+    assert float(layer.lora_A[0].std()) == pytest.approx(0.5, rel=0.6)  # N(0, down_std^2), not Kaiming

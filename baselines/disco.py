@@ -24,8 +24,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from mcit_bench.methods.base import Capabilities, MethodOptions, RunContext, Stage, register_method, rows_of
-from mcit_bench.methods.lora import TaskBlocksMethod
+from mcit_bench.methods.base import Capabilities, MethodOptions, RunContext, register_method
+from mcit_bench.methods.guided import GuidedBlocksMethod
 from mcit_bench.methods.search import LR, Choice
 
 
@@ -40,65 +40,28 @@ class DiscoOptions(MethodOptions):
     train_projector: bool = True
 
 
-def subspace_weights(image: torch.Tensor, text: torch.Tensor, prototypes: dict[str, torch.Tensor],
-                     options: DiscoOptions) -> torch.Tensor:
-    """Each sample's softmax weight of each task: cosine similarity of its unit-length features to the
-    tasks' prototypes (normalised here), over the temperature. [samples, tasks]."""
-    unit = {kind: nn.functional.normalize(value, dim=-1) for kind, value in prototypes.items()}
-    similarity = {"text": text @ unit["text"].T, "image": image @ unit["image"].T}
+def subspace_weights(similarity: dict[str, torch.Tensor], options: DiscoOptions) -> torch.Tensor:
+    """Each sample's softmax weight of each task from its cosine similarities to the tasks' prototypes
+    ([samples, tasks] by kind), over the temperature."""
     chosen = (0.5 * similarity["text"] + 0.5 * similarity["image"] if options.similarity == "both"
               else similarity[options.similarity])
     return torch.softmax(chosen / options.temperature, dim=-1)
 
 
 @register_method("disco")
-class Disco(TaskBlocksMethod):
+class Disco(GuidedBlocksMethod):
     capabilities = Capabilities(grows_params=True, selects_task=True, needs_guide=True)
     Options = DiscoOptions
-    down_std = 0.01
     search_space = {**LR, "rank": Choice((8, 16, 32))}
-
-    def __init__(self, options: MethodOptions) -> None:
-        super().__init__(options)
-        # each trained task's mean image and instruction features: [tasks, feature width]
-        self.prototypes: dict[str, torch.Tensor] = {}
-
-    def before_task(self, stage: Stage, run: RunContext) -> None:
-        super().before_task(stage, run)
-        self.set_weights(nn.functional.one_hot(torch.tensor([self.task]), self.blocks.count).float(), run.device)
-
-    def after_task(self, stage: Stage, run: RunContext) -> None:
-        """The task's prototypes: the mean features of its training samples (never of the test split)."""
-        train = run.train_data[stage.tasks[0].name]
-        image, text = run.guide.features(rows_of(train, list(range(len(train)))))
-        for kind, mean in (("image", image.mean(dim=0)), ("text", text.mean(dim=0))):
-            known = self.prototypes.get(kind, mean.new_zeros(0, mean.shape[0]))
-            self.prototypes[kind] = torch.cat([known[:self.task], mean[None]])
-
-    def set_weights(self, weights: torch.Tensor, device: torch.device) -> None:
-        for layer in self.layers.values():
-            layer.block_weights = weights.to(device)
 
     def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
               samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         if not self.prototypes:
             return None
-        trained = self.prototypes["text"].shape[0]
         if oracle is not None:
             weights = nn.functional.one_hot(oracle.cpu(), self.blocks.count).float()
         else:
-            image, text = run.guide.features(samples)
-            mixture = subspace_weights(image, text, self.prototypes, self.options)
-            weights = nn.functional.pad(mixture, (0, self.blocks.count - trained))
-        self.set_weights(weights, run.device)
+            weights = self.padded(subspace_weights(self.similarities(samples, run), self.options))
+        for layer in self.layers.values():
+            layer.block_weights = weights.to(run.device)
         return weights.argmax(dim=1).to(run.device)
-
-    def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = super().state_dict()
-        state.update({f"prototype.{kind}": value for kind, value in self.prototypes.items()})
-        return state
-
-    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
-        super().load_state_dict(state, model)
-        self.prototypes = {kind: state[f"prototype.{kind}"].float() for kind in ("image", "text")
-                           if f"prototype.{kind}" in state}

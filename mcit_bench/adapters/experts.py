@@ -277,6 +277,8 @@ class TaskBlocksLoRA(nn.Module):
         # each sample's weight of each block ([batch, blocks], a row broadcasting to every sample); None:
         # every block at weight one (O-LoRA's sum). DISCO sets it: one-hot in training, its mixture in routing
         self.block_weights: torch.Tensor | None = None
+        # HiDe-LLaVA's task-general fusion: (sum_k B_k)(sum_k A_k) x, cross terms included (when no weights)
+        self.fused = False
 
     @property
     def n_blocks(self) -> int:
@@ -294,6 +296,8 @@ class TaskBlocksLoRA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.n_blocks:
             return x.new_zeros(*x.shape[:-1], self.d_out)
+        if self.fused and self.block_weights is None:
+            return (self.dropout(x) @ sum(self.lora_A).T) @ sum(self.lora_B).T * self.scale
         down = torch.cat(list(self.lora_A), dim=0)  # [blocks * r, d_in]
         up = torch.cat(list(self.lora_B), dim=1)  # [d_out, blocks * r]
         hidden = self.dropout(x) @ down.T

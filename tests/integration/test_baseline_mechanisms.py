@@ -53,13 +53,15 @@ def test_mrlora_router_finds_the_task_when_only_the_instruction_differs(cache_ro
     assert chosen == [0] * 10 + [1] * 10
 
 
-def test_disco_routes_each_sample_as_if_it_were_alone_and_reads_no_test_sample_in_training(cache_root):
-    """The official code routes a batch by its mean features and evaluates one sample a batch; routing
-    each sample of a batch by its own features gives each the logits it gets alone. The prototypes come
-    from the training split: every image the guide read while training is a training image."""
+@pytest.mark.parametrize("name", ["disco", "hide"])
+def test_guided_methods_route_each_sample_as_if_it_were_alone_and_read_no_test_sample_in_training(name, cache_root):
+    """The official codes route a batch by its mean (DISCO) or its most similar sample (HiDe-LLaVA) and
+    evaluate one sample a batch; routing each sample of a batch by its own features gives each the logits
+    it gets alone. The prototypes come from the training split: every image the guide read while
+    training is a training image."""
     from mcit_bench.engine.generate import test_rows as evaluation_rows
 
-    stream, test_sets, method, model, collator, run = set_up("disco", cache_root)
+    stream, test_sets, method, model, collator, run = set_up(name, cache_root)
     read: list[str] = []
     features = run.guide.features
     run.guide.features = lambda rows: read.extend(str(row["image"]) for row in rows) or features(rows)
@@ -77,7 +79,11 @@ def test_disco_routes_each_sample_as_if_it_were_alone_and_reads_no_test_sample_i
         batch = collator.generation_batch(rows)
         chosen = method.route(batch, run, None, rows)
         together = model(**batch).logits[:, -1]
-        weights = next(iter(method.layers.values())).block_weights.clone()
+        weights = next(layer.block_weights for layer in method.layers.values() if layer.block_weights is not None)
+        if name == "hide":  # the last layer mixes the experts, every other fuses them
+            assert sum(layer.block_weights is not None for layer in method.layers.values()) == 7
+            assert all(layer.fused for layer in method.layers.values() if layer.block_weights is None)
+        weights = weights.clone()
         alone = []
         for row in rows:
             one = collator.generation_batch([row])

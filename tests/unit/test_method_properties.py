@@ -356,15 +356,30 @@ def test_mrlora_refuses_a_stream_its_labels_cannot_name():
 def test_disco_weights_are_the_softmax_of_cosine_similarities_at_its_temperature():
     from mcit_bench.baselines.disco import DiscoOptions, subspace_weights
 
-    text = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.6, 0.8]]), dim=-1)
-    image = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
-    prototypes = {"text": torch.tensor([[2.0, 0.0], [0.0, 3.0]]), "image": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
-    weights = subspace_weights(image, text, prototypes, DiscoOptions())
-    # sample 2's cosines to the prototypes are 0.6 and 0.8: softmax([12, 16])
-    expected = torch.softmax(torch.tensor([[1.0, 0.0], [0.6, 0.8]]) / 0.05, dim=-1)
-    torch.testing.assert_close(weights, expected)
-    both = subspace_weights(image, text, prototypes, DiscoOptions(similarity="both"))
-    torch.testing.assert_close(both, torch.softmax(torch.tensor([[0.5, 0.5], [0.8, 0.4]]) / 0.05, dim=-1))
+    similarity = {"text": torch.tensor([[1.0, 0.0], [0.6, 0.8]]), "image": torch.tensor([[0.0, 1.0], [1.0, 0.0]])}
+    # sample 2's text cosines are 0.6 and 0.8: softmax([12, 16]); the image's are the released code's unused line
+    torch.testing.assert_close(subspace_weights(similarity, DiscoOptions()),
+                               torch.softmax(similarity["text"] / 0.05, dim=-1))
+    torch.testing.assert_close(subspace_weights(similarity, DiscoOptions(similarity="both")),
+                               torch.softmax(torch.tensor([[0.5, 0.5], [0.8, 0.4]]) / 0.05, dim=-1))
+
+
+def test_guided_similarities_are_cosines_to_the_normalised_prototypes():
+    from mcit_bench.methods.guided import GuidedBlocksMethod
+
+    method = GuidedBlocksMethod.__new__(GuidedBlocksMethod)
+    method.prototypes = {"image": torch.tensor([[2.0, 0.0], [0.0, 3.0]]), "text": torch.tensor([[0.0, 5.0]])}
+    text = torch.nn.functional.normalize(torch.tensor([[0.6, 0.8]]), dim=-1)
+    image = torch.tensor([[0.6, 0.8]])
+
+    class Guide:
+        @staticmethod
+        def features(samples):
+            return image, text
+
+    found = method.similarities([{}], RunContext(stream=None, seed=0, guide=Guide()))
+    torch.testing.assert_close(found["image"], torch.tensor([[0.6, 0.8]]))
+    torch.testing.assert_close(found["text"], torch.tensor([[0.8]]))
 
 
 def test_task_blocks_weighted_forward_is_the_weighted_sum_of_each_blocks_update():
@@ -384,3 +399,34 @@ def test_task_blocks_weighted_forward_is_the_weighted_sum_of_each_blocks_update(
     expected = torch.stack([0.25 * updates[0][0] + 0.75 * updates[1][0], updates[0][1]])
     torch.testing.assert_close(layer(x), expected)
     assert float(layer.lora_A[0].std()) == pytest.approx(0.5, rel=0.6)  # N(0, down_std^2), not Kaiming
+
+
+def test_hide_weights_the_last_layer_by_the_mean_similarity_at_temperature_0_1():
+    from mcit_bench.baselines.hide import expert_weights, last_layer
+
+    similarity = {"image": torch.tensor([[0.9, 0.5]]), "text": torch.tensor([[0.7, 0.9]])}
+    # means 0.8 and 0.7: softmax([8, 7])
+    torch.testing.assert_close(expert_weights(similarity, 0.1), torch.softmax(torch.tensor([[8.0, 7.0]]), dim=-1))
+    names = [f"model.language_model.layers.{index}.{part}" for index in (0, 1, 3, 2) for part in ("mlp.up_proj",
+                                                                                                  "self_attn.q_proj")]
+    assert last_layer(names) == ["model.language_model.layers.3.mlp.up_proj",
+                                 "model.language_model.layers.3.self_attn.q_proj"]
+
+
+def test_hide_fusion_sums_the_as_and_the_bs_apart_cross_terms_included():
+    from mcit_bench.adapters.experts import TaskBlocksLoRA
+
+    layer = TaskBlocksLoRA(3, 2, rank=2, alpha=4.0, dropout=0.0, down_std=0.5)
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        layer.add_block(generator, torch.device("cpu"))
+    with torch.no_grad():
+        for block in layer.lora_B:
+            block.copy_(torch.randn(2, 2, generator=generator))
+    x = torch.randn(4, 3, generator=generator)
+    (a0, a1), (b0, b1) = layer.lora_A, layer.lora_B
+    layer.fused = True
+    fused = layer(x)
+    torch.testing.assert_close(fused, x @ ((b0 + b1) @ (a0 + a1)).T * 2.0)
+    separate = x @ (b0 @ a0 + b1 @ a1).T * 2.0
+    assert not torch.allclose(fused, separate)  # the cross terms B_0 A_1 + B_1 A_0 are there

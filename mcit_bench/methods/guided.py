@@ -1,0 +1,59 @@
+"""What the guided methods share (DISCO, HiDe-LLaVA): a LoRA block per task trained alone, each task's
+prototype features from the frozen guide (the mean image and instruction features of its training
+split, never of its test split), and the cosine similarities of a sample's features to them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from mcit_bench.methods.base import RunContext, Stage, rows_of
+from mcit_bench.methods.lora import TaskBlocksMethod
+
+KINDS = ("image", "text")
+
+
+class GuidedBlocksMethod(TaskBlocksMethod):
+    """A block per task (A ~ N(0, 0.01^2), B = 0, as both official layers start them), in training the
+    current task's block alone in the forward, and per-task prototypes of the guide's features."""
+
+    down_std = 0.01
+
+    def __init__(self, options) -> None:
+        super().__init__(options)
+        self.prototypes: dict[str, torch.Tensor] = {}  # kind -> [trained tasks, feature width]
+
+    def before_task(self, stage: Stage, run: RunContext) -> None:
+        super().before_task(stage, run)
+        only_current = nn.functional.one_hot(torch.tensor([self.task]), self.blocks.count).float().to(run.device)
+        for layer in self.layers.values():
+            layer.block_weights, layer.fused = only_current, False
+
+    def after_task(self, stage: Stage, run: RunContext) -> None:
+        """The task's prototypes: the mean guide features of its training split."""
+        train = run.train_data[stage.tasks[0].name]
+        features = dict(zip(KINDS, run.guide.features(rows_of(train, list(range(len(train)))))))
+        for kind in KINDS:
+            mean = features[kind].mean(dim=0)
+            known = self.prototypes.get(kind, mean.new_zeros(0, mean.shape[0]))
+            self.prototypes[kind] = torch.cat([known[:self.task], mean[None]])
+
+    def similarities(self, samples: list[dict[str, Any]], run: RunContext) -> dict[str, torch.Tensor]:
+        """Each sample's cosine similarity to each trained task's prototype, by kind: [samples, tasks]."""
+        features = dict(zip(KINDS, run.guide.features(samples)))
+        return {kind: features[kind] @ nn.functional.normalize(self.prototypes[kind], dim=-1).T for kind in KINDS}
+
+    def padded(self, weights: torch.Tensor) -> torch.Tensor:
+        """Weights over the trained tasks as weights over every block."""
+        return nn.functional.pad(weights, (0, self.blocks.count - weights.shape[1]))
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().state_dict()
+        state.update({f"prototype.{kind}": value for kind, value in self.prototypes.items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
+        super().load_state_dict(state, model)
+        self.prototypes = {kind: state[f"prototype.{kind}"].float() for kind in KINDS if f"prototype.{kind}" in state}

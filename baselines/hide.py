@@ -20,7 +20,7 @@ the scripts' scale lora_alpha / lora_r = 2 and UCIT's 16 of rank 96 a task over 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -38,6 +38,9 @@ class HiDeOptions(MethodOptions):
     alpha: float = Field(default=32.0, gt=0)  # scale alpha / rank = 2, the scripts' lora_alpha / lora_r
     dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
     temperature: float = Field(default=0.1, gt=0.0)
+    # the task-general fusion below the last layer: the official code's (sum B)(sum A) x, cross terms
+    # included, or the sum of each expert's own update, sum B_k A_k x (Prism's port)
+    fusion: Literal["code", "updates"] = "code"
     train_projector: bool = True
 
 
@@ -70,6 +73,8 @@ class HiDe(GuidedBlocksMethod):
         else:
             weights = self.padded(expert_weights(self.similarities(samples, run), self.options.temperature))
         top = set(last_layer(list(self.layers)))
+        every = torch.ones(1, self.blocks.count, device=run.device)
+        below = (None, True) if self.options.fusion == "code" else (every, False)
         for name, layer in self.layers.items():  # the last layer mixes the experts, every other fuses them
-            layer.block_weights, layer.fused = (weights.to(run.device), False) if name in top else (None, True)
+            layer.block_weights, layer.fused = (weights.to(run.device), False) if name in top else below
         return weights.argmax(dim=1).to(run.device)

@@ -90,5 +90,11 @@ def test_guided_methods_route_each_sample_as_if_it_were_alone_and_read_no_test_s
             method.route(one, run, None, [row])
             alone.append(model(**one).logits[0, -1])
     assert chosen.tolist() == [0, 0, 1, 1]  # the guide tells the quick slice's two tasks apart
+    if name == "hide":  # Prism's fusion: each expert's own update summed, below the last layer
+        method.options = method.options.model_copy(update={"fusion": "updates"})
+        method.route(batch, run, None, rows)
+        below = [layer for layer in method.layers.values() if not torch.equal(layer.block_weights, weights)]
+        assert len(below) == len(method.layers) - 7
+        assert all(layer.block_weights.tolist() == [[1.0, 1.0]] and not layer.fused for layer in below)
     assert not torch.allclose(weights[0], weights[2])  # the samples really are routed apart
     torch.testing.assert_close(together, torch.stack(alone), atol=1e-5, rtol=1e-5)

@@ -106,7 +106,9 @@ def run_text_only(tmp_path, cache_root, method: str, model: str) -> dict:
     result = CliRunner().invoke(app, [
         "run", "--method", method, "--sequence", str(TEXT_ONLY), "--data-root", str(FIXTURES / "published" / "coin"),
         "--model", model, "--batch-size", "4", "--output", str(tmp_path / "runs"), "--cache-dir", str(cache_root),
-        *quick_option_args(method)])
+        *quick_option_args(method),
+        # a published-format stream: a guided method must be given its guide (the embedded one here)
+        *(["--guide-encoder", "mcit-tiny-guide"] if METHODS.get(method).capabilities.needs_guide else [])])
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "runs" / "text-only-quick" / method / "seed0"
     results = json.loads((run_dir / "results.json").read_text())

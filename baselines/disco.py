@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from torch import nn
 
 from mcit_bench.methods.base import Capabilities, MethodOptions, RunContext, register_method
 from mcit_bench.methods.guided import GuidedBlocksMethod
@@ -56,12 +55,9 @@ class Disco(GuidedBlocksMethod):
 
     def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
               samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
-        if not self.prototypes:
+        weights = self.routed_weights(run, oracle, samples, lambda found: subspace_weights(found, self.options))
+        if weights is None:
             return None
-        if oracle is not None:
-            weights = nn.functional.one_hot(oracle.cpu(), self.blocks.count).float()
-        else:
-            weights = self.padded(subspace_weights(self.similarities(samples, run), self.options))
         for layer in self.layers.values():
             layer.block_weights = weights.to(run.device)
         return weights.argmax(dim=1).to(run.device)

@@ -24,7 +24,6 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from torch import nn
 
 from mcit_bench.methods.base import Capabilities, MethodOptions, RunContext, register_method
 from mcit_bench.methods.guided import GuidedBlocksMethod
@@ -66,12 +65,10 @@ class HiDe(GuidedBlocksMethod):
 
     def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
               samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
-        if not self.prototypes:
+        weights = self.routed_weights(run, oracle, samples,
+                                      lambda found: expert_weights(found, self.options.temperature))
+        if weights is None:
             return None
-        if oracle is not None:
-            weights = nn.functional.one_hot(oracle.cpu(), self.blocks.count).float()
-        else:
-            weights = self.padded(expert_weights(self.similarities(samples, run), self.options.temperature))
         top = set(last_layer(list(self.layers)))
         every = torch.ones(1, self.blocks.count, device=run.device)
         below = (None, True) if self.options.fusion == "code" else (every, False)

@@ -4,6 +4,7 @@ split, never of its test split), and the cosine similarities of a sample's featu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -45,8 +46,15 @@ class GuidedBlocksMethod(TaskBlocksMethod):
         features = dict(zip(KINDS, run.guide.features(samples)))
         return {kind: features[kind] @ nn.functional.normalize(self.prototypes[kind], dim=-1).T for kind in KINDS}
 
-    def padded(self, weights: torch.Tensor) -> torch.Tensor:
-        """Weights over the trained tasks as weights over every block."""
+    def routed_weights(self, run: RunContext, oracle: torch.Tensor | None, samples: list[dict[str, Any]] | None,
+                       mixture: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor | None:
+        """Each evaluation sample's weight of every block: the true task's alone for the oracle, else
+        ``mixture`` of its similarities over the trained tasks; None before any task has prototypes."""
+        if not self.prototypes:
+            return None
+        if oracle is not None:
+            return nn.functional.one_hot(oracle.cpu(), self.blocks.count).float()
+        weights = mixture(self.similarities(samples, run))
         return nn.functional.pad(weights, (0, self.blocks.count - weights.shape[1]))
 
     def state_dict(self) -> dict[str, Any]:

@@ -9,7 +9,6 @@ contrastively on synth-coin's images and instructions by ``mcit-bench pretrain-g
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -171,17 +170,10 @@ def pretraining_pairs(rng: np.random.Generator, count: int) -> tuple[list[Image.
     return [sample.image for sample in samples], [sample.instruction for sample in samples]
 
 
-def guide_lr_at(step: int, config: GuidePretrainConfig) -> float:
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 def pretrain_guide(config: GuidePretrainConfig, out_dir: Path, log_every: int = 100) -> dict[str, Any]:
     """Train a fresh tiny CLIP with CLIP's contrastive loss on generated synth-coin pairs (image,
     instruction); save it with its tokenizer, image processor and record to ``out_dir``."""
-    from mcit_bench.models.pretrain import save_model_dir
+    from mcit_bench.models.pretrain import lr_at, save_model_dir  # mcit-tiny's warm-up and cosine schedule
 
     model, tokenizer, image_processor = build_tiny_guide(config.seed)
     rng = np.random.default_rng(config.seed + 1)
@@ -191,7 +183,7 @@ def pretrain_guide(config: GuidePretrainConfig, out_dir: Path, log_every: int = 
     started = time.perf_counter()
     for step in range(config.steps):
         for group in optimizer.param_groups:
-            group["lr"] = guide_lr_at(step, config)
+            group["lr"] = lr_at(step, config)
         images, texts = pretraining_pairs(rng, config.batch_size)
         pixels = image_processor(images=images, return_tensors="pt")["pixel_values"]
         words = tokenizer([text + tokenizer.eos_token for text in texts], padding=True, truncation=True,

@@ -15,6 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ import torch
 from mcit_bench.data.synthetic import pretraining_sample
 from mcit_bench.models.collate import InstructionCollator
 from mcit_bench.models.tiny import TinyShape, build_tiny
+
+if TYPE_CHECKING:
+    from mcit_bench.models.guide import GuidePretrainConfig
 
 
 @dataclass(frozen=True)
@@ -43,7 +47,7 @@ def pretraining_rows(rng: np.random.Generator, count: int) -> list[dict]:
     return rows
 
 
-def lr_at(step: int, config: PretrainConfig) -> float:
+def lr_at(step: int, config: PretrainConfig | GuidePretrainConfig) -> float:
     """Linear warm-up, then cosine decay to a tenth of the peak."""
     if step < config.warmup_steps:
         return config.lr * (step + 1) / config.warmup_steps

@@ -138,9 +138,14 @@ def absent_published_cells(report) -> list[str]:
     from mcit_bench.scoring.published import PUBLISHED_METRICS
 
     task = report.task
-    if task.as_published is None or task.annotations is None:
+    if task.as_published is None:
         return []
-    reason = PUBLISHED_METRICS.get(task.as_published.metric).absent_without_references
+    metric = PUBLISHED_METRICS.get(task.as_published.metric)
+    if metric.always_absent is not None:
+        return [f"warning: as published, absent: {metric.always_absent}"]
+    if task.annotations is None:
+        return []
+    reason = metric.absent_without_references
     answer_file = next(split for split in report.splits if split.role == "annotations")
     return [] if reason is None or answer_file.present else [f"warning: as published, absent: {reason}"]
 

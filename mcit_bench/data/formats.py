@@ -32,7 +32,9 @@ from mcit_bench.core.boxes import box_inside, box_limits
 from mcit_bench.core.errors import DataError
 from mcit_bench.core.records import IMAGE_TAG, Record
 
-READER_VERSION = 4  # 4: joined records name their answer file; 3: JSONL, D-MoLE's formats, boxes, extras
+# 5: a CoIN-style record keeps MLLM-CL's evaluator fields and its task's prompt; 4: joined records name their
+# answer file; 3: JSONL, D-MoLE's formats, boxes, extras
+READER_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -252,8 +254,27 @@ def _coin_test_record(path: Path, place: ImagePlace, form: TestFormat, entry: En
         answers = [answer] if isinstance(answer, str) else answer
     if "options" in entry.value:
         metadata["options"] = _require(path, entry, "options", list)
-    instruction = text.replace(IMAGE_TAG, "").strip("\n ")
+    for key in EVALUATOR_FIELDS:
+        if key in entry.value:
+            metadata[key] = _require(path, entry, key, str)
+    instruction = _with_prompt(text.replace(IMAGE_TAG, "").strip("\n "), form.prompt, " ")
     return Record(question_id, image, instruction, tuple(answers), form.task_type, metadata)
+
+
+# what MLLM-CL's evaluators read of a test record beyond its answer: OCRBench's category
+# (eval_ocr.py, annotation['answer_type']) and CV-Bench's dimension and task (eval_sat.py)
+EVALUATOR_FIELDS = ("answer_type", "type", "task")
+# MLLM-CL's finance inference (ETrain/Eval/LLaVA/CoIN/model_fin.py lines 43-47) picks the prompt by the
+# answer it is about to be scored against: the yes/no prompt for a Yes or No answer, else the letter one
+FIN_YES_NO_PROMPT = "Only answer with yes or no directly."
+FIN_LETTER_PROMPT = "Answer with the given letter directly, e.g., A, B, C, D."
+
+
+def _mllm_cl_fin_record(path: Path, place: ImagePlace, form: TestFormat, entry: Entry) -> Record:
+    """A CoIN-style record whose prompt depends on its answer, as MLLM-CL's finance inference builds it."""
+    answer = _require(path, entry, "answer", str)
+    prompt = FIN_YES_NO_PROMPT if answer in ("Yes", "No") else FIN_LETTER_PROMPT
+    return _coin_test_record(path, place, TestFormat(form.task_type, form.boxes, prompt), entry)
 
 
 def _with_prompt(question: str, prompt: str | None, separator: str) -> str:
@@ -396,6 +417,7 @@ TEST_READERS: dict[str, RecordReader] = {
     "dmole_vqa": _dmole_vqa_record,
     "dmole_choice": _dmole_choice_record,
     "dmole_grounding": _dmole_grounding_record,
+    "mllm_cl_fin": _mllm_cl_fin_record,
 }
 
 

@@ -31,6 +31,9 @@ class _Strict(BaseModel):
 
 
 VARIANT_PLACEHOLDER = "{variant}"
+# ``images`` or ``test_images`` naming the folder of the file found (MLLM-CL's image folder is its data
+# file's, under names that differ between its README and its scripts)
+FILE_FOLDER = "{file_folder}"
 
 
 # One path, or the names a source has used for it over its releases: the first present wins.
@@ -94,7 +97,7 @@ class HubSource(_Strict):
         return self
 
 
-TEST_FORMATS = ("coin", "dmole_vqa", "dmole_choice", "dmole_grounding", "coco_caption")
+TEST_FORMATS = ("coin", "dmole_vqa", "dmole_choice", "dmole_grounding", "coco_caption", "mllm_cl_fin")
 BOX_CONVENTIONS = ("padded_square", "pixel", "thousand")
 
 
@@ -401,8 +404,9 @@ def locate_task(task: TaskDef, root: Path, variant_folder: str | None = None) ->
             extras[role] = path
         else:
             absent.append(role)
-    images = root / task.images
-    test_images = root / task.test_images if task.test_images is not None else images
+    images = train.parent if task.images == FILE_FOLDER else root / task.images
+    test_folder = task.test_images if task.test_images is not None else task.images
+    test_images = test.parent if test_folder == FILE_FOLDER else root / test_folder
     return LocatedTask(task, root, train, test, images, test_images, annotations, extras, tuple(absent),
                        tuple(notes))
 

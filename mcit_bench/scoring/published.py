@@ -15,12 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import PurePath
 
 import numpy as np
 
 from mcit_bench.core.records import Record
 from mcit_bench.core.registry import Registry
-from mcit_bench.scoring.answers import normalize_answer
+from mcit_bench.scoring.answers import levenshtein, normalize_answer
 
 SplitRule = Callable[[Sequence[str], Sequence[Record]], float]
 
@@ -39,6 +40,8 @@ class PublishedMetric:
     needs_caption_tools: bool = False
     # why the cell is absent when the task's answer file is (None: the rule falls back without it)
     absent_without_references: str | None = None
+    # why the cell is always absent (the source scores with a judge model or a server)
+    always_absent: str | None = None
 
 
 PUBLISHED_METRICS: Registry[PublishedMetric] = Registry("published metric")
@@ -194,6 +197,135 @@ def mcitlib_caption(predictions: Sequence[str], records: Sequence[Record]) -> fl
     return sum(scores.values()) / len(scores)
 
 
+# ---------------------------------------------------------------- Prism (LAMDA-CL/Prism, TriGap)
+def prism_anls(prediction: str, record: Record) -> float:
+    """``backbone/shared/eval/eval_ucit.py`` lines 38-52 (``anls_single``): both sides stripped, the
+    distance on lower case over the longer length, the best answer counts, and no threshold (DocVQA's
+    ANLS zeroes a distance of 0.5 or more); an empty output matches only an empty answer."""
+    answer = prediction.strip()
+    best = 0.0
+    for reference in record.answers:
+        target = reference.strip()
+        if not answer or not target:
+            score = float(answer == target)
+        else:
+            score = 1.0 - levenshtein(answer.lower(), target.lower()) / max(len(answer), len(target))
+        best = max(best, score)
+    return best
+
+
+# ---------------------------------------------------------------- MLLM-CL (bjzhb666/MLLM-CL; MCITlib's copies)
+_UNANSWERABLE = "Unanswerable"  # each script skips such an output, yet divides by every result
+
+
+def mllm_cl_ai2d(prediction: str, record: Record) -> float:
+    """``ETrain/Eval/LLaVA/CoIN/eval_ai2d.py`` lines 30-50 (MCITlib ``LoRA-FT/llava/eval/CoIN/eval_ai2d.py``,
+    remote sensing and driving): lower case; an answer with a space must occur in the output; a
+    one-word answer loses its periods and must occur in a one-word output, or in a longer one with a
+    space before it or a space, period or comma after it."""
+    if _UNANSWERABLE in prediction:
+        return 0.0
+    answer, target = prediction.lower(), source_answer(record).lower()
+    if " " in target:
+        return float(target in answer)
+    target = target.replace(".", "")
+    if " " in answer:
+        return float(any(piece in answer for piece in (" " + target, target + " ", target + ".", target + ",")))
+    return float(target in answer)
+
+
+def mllm_cl_pvqa(prediction: str, record: Record) -> float:
+    """``eval_pvqa.py`` lines 25-31 (medical): the lower-cased answer anywhere in the lower-cased output."""
+    if _UNANSWERABLE in prediction:
+        return 0.0
+    return float(source_answer(record).lower() in prediction.lower())
+
+
+_SCI_EXACT_SOURCES = ("AI2D", "TQA", "VQA", "SciVerse")  # eval_sci.py line 37: the image name's prefix
+
+
+def mllm_cl_sci(prediction: str, record: Record) -> float:
+    """``eval_sci.py`` lines 29-57 (science): an image named ``AI2D_``, ``TQA_``, ``VQA_`` or ``SciVerse_``
+    needs the lower-cased output equal to the answer; any other (MapQA) scores a "Which states"
+    question by the share of the answer's comma-separated states found among the output's
+    comma-separated pieces, and the rest by the answer occurring in the output."""
+    if _UNANSWERABLE in prediction:
+        return 0.0
+    answer, target = prediction.lower(), source_answer(record).lower()
+    if PurePath(record.image).name.split("_")[0] in _SCI_EXACT_SOURCES:
+        return float(answer == target)
+    if "Which states" in record.instruction:
+        states = target.split(",")
+        pieces = answer.split(",")
+        return sum(1 for state in states if state in pieces) / len(states)
+    return float(target in answer)
+
+
+def mllm_cl_fin(prediction: str, record: Record) -> float:
+    """``eval_finvis.py`` lines 27-33 (finance): the output lower-cased without spaces or periods equals
+    the lower-cased answer."""
+    if _UNANSWERABLE in prediction:
+        return 0.0
+    return float(prediction.lower().replace(" ", "").replace(".", "") == source_answer(record).lower())
+
+
+OCRBENCH_CATEGORIES = (
+    "Regular Text Recognition", "Irregular Text Recognition", "Artistic Text Recognition", "Handwriting Recognition",
+    "Digit String Recognition", "Non-Semantic Text Recognition", "Scene Text-centric VQA", "Doc-oriented VQA",
+    "Key Information Extraction", "Handwritten Mathematical Expression Recognition")
+_HANDWRITTEN_MATH = OCRBENCH_CATEGORIES[-1]
+
+
+def ocrbench_hit(prediction: str, record: Record) -> bool:
+    """OCRBench's hit (``eval_ocr.py`` lines 37-52): a handwritten formula compares without spaces or
+    line breaks, case kept; every other category compares lower-cased, stripped, line breaks removed;
+    a hit is any answer occurring in the output."""
+    for reference in record.answers:
+        if record.metadata.get("answer_type") == _HANDWRITTEN_MATH:
+            target = reference.strip().replace(" ", "").replace("\n", "")
+            output = prediction.strip().replace(" ", "").replace("\n", "")
+        else:
+            target = reference.lower().strip().replace("\n", "")
+            output = prediction.lower().strip().replace("\n", "")
+        if target in output:
+            return True
+    return False
+
+
+def mllm_cl_ocr(predictions: Sequence[str], records: Sequence[Record]) -> float:
+    """``eval_ocr.py`` lines 19-77: OCRBench's hits summed over its ten categories, printed as "Final
+    Score Norm", the hit count divided by 10 (a percentage for OCRBench's 1000 questions, not for a
+    split of another size). A record whose ``answer_type`` is no OCRBench category stops the script
+    (KeyError), so the cell is absent."""
+    unknown = sorted({str(r.metadata.get("answer_type")) for r in records} - set(OCRBENCH_CATEGORIES))
+    if unknown:
+        raise Absent(f"MLLM-CL's eval_ocr.py stops on an answer_type that is no OCRBench category "
+                     f"({unknown[0]!r}; it reads annotation['answer_type'] into a dict of the ten categories)")
+    return sum(ocrbench_hit(p, r) for p, r in zip(predictions, records)) / 10
+
+
+def mllm_cl_sat(predictions: Sequence[str], records: Sequence[Record]) -> float:
+    """``eval_sat.py`` lines 19-37 (visual perception): output and answer lower-cased, stripped, without
+    spaces, line breaks or periods; right when the answer occurs in the output. The script reads each
+    record's ``type`` and ``task`` and stops without them, so the cell is then absent."""
+    if not all("type" in r.metadata and "task" in r.metadata for r in records):
+        raise Absent("MLLM-CL's eval_sat.py reads each test record's 'type' and 'task' (annotation['type'], "
+                     "annotation['task']) and stops where one lacks them")
+
+    def squeeze(text: str) -> str:
+        return text.lower().strip().replace(" ", "").replace("\n", "").replace(".", "")
+
+    return mean_percent([float(squeeze(source_answer(r)) in squeeze(p)) for p, r in zip(predictions, records)])
+
+
+MLLM_CL_MATH_JUDGE = (
+    "MLLM-CL scores its math task with a GPT-4 judge (ETrain/Eval/LLaVA/CoIN/eval_math.py, MathVista's answer "
+    "extraction through the OpenAI API); no local rule reproduces it, so the cell is absent rather than guessed")
+MLLM_CL_APP_SERVER = (
+    "MLLM-CL's GUI task is scored by the MMT-Bench evaluation server (convert_result_to_submission.py writes a "
+    "TSV for eval.ai, README 'Note'); no local rule reproduces it, so the cell is absent rather than guessed")
+
+
 # ---------------------------------------------------------------- D-MoLE (gcd19/D-MoLE, eval/)
 def dmole_vqa_score(prediction: str, record: Record) -> float:
     """``eval/vqa/evaluate_vqa.py`` lines 507-520 (``vqa_score``): m4c accuracy against the
@@ -296,10 +428,32 @@ for _name, _source, _rule, _split, _captions in (
     ("dmole_option", "D-MoLE evaluate_multi_choice.py", dmole_option, True, False),
     ("dmole_grounding", "D-MoLE evaluate_grounding.py", dmole_grounding, False, False),
     ("coco_cider", "D-MoLE evaluate_caption.py", coco_cider, True, True),
+    ("prism_anls", "Prism eval_ucit.py (anls_single)", prism_anls, False, False),
+    ("mllm_cl_ai2d", "MLLM-CL / MCITlib eval_ai2d.py", mllm_cl_ai2d, False, False),
+    ("mllm_cl_pvqa", "MLLM-CL / MCITlib eval_pvqa.py", mllm_cl_pvqa, False, False),
+    ("mllm_cl_sci", "MLLM-CL / MCITlib eval_sci.py", mllm_cl_sci, False, False),
+    ("mllm_cl_fin", "MLLM-CL / MCITlib eval_finvis.py", mllm_cl_fin, False, False),
+    ("mllm_cl_ocr", "MLLM-CL eval_ocr.py", mllm_cl_ocr, True, False),
+    ("mllm_cl_sat", "MLLM-CL eval_sat.py", mllm_cl_sat, True, False),
 ):
     PUBLISHED_METRICS.add(_name, PublishedMetric(
         _name, _source, (_rule.__doc__ or "").split("\n")[0], _rule if _split else per_sample(_rule), _captions,
         MCITLIB_CAPTION_FILE_ABSENT if _rule is mcitlib_caption else None))
+
+
+def _judged_elsewhere(reason: str) -> SplitRule:
+    def rule(predictions: Sequence[str], records: Sequence[Record]) -> float:
+        raise Absent(reason)
+
+    return rule
+
+
+for _name, _source, _reason in (
+    ("mllm_cl_math", "MLLM-CL eval_math.py (GPT-4 judge)", MLLM_CL_MATH_JUDGE),
+    ("mllm_cl_app", "MLLM-CL convert_result_to_submission.py (MMT-Bench server)", MLLM_CL_APP_SERVER),
+):
+    PUBLISHED_METRICS.add(_name, PublishedMetric(_name, _source, _reason.split(";")[0], _judged_elsewhere(_reason),
+                                                 always_absent=_reason))
 
 
 def score_published(metric_name: str, predictions: Sequence[str], records: Sequence[Record]) -> float:

@@ -12,10 +12,12 @@ from dataclasses import dataclass
 
 from mcit_bench.core.records import Record
 from mcit_bench.core.registry import Registry
-from mcit_bench.scoring.answers import box_iou, normalize_answer, parse_box, parse_option_letter
+from mcit_bench.scoring.answers import box_iou, levenshtein, normalize_answer, parse_box, parse_option_letter
 from mcit_bench.scoring.captions import bleu4_corpus, cider_scores, require_caption_tools
 
 IOU_THRESHOLD = 0.5
+ANLS_THRESHOLD = 0.5  # DocVQA's tau: a normalised edit distance of 0.5 or more scores zero
+RELAXED_TOLERANCE = 0.05  # ChartQA: a number within 5% of the reference is right
 
 SampleScorer = Callable[[str, Record], float]
 SplitScorer = Callable[[Sequence[str], Sequence[Record]], list[float]]
@@ -87,6 +89,46 @@ def grounding_accuracy(prediction: str, record: Record) -> float:
     return float(box_iou(predicted, reference) >= IOU_THRESHOLD)
 
 
+def anls(prediction: str, references: Sequence[str]) -> float:
+    """Average normalised Levenshtein similarity as DocVQA and InfographicVQA define it (Biten et al.
+    2019; the RRC evaluator): both sides lower-cased with whitespace collapsed, similarity 1 - NL where
+    NL = distance / longer length, zero once NL reaches 0.5, the best reference counts."""
+    if not prediction.strip():
+        return 0.0
+    answer = " ".join(prediction.lower().split())
+    best = 0.0
+    for reference in references:
+        target = " ".join(reference.lower().split())
+        distance = levenshtein(answer, target) / max(len(answer), len(target), 1)
+        best = max(best, 1.0 - distance if distance < ANLS_THRESHOLD else 0.0)
+    return best
+
+
+def _chartqa_number(text: str) -> float | None:
+    try:
+        return float(text.rstrip("%")) / 100.0 if text.endswith("%") else float(text)
+    except ValueError:
+        return None
+
+
+def relaxed_accuracy(prediction: str, references: Sequence[str]) -> float:
+    """ChartQA's relaxed accuracy (Masry et al. 2022, as pix2struct's ``relaxed_correctness``
+    computes it): a number within 5% of a non-zero numeric reference ("12%" read as 0.12), otherwise
+    case-insensitive exact match; outputs and references are stripped first."""
+    answer = prediction.strip()
+    if not answer:
+        return 0.0
+    for reference in references:
+        target = reference.strip()
+        predicted, expected = _chartqa_number(answer), _chartqa_number(target)
+        if predicted is not None and expected:
+            if abs(predicted - expected) / abs(expected) <= RELAXED_TOLERANCE:
+                return 1.0
+        elif answer.lower() == target.lower():
+            return 1.0
+    return 0.0
+
+
 METRICS.add("vqa_accuracy", TaskMetric(
     "vqa_accuracy", "official VQA soft accuracy over the annotators' answers",
     one_at_a_time(lambda prediction, record: vqa_soft_accuracy(prediction, record.answers))))
@@ -98,6 +140,12 @@ METRICS.add("option_accuracy", TaskMetric(
 METRICS.add("grounding_iou50", TaskMetric(
     "grounding_iou50", f"box parsed from the output has IoU >= {IOU_THRESHOLD} with the reference",
     one_at_a_time(grounding_accuracy)))
+METRICS.add("anls", TaskMetric(
+    "anls", f"average normalised Levenshtein similarity, zero from a distance of {ANLS_THRESHOLD} (DocVQA)",
+    one_at_a_time(lambda prediction, record: anls(prediction, record.answers))))
+METRICS.add("relaxed_accuracy", TaskMetric(
+    "relaxed_accuracy", f"numbers within {RELAXED_TOLERANCE:.0%} of the reference, else exact match (ChartQA)",
+    one_at_a_time(lambda prediction, record: relaxed_accuracy(prediction, record.answers))))
 METRICS.add("cider", TaskMetric(
     "cider", "CIDEr-D over the split (pycocoevalcap, PTB-tokenised), x100", cider_scores, bounded=False,
     preflight=require_caption_tools))

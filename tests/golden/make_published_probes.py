@@ -1,10 +1,15 @@
 """Score the probe predictions of tests/golden/published_probes.json with the authors' own scripts.
 
-    python tests/golden/make_published_probes.py --coin COIN_REPO --dmole DMOLE_REPO --mcitlib MCITLIB_REPO
+    python tests/golden/make_published_probes.py --coin COIN_REPO --dmole DMOLE_REPO --mcitlib MCITLIB_REPO \
+        --prism PRISM_REPO --mllm-cl MLLM_CL_REPO
 
-The three are clones of zackschen/CoIN, gcd19/D-MoLE and Ghy0501/MCITlib (their commits are
-recorded in the output); nothing of them is copied here. MCITlib's caption evaluation
-(LoRA-FT/llava/eval/CoIN/eval_caption.py) runs as a script with ``CAPTION_SHIMS``. Each probe is one test record and one
+The five are clones of zackschen/CoIN, gcd19/D-MoLE, Ghy0501/MCITlib, LAMDA-CL/Prism and
+bjzhb666/MLLM-CL (their commits are recorded in the output); nothing of them is copied here.
+MLLM-CL's evaluation scripts (ETrain/Eval/LLaVA/CoIN/eval_*.py, byte for byte the files MCITlib
+ships as LoRA-FT/llava/eval/CoIN/eval_*.py) run as published on a test file and a merge.jsonl holding
+the probe; Prism's ANLS runs through its own ``evaluate_anls`` (backbone/shared/eval/eval_ucit.py).
+MCITlib's caption evaluation (LoRA-FT/llava/eval/CoIN/eval_caption.py) runs as a script with
+``CAPTION_SHIMS``. Each probe is one test record and one
 prediction; each CoIN script runs as published (``python ETrain/Eval/LLaVA/CoIN/<script> ...``) on a
 file tree in its layout holding that record alone, and its printed accuracy is the probe's score.
 D-MoLE's scoring lives inside its model evaluation scripts, after generation: the scoring block of
@@ -234,15 +239,57 @@ def caption_probe(mcitlib: Path, dmole: Path, rule: str, probe: dict, scratch: P
     return 100.0 * float(re.findall(r"CIDEr ([0-9.e-]+)", done.stdout)[-1])
 
 
+MLLM_CL_EVAL = "ETrain/Eval/LLaVA/CoIN"
+MLLM_CL_SCRIPTS = {"mllm_cl_ai2d": "eval_ai2d.py", "mllm_cl_pvqa": "eval_pvqa.py", "mllm_cl_sci": "eval_sci.py",
+                   "mllm_cl_fin": "eval_finvis.py", "mllm_cl_ocr": "eval_ocr.py", "mllm_cl_sat": "eval_sat.py"}
+OCR_FINAL = re.compile(r"'Final Score Norm': ([0-9.]+)")
+OVERALL_ACCURACY = re.compile(r"^Accuracy: ([0-9.]+)%", re.MULTILINE)  # eval_sat.py then prints 'Count Accuracy'
+
+
+
+def mllm_cl_probe(repo: Path, rule: str, probe: dict, scratch: Path) -> float:
+    """The probe's records as a test file, its predictions as the merge.jsonl the inference writes
+    (``prompt`` is the record's text, as model_ai2d.py line 124 writes it), scored by the script."""
+    items = probe.get("split") or [{"prediction": probe["prediction"], **probe["record"]}]
+    records = [{key: value for key, value in item.items() if key != "prediction"} for item in items]
+    annotations = [{"question_id": f"q{n}", "image": "img.jpg", **record} for n, record in enumerate(records)]
+    results = [{"question_id": f"q{n}", "prompt": record.get("text", "Question?"), "text": item["prediction"]}
+               for n, (item, record) in enumerate(zip(items, records))]
+    test = write(scratch / "test.json", annotations)
+    merge = write(scratch / "merge.jsonl", "".join(json.dumps(result) + "\n" for result in results))
+    done = subprocess.run([sys.executable, f"{MLLM_CL_EVAL}/{MLLM_CL_SCRIPTS[rule]}", "--annotation-file", str(test),
+                           "--result-file", str(merge), "--output-dir", str(scratch)], cwd=repo, capture_output=True,
+                          text=True, env={"PATH": "/usr/bin:/bin"})
+    # the score the script prints, even where it stops later (eval_sat.py divides by its Count questions
+    # after printing the accuracy, so a split without them stops there); nothing printed: no score
+    printed = (OCR_FINAL if rule == "mllm_cl_ocr" else OVERALL_ACCURACY).findall(done.stdout)
+    return float(printed[0]) if printed else float("nan")
+
+
+def prism_probe(repo: Path, probe: dict, scratch: Path) -> float:
+    annotation = write(scratch / "test.json", [{"question_id": "q1", "answer": probe["record"]["answer"]}])
+    result = write(scratch / "merge.jsonl", json.dumps({"question_id": "q1", "text": probe["prediction"]}) + "\n")
+    write(scratch / "shims" / "sitecustomize.py", CAPTION_SHIMS)  # eval_ucit.py imports the caption evaluation
+    program = (f"import sys; sys.path.insert(0, {str(repo)!r})\n"
+               "from backbone.shared.eval.eval_ucit import evaluate_anls\n"
+               f"print('ANLS', evaluate_anls({str(annotation)!r}, {str(result)!r}, None)['anls'])\n")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, cwd=scratch,
+                          env={"PYTHONPATH": str(scratch / "shims"), "PATH": "/usr/bin:/bin"})
+    return float(re.findall(r"ANLS ([0-9.e-]+)", done.stdout)[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--coin", type=Path, required=True)
     parser.add_argument("--dmole", type=Path, required=True)
     parser.add_argument("--mcitlib", type=Path, required=True)
+    parser.add_argument("--prism", type=Path, required=True)
+    parser.add_argument("--mllm-cl", type=Path, required=True)
     args = parser.parse_args()
     data = json.loads(PROBES.read_text())
     data["sources"] = {"zackschen/CoIN": commit(args.coin), "gcd19/D-MoLE": commit(args.dmole),
-                       "Ghy0501/MCITlib": commit(args.mcitlib)}
+                       "Ghy0501/MCITlib": commit(args.mcitlib), "LAMDA-CL/Prism": commit(args.prism),
+                       "bjzhb666/MLLM-CL": commit(args.mllm_cl)}
     for rule, probes in data["rules"].items():
         for probe in probes:
             with tempfile.TemporaryDirectory() as scratch:
@@ -250,6 +297,10 @@ def main() -> None:
                     score = official_vqa(args.coin, probe)
                 elif rule in ("mcitlib_caption", "coco_cider"):
                     score = caption_probe(args.mcitlib, args.dmole, rule, probe, Path(scratch))
+                elif rule in MLLM_CL_SCRIPTS:
+                    score = mllm_cl_probe(args.mllm_cl, rule, probe, Path(scratch))
+                elif rule == "prism_anls":
+                    score = prism_probe(args.prism, probe, Path(scratch))
                 elif rule.startswith(("coin_", "upper_")):
                     score = coin_probe(args.coin, rule, probe, Path(scratch))
                 else:

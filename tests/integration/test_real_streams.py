@@ -67,3 +67,35 @@ def test_seqft_runs_a_real_stream_from_its_published_layout(tmp_path, tiny_llava
     assert rescored_results["matrix"] == results["matrix"]
     assert rescored_results.get("extra_scores") == results.get("extra_scores")
     assert rescored_results["as_published"] == results["as_published"]
+
+
+@pytest.mark.parametrize("sequence,tasks,absent", [
+    ("trigap", ["pmcvqa", "docvqa"], {}),
+    ("mllm-dcl", ["rs", "med"], {}),
+    ("mllm-acl", ["ocr", "math"], {"math": "GPT-4 judge"}),
+])
+def test_the_newer_streams_run_their_first_two_tasks_with_both_matrices(tmp_path, tiny_llava_dir, sequence, tasks,
+                                                                        absent):
+    runs = tmp_path / "runs"
+    result = CliRunner().invoke(app, [
+        "run", "--method", "seqft", "--sequence", sequence, "--subset", "first-two",
+        "--data-root", str(FIXTURES / "published" / sequence), "--model", str(tiny_llava_dir),
+        "--steps-per-task", "2", "--batch-size", "2", "--output", str(runs), "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    run_dir = runs / sequence / "seqft" / "seed0-first-two"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["tasks"] == tasks
+    assert len(results["matrix"]) == 3 and all(len(row) == 2 and None not in row for row in results["matrix"])
+    published = results["as_published"]
+    stream = load_stream(sequence, subset="first-two")
+    assert published["metrics"] == {task.name: task.as_published.metric for task in stream.tasks}
+    assert set(published["absent"]) == set(absent)
+    for task, reason in absent.items():  # the judge's cell is absent in every row, with its reason; the rest scored
+        assert reason in published["absent"][task]
+        column = tasks.index(task)
+        assert all(row[column] is None for row in published["matrix"])
+    assert all(value is not None for row in published["matrix"] for column, value in enumerate(row)
+               if tasks[column] not in absent)
+    rescored = CliRunner().invoke(app, ["score", str(run_dir)])
+    assert rescored.exit_code == 0, rescored.output
+    assert json.loads((run_dir / "results.json").read_text())["as_published"] == published

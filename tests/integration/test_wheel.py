@@ -26,7 +26,8 @@ def test_wheel_installs_and_runs_the_ci_subset(tmp_path, cache_root):
     (wheel,) = wheels.glob("mcit_bench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "mcit_bench/baselines/seqft.py" in names and "mcit_bench/task_sequences/synth-coin.yaml" in names
-    assert {f"mcit_bench/task_sequences/{name}.yaml" for name in ("coin", "ucit", "dmole9")} <= set(names)
+    shipped = ("coin", "ucit", "dmole9", "trigap", "mllm-dcl", "mllm-acl")
+    assert {f"mcit_bench/task_sequences/{name}.yaml" for name in shipped} <= set(names)
     assert "mcit_bench/models/mcit_tiny/model.safetensors" in names
     assert "mcit_bench/models/mcit_tiny_guide/model.safetensors" in names
     assert "mcit_bench/board/leaderboard_page.html" in names

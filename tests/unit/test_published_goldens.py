@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from mcit_bench.core.records import Record
+from mcit_bench.data.formats import EVALUATOR_FIELDS
 from mcit_bench.scoring.published import Absent, score_published
 from mcit_bench.scoring.task_metrics import score_task
 
@@ -40,6 +41,11 @@ def record_of(rule: str, fields: dict, number: int = 0) -> Record:
                       {"published": {"answer": fields["answer"], "balanced": fields["balanced"]}})
     if rule in ("mcitlib_caption", "coco_cider"):  # joined from the COCO caption file
         return Record(qid, "", "", tuple(fields["references"]), "caption", {"references": "val_coco_type.json"})
+    if rule.startswith("mllm_cl_") or rule == "prism_anls":  # data/formats.py's CoIN-style record
+        answer = fields["answer"]
+        metadata = {key: fields[key] for key in EVALUATOR_FIELDS if key in fields}
+        return Record(qid, fields.get("image", "img.jpg"), fields.get("text", "Question?"),
+                      tuple(answer) if isinstance(answer, list) else (answer,), "short_answer", metadata)
     return Record(qid, "", "", (fields["answer"],), "short_answer", {})
 
 
@@ -70,7 +76,18 @@ def test_every_as_published_rule_of_the_shipped_streams_has_probes():
     used = {task.as_published.metric for path in builtin_sequences().values()
             for task in read_sequence(path).tasks if task.as_published is not None}
     probed = {rule for rule, probes in PROBES["rules"].items() if len(probes) >= 5}
-    assert used <= probed
+    assert used - JUDGED_ELSEWHERE <= probed
+
+
+# scored by a judge model or a server, which no probe can run: always absent, with the reason
+JUDGED_ELSEWHERE = {"mllm_cl_math", "mllm_cl_app"}
+
+
+@pytest.mark.parametrize("rule,reason", [("mllm_cl_math", "GPT-4 judge"),
+                                         ("mllm_cl_app", "MMT-Bench evaluation server")])
+def test_a_rule_scored_by_a_judge_or_a_server_is_absent_with_its_reason(rule, reason):
+    with pytest.raises(Absent, match=reason):
+        score_published(rule, ["7"], [Record("q", "", "", ("7",), "short_answer", {})])
 
 
 def test_a_cell_the_script_cannot_score_is_absent_with_its_reason(tmp_path):

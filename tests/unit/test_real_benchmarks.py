@@ -1,5 +1,5 @@
-"""The real streams on fixture trees laid out as CoIN, MCITlib (UCIT) and D-MoLE publish them
-(tests/fixtures/published/*/README.md cites the source of every path and field): loading, official
+"""The real streams on fixture trees laid out as CoIN, MCITlib (UCIT, MLLM-CL), D-MoLE and Prism
+(TriGap) publish them (tests/fixtures/published/*/README.md cites the source of every path and field): loading, official
 answer files and extras, both scorings against hand-computed values, box conventions, name
 variants, CIDEr, and `data check` on good and broken trees."""
 
@@ -35,7 +35,8 @@ def read_test_records(sequence: str, cache: Path) -> dict:
 @pytest.fixture(scope="module")
 def published_tests(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    return {sequence: read_test_records(sequence, cache) for sequence in ("coin", "ucit", "dmole9")}
+    return {sequence: read_test_records(sequence, cache)
+            for sequence in ("coin", "ucit", "dmole9", "trigap", "mllm-dcl", "mllm-acl")}
 
 
 def test_official_answer_files_bring_every_annotator(published_tests):
@@ -149,6 +150,28 @@ HAND_SCORED = [
     ("dmole9", "vizwiz-vqa", ["dark blue", "shirt"], 95.0, 95.0),
     ("dmole9", "kvqa", ["united states"], 100.0, 100.0),
     ("dmole9", "pmc-vqa", ["B: lung"], 100.0, 100.0),
+    # TriGap (Prism): "(B) MRI" chooses B; Prism upper-cases and compares whole strings
+    ("trigap", "pmcvqa", ["(B) MRI", "C"], 100.0, 50.0),
+    # ANLS: "j smith" against "j. smith" is 1 - 1/8 in both
+    ("trigap", "docvqa", ["1234", "J Smith"], 93.75, 93.75),
+    # "12" against "1234" is a distance of 0.5: zero by DocVQA's threshold, 0.5 for Prism (which has none);
+    # "smith": 1 - 3/8
+    ("trigap", "docvqa", ["12", "Smith"], 31.25, 56.25),
+    # 12.9 is within 5% of 12.5 (ChartQA's relaxed accuracy); Prism compares the strings
+    ("trigap", "chartqa", ["12.9", "2015"], 100.0, 50.0),
+    ("trigap", "iconqa", ["7.", "3"], 100.0, 50.0),
+    # MLLM-CL eval_ai2d.py: a one-word answer followed by a comma, or by a space, is found
+    ("mllm-dcl", "rs", ["Yes, there is.", "farmland area"], 0.0, 100.0),
+    # eval_pvqa.py: "no" occurs in "not sure"
+    ("mllm-dcl", "med", ["Lung", "not sure"], 50.0, 100.0),
+    # eval_sci.py: AI2D and TQA exact; MapQA's "Which states" by the share of states among the
+    # comma-separated pieces (" ohio" is not "ohio")
+    ("mllm-dcl", "sci", ["A", "texas, ohio", "yes"], 200 / 3, 250 / 3),
+    ("mllm-dcl", "fin", ["no.", "B. Feb"], 50.0, 50.0),
+    # eval_ocr.py: two hits, printed as hits / 10
+    ("mllm-acl", "ocr", ["It says hello", "x^2+1"], 50.0, 0.2),
+    # eval_sat.py: "(a)" occurs in "lamp(a)"
+    ("mllm-acl", "vp", ["(B)", "lamp (A)"], 50.0, 100.0),
 ]
 
 
@@ -269,7 +292,7 @@ def test_every_real_stream_is_listed_with_its_tasks():
         "vizwiz-caption", "skvg", "textcaps", "iconqa", "ocrvqa", "flickr30k", "vizwiz-vqa", "kvqa", "pmc-vqa"]
 
 
-@pytest.mark.parametrize("sequence", ["coin", "ucit", "dmole9"])
+@pytest.mark.parametrize("sequence", ["coin", "ucit", "dmole9", "trigap", "mllm-dcl", "mllm-acl"])
 def test_data_check_passes_each_published_tree_and_says_how_it_scores(sequence):
     result = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["data", "check", sequence, "--data-root",
                                                              str(PUBLISHED / sequence)])
@@ -281,6 +304,12 @@ def test_data_check_passes_each_published_tree_and_says_how_it_scores(sequence):
         assert "as published: coin_scienceqa with pid_splits cl_dataset/ScienceQA/pid_splits.json, problems" in text
         assert "vqa_accuracy against the test file's answers (optional" in text  # VQAv2's own file is absent
         assert "1 text only" in text
+    if sequence == "trigap":  # Prism's '_sub' name where the user made it, the full file where not
+        assert "train: instructions/DocVQA/train_converted_sub.json (one of" in text
+        assert "train: instructions/ChartQA/train_standard_4w.json (one of" in text
+    if sequence == "mllm-acl":  # a test set in a folder named unlike its task; two cells judged elsewhere
+        assert "test: Ability_data/CV-Benchv2/test.json (one of Ability_data/VP_test/test.json" in text
+        assert text.count("warning: as published, absent:") == 2
 
 
 def test_data_check_warns_of_the_ucit_caption_cells_that_will_be_absent(tmp_path):

@@ -44,6 +44,8 @@ GARBAGE = ["", " ", "a", "the", "I cannot see", "[", "unknown garbage text ###",
 RECORDS = {
     "vqa_accuracy": Record("1", "", "", ("yes",) * 10, "vqa"),
     "exact_match": Record("2", "", "", ("circle",), "classification"),
+    "anls": Record("6", "", "", ("circle", "a circle"), "short_answer"),
+    "relaxed_accuracy": Record("7", "", "", ("12.5",), "short_answer"),
     "option_accuracy": Record("3", "", "", ("A",), "multiple_choice", {"options": ["cat", "dog"]}),
     "grounding_iou50": Record("4", "", "", ("[0.00, 0.00, 1.00, 1.00]",), "grounding", {"size": [64, 64]}),
     "cider": Record("5", "", "", ("two dogs play in snow", "dogs playing in snow"), "caption"),

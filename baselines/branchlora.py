@@ -111,7 +111,8 @@ class BranchLoRAMethod(Method):
         for index, branch in enumerate(layer.branches):
             branch.requires_grad_(index not in self.frozen[name])
 
-    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
+    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext,
+                    samples: list[dict[str, Any]] | None = None) -> None:
         self.routing.token_mask = batch["attention_mask"].bool()  # usage counts no padding
         self.routing.micro_batch += 1
 

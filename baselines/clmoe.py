@@ -113,7 +113,8 @@ class CLMoE(Method):
         self.before = {name: (layer.lora_A.detach().clone(), layer.lora_B.detach().clone())
                        for name, layer in self.layers.items()}
 
-    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
+    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext,
+                    samples: list[dict[str, Any]] | None = None) -> None:
         self.micro_batch += 1
 
     def after_task(self, stage: Stage, run: RunContext) -> None:

@@ -346,7 +346,8 @@ class DMoLE(Method):
         errors, thresholds = self.errors(batch)
         return vote_routes(errors, thresholds, self.options.vote, self.options.vote_share, training)
 
-    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
+    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext,
+                    samples: list[dict[str, Any]] | None = None) -> None:
         # the public code's training-time routing: a past task the routers choose adds its experts, frozen
         if self.options.past_experts and self.routers:
             self.routing.past_ids, _ = self.choose(batch, training=True)

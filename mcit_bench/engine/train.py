@@ -162,17 +162,19 @@ def train_stage(
             group["lr"] = group["initial_lr"] * factor
         # the global batch in ``accumulate`` micro-batches of ``batch_size``; every process takes its
         # share of each, so results depend on neither the split nor the process count
-        micro_batches = []
+        micro_batches, micro_rows = [], []
         for part in range(accumulate):
             micro = indices[part * config.batch_size:(part + 1) * config.batch_size]
-            batch = collator.train_batch(rows_of(data, micro[rank::world]))
+            rows = rows_of(data, micro[rank::world])
+            batch = collator.train_batch(rows)
             micro_batches.append({name: value.to(accelerator.device) for name, value in batch.items()})
+            micro_rows.append(rows)
         weights = answer_token_weights(micro_batches, accelerator)
         total_loss = 0.0
         for part, batch in enumerate(micro_batches):
             last = part == accumulate - 1
             with contextlib.nullcontext() if last or sharded else accelerator.no_sync(prepared_model):
-                method.before_step(batch, run)
+                method.before_step(batch, run, micro_rows[part])
                 with compute_precision(precision, accelerator.device):
                     outputs = prepared_model(**batch)
                     terms = {"nll": scaled(outputs.loss, weights[part]),

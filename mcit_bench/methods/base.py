@@ -118,8 +118,11 @@ class Method:
         parts = [run.train_data[task.name] for task in stage.tasks]
         return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
-    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext) -> None:
-        """See a training batch before its forward pass (D-MoLE routes it to past tasks' experts)."""
+    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext,
+                    samples: list[dict[str, Any]] | None = None) -> None:
+        """See a training batch before its forward pass (D-MoLE routes it to past tasks' experts).
+        ``samples`` are its rows (image, instruction and answer), for a method that reads them beside the
+        model's inputs (SMoLoRA's instruction embedding)."""
 
     def loss(self, batch: dict[str, torch.Tensor], outputs: Any, run: RunContext) -> dict[str, torch.Tensor]:
         """Extra loss terms; the loop adds them to the language-modelling loss."""

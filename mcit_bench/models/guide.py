@@ -123,6 +123,11 @@ class GuideEncoder:
         self.max_text = self.model.config.text_config.max_position_embeddings
         self._cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
+    @property
+    def width(self) -> int:
+        """The width of its (image and instruction) features."""
+        return self.model.config.projection_dim
+
     def record(self) -> dict[str, Any]:
         """What results record of the encoder: its name and the sha256 of its weights."""
         return {"name": self.name, "weights": self.fingerprint}

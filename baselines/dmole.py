@@ -227,6 +227,9 @@ class DMoLE(Method):
         self.allocations: list[list[str]] = []
         self.routers: list[AutoEncoder] = []
         self.thresholds: list[float] = []
+        # each sample's router embedding by its content (image, instruction): it reads frozen weights
+        # only (experts off), so it is computed once, not at every step and every stage's evaluation
+        self.embedding_cache: dict[tuple[str, str], torch.Tensor] = {}
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         freeze_all(model)
@@ -303,21 +306,33 @@ class DMoLE(Method):
         return states.masked_fill(~keep.unsqueeze(-1), float("-inf")).amax(1)
 
     @torch.no_grad()
-    def embeddings(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[max-pooled vision features; max-pooled instruction states], experts off, L2-normalised together."""
+    def embeddings(self, batch: dict[str, torch.Tensor], samples: list[dict[str, Any]] | None = None) -> torch.Tensor:
+        """[max-pooled vision features; max-pooled instruction states], experts off, L2-normalised together;
+        from the cache when every sample of the batch (``samples``, its rows) has been embedded before."""
+        keys = [(str(row["image"]), str(row["instruction"])) for row in samples] if samples is not None else None
+        if keys is not None and all(key in self.embedding_cache for key in keys):
+            return torch.stack([self.embedding_cache[key] for key in keys])
         self.routing.enabled = False
         try:
             _, image = pooled_image_features(self.model, batch)
             text = self.instruction_states(batch)
         finally:
             self.routing.enabled = True
-        return F.normalize(torch.cat([image.float(), text.float()], dim=-1), dim=-1)
+        embedded = F.normalize(torch.cat([image.float(), text.float()], dim=-1), dim=-1)
+        if keys is None:
+            return embedded
+        for key, row in zip(keys, embedded):  # a sample embedded before keeps its first value
+            self.embedding_cache.setdefault(key, row)
+        return torch.stack([self.embedding_cache[key] for key in keys])
 
     def task_embeddings(self, stage: Stage, run: RunContext) -> torch.Tensor:
         data = self.train_data(stage, run)
-        batches = (self.collator.train_batch(rows_of(data, list(range(i, min(i + 64, len(data))))))
-                   for i in range(0, len(data), 64))
-        return torch.cat([self.embeddings({k: v.to(run.device) for k, v in batch.items()}) for batch in batches])
+        parts = []
+        for start in range(0, len(data), 64):
+            rows = rows_of(data, list(range(start, min(start + 64, len(data)))))
+            batch = {k: v.to(run.device) for k, v in self.collator.train_batch(rows).items()}
+            parts.append(self.embeddings(batch, rows))
+        return torch.cat(parts)
 
     def after_task(self, stage: Stage, run: RunContext) -> None:
         embeddings = self.task_embeddings(stage, run)
@@ -334,23 +349,25 @@ class DMoLE(Method):
         self.routers.append(router)
         self.thresholds.append(threshold)
 
-    def errors(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def errors(self, batch: dict[str, torch.Tensor], samples: list[dict[str, Any]] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every router's reconstruction error per sample [samples, tasks], and the thresholds."""
-        embeddings = self.embeddings(batch)
+        embeddings = self.embeddings(batch, samples)
         with torch.no_grad():
             errors = torch.stack([router.errors(embeddings) for router in self.routers], dim=1)
         return errors, torch.tensor(self.thresholds, device=errors.device)
 
-    def choose(self, batch: dict[str, torch.Tensor], training: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def choose(self, batch: dict[str, torch.Tensor], training: bool, samples: list[dict[str, Any]] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """(first, second) task per sample by the routers (:func:`vote_routes`)."""
-        errors, thresholds = self.errors(batch)
+        errors, thresholds = self.errors(batch, samples)
         return vote_routes(errors, thresholds, self.options.vote, self.options.vote_share, training)
 
     def before_step(self, batch: dict[str, torch.Tensor], run: RunContext,
                     samples: list[dict[str, Any]] | None = None) -> None:
         # the public code's training-time routing: a past task the routers choose adds its experts, frozen
         if self.options.past_experts and self.routers:
-            self.routing.past_ids, _ = self.choose(batch, training=True)
+            self.routing.past_ids, _ = self.choose(batch, training=True, samples=samples)
             self.routing.row_samples = image_row_samples(self.model, batch)
 
     def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
@@ -358,9 +375,9 @@ class DMoLE(Method):
         if not self.routers:
             return None
         if oracle is None:
-            chosen, second = self.choose(batch, training=False)
+            chosen, second = self.choose(batch, training=False, samples=samples)
         else:  # the true task, beside the older task its routers pair it with: no task-choice errors
-            errors, thresholds = self.errors(batch)
+            errors, thresholds = self.errors(batch, samples)
             chosen = oracle.to(errors.device)
             second = older_candidate(candidates_of(errors, thresholds), chosen)
         self.routing.task_ids, self.routing.past_ids = chosen, second

@@ -103,3 +103,26 @@ def test_the_router_bottleneck_and_threshold_follow_the_public_code(cache_root):
     expected = float(torch.quantile(router.errors(embeddings[held]), 0.95))
     assert method.thresholds[0] == pytest.approx(expected, rel=1e-6)
     assert NO_TASK == -1
+
+
+def test_a_sample_s_router_embedding_is_computed_once_and_reused_exactly(cache_root, monkeypatch):
+    """Issue 31: the embedding reads frozen weights only, so after_task's pass over the training split,
+    every training step and every stage's evaluation share one computation per sample."""
+    stream, train, test = same_images_two_instructions(cache_root)
+    method, _, run, collator = set_up(stream, train)
+    first = stream.tasks[0]
+    rows = rows_of(test[first.name], list(range(len(test[first.name]))))
+    batch = collator.train_batch(rows)
+    fresh = method.embeddings(batch)  # without rows: computed, not kept
+    assert method.embedding_cache == {}
+    calls = []
+    original = method.instruction_states
+    monkeypatch.setattr(method, "instruction_states", lambda b: calls.append(1) or original(b))
+    cached = method.embeddings(batch, rows)
+    again = method.embeddings(batch, rows)
+    assert len(calls) == 1 and torch.equal(cached, again) and torch.equal(cached, fresh)
+    assert len(method.embedding_cache) == len({(row["image"], row["instruction"]) for row in rows})
+    method.after_task(method.stages(stream)[0], run)  # the training split: new samples computed once each
+    count = len(calls)
+    method.after_task(method.stages(stream)[0], run)
+    assert len(calls) == count  # the second pass over the same split computes nothing

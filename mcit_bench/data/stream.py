@@ -108,7 +108,7 @@ class TaskDef(_Strict):
     like: str | None = None  # the real benchmark a synthetic task mirrors, or the data set's name
     train: PathChoice
     test: PathChoice
-    images: str = "."  # image paths in the files are relative to data_root/images
+    images: str = "."  # image paths in the files are relative to data_root/images (FILE_FOLDER: the file's own)
     test_images: str | None = None  # where the test file's images are, when not under ``images``
     # conversation dialect of the training file (JSON list or JSONL): LLaVA's needs the <image> tag
     # wherever a record has an image; InternVL's puts it first when it is absent

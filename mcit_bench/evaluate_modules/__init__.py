@@ -4,7 +4,8 @@ scoring functions, so it computes exactly the matrix's cells and summary (tests/
 
 from pathlib import Path
 
-MODULES = ("vqa_accuracy", "exact_match", "option_accuracy", "grounding_iou50", "cider", "continual")
+MODULES = ("vqa_accuracy", "exact_match", "anls", "relaxed_accuracy", "option_accuracy", "grounding_iou50", "cider",
+           "continual")
 
 
 def metric_module(name: str) -> str:

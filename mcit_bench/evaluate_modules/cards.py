@@ -19,6 +19,14 @@ VQA_CITATION = """@inproceedings{antol2015vqa,
 CIDER_CITATION = """@inproceedings{vedantam2015cider,
   title={{CIDEr}: Consensus-based Image Description Evaluation}, author={Vedantam, Ramakrishna and Zitnick,
   C. Lawrence and Parikh, Devi}, booktitle={CVPR}, year={2015}}"""
+ANLS_CITATION = """@inproceedings{biten2019scene,
+  title={Scene Text Visual Question Answering}, author={Biten, Ali Furkan and Tito, Ruben and Mafla, Andres and
+  Gomez, Lluis and Rusinol, Marcal and Valveny, Ernest and Jawahar, C. V. and Karatzas, Dimosthenis},
+  booktitle={ICCV}, year={2019}}"""
+CHARTQA_CITATION = """@inproceedings{masry2022chartqa,
+  title={{ChartQA}: A Benchmark for Question Answering about Charts with Visual and Logical Reasoning},
+  author={Masry, Ahmed and Long, Do Xuan and Tan, Jia Qing and Joty, Shafiq and Hoque, Enamul},
+  booktitle={Findings of ACL}, year={2022}}"""
 CONTINUAL_CITATION = """@inproceedings{lopezpaz2017gem,
   title={Gradient Episodic Memory for Continual Learning}, author={Lopez-Paz, David and Ranzato, Marc'Aurelio},
   booktitle={NeurIPS}, year={2017}}"""
@@ -40,6 +48,10 @@ CARDS = {
                          "(ten for VQAv2, TextVQA, VizWiz; one gives normalised exact match)", VQA_CITATION),
     "exact_match": Card(ANSWERS, "predictions: the model's answers; references: each sample's accepted answers",
                         VQA_CITATION),
+    "anls": Card(ANSWERS, "predictions: the model's answers; references: each sample's accepted answers",
+                 ANLS_CITATION),
+    "relaxed_accuracy": Card(ANSWERS, "predictions: the model's answers; references: each sample's accepted "
+                             "answers (numbers within 5% count)", CHARTQA_CITATION),
     "option_accuracy": Card(ONE_ANSWER, "predictions: the model's outputs; references: each sample's correct "
                             "option letter; options (optional): each sample's option texts, so an answer given "
                             "as the option's text counts", "", ("options",)),

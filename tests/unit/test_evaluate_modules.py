@@ -31,6 +31,13 @@ CASES = [
     ("exact_match", ["golden retriever", "retriever", "the girl"], [["golden retriever"]] * 2 + [["girl"]], {},
      [Record("a", "", "", ("golden retriever",), "classification")] * 2
      + [Record("c", "", "", ("girl",), "short_answer")], 100 * 2 / 3),
+    # "j smith" against "j. smith": 1 - 1/8; "12" against "1234": a distance of 0.5 scores nothing
+    ("anls", ["J Smith", "12"], [["J. Smith"], ["1234", "1,234"]], {},
+     [Record("a", "", "", ("J. Smith",), "short_answer"), Record("b", "", "", ("1234", "1,234"), "short_answer")],
+     100 * 0.875 / 2),
+    ("relaxed_accuracy", ["12.9", "13.2", "Yes"], [["12.5"], ["12.5"], ["yes"]], {},
+     [Record(str(i), "", "", (answer,), "short_answer") for i, answer in enumerate(["12.5", "12.5", "yes"])],
+     100 * 2 / 3),
     ("option_accuracy", ["B", "(B)", "dog", ""], ["B", "B", "B", "B"], {"options": [["cat", "dog"]] * 4},
      [Record(str(i), "", "", ("B",), "multiple_choice", {"options": ["cat", "dog"]}) for i in range(4)], 75.0),
     ("grounding_iou50", ["[0.00, 0.00, 0.50, 1.00]", "[0.00, 0.00, 0.49, 1.00]"], ["[0.00, 0.00, 1.00, 1.00]"] * 2,

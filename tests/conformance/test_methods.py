@@ -173,6 +173,9 @@ def test_an_oracle_route_is_followed_exactly(name, cache_root):
     assert method.route(batch, run, wanted).tolist() == [1, 0, 1]
     if hasattr(method, "routing"):  # what every adapter layer reads: the chosen task, or each block's weight
         assert method.routing.task_ids.tolist() == [1, 0, 1]
+    elif hasattr(method, "splice"):  # ModalPrompt: each sample's inserted prompt is the chosen task's
+        _, spliced = method.splice
+        assert all(torch.equal(spliced[i], method.model.modal_prompts[t]) for i, t in enumerate([1, 0, 1]))
     else:  # every layer that mixes the blocks (all of DISCO's, HiDe-LLaVA's last) weighs the chosen one alone
         mixing = [layer.block_weights.tolist() for layer in method.layers.values() if layer.block_weights is not None]
         assert mixing and all(weights == [[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]] for weights in mixing)

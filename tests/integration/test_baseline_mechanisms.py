@@ -98,3 +98,37 @@ def test_guided_methods_route_each_sample_as_if_it_were_alone_and_read_no_test_s
         assert all(layer.block_weights.tolist() == [[1.0, 1.0]] and not layer.fused for layer in below)
     assert not torch.allclose(weights[0], weights[2])  # the samples really are routed apart
     torch.testing.assert_close(together, torch.stack(alone), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["smolora", "modalprompt"])
+def test_the_other_guided_methods_read_only_training_samples_and_route_each_sample_as_if_alone(name, cache_root):
+    """SMoLoRA's instruction router and ModalPrompt's prompt choice read the guide: in training only
+    training samples, and at evaluation each sample's own features, so a batch answers as its samples
+    would alone (ModalPrompt's prompt goes after each sample's first token, whatever its padding)."""
+    from mcit_bench.engine.generate import test_rows as evaluation_rows
+
+    stream, test_sets, method, model, collator, run = set_up(name, cache_root)
+    read: list[str] = []
+    features = run.guide.features
+    run.guide.features = lambda rows: read.extend(str(row["image"]) for row in rows) or features(rows)
+    for stage in method.stages(stream):
+        method.before_task(stage, run)
+        train_stage(model, method, stage, run, collator, TrainingConfig(steps_per_task=4, lr=1e-2),
+                    stream.task_steps(), Accelerator(cpu=True))
+        method.after_task(stage, run)
+    assert read and all("/images/train-" in path for path in read)
+    rows = [{"image": row["image"], "instruction": row["instruction"]}
+            for task in ("imagenet", "textvqa") for row in evaluation_rows(test_sets[task])[:2]]
+    model.eval()
+    with torch.no_grad():
+        batch = collator.generation_batch(rows)
+        chosen = method.route(batch, run, None, rows)
+        together = model(**batch).logits[:, -1]
+        alone = []
+        for row in rows:
+            one = collator.generation_batch([row])
+            method.route(one, run, None, [row])
+            alone.append(model(**one).logits[0, -1])
+    if name == "modalprompt":
+        assert chosen.tolist() == [0, 0, 1, 1]  # the guide tells the quick slice's two tasks apart
+    torch.testing.assert_close(together, torch.stack(alone), atol=1e-5, rtol=1e-5)

@@ -53,12 +53,9 @@ def test_mrlora_router_finds_the_task_when_only_the_instruction_differs(cache_ro
     assert chosen == [0] * 10 + [1] * 10
 
 
-@pytest.mark.parametrize("name", ["disco", "hide"])
-def test_guided_methods_route_each_sample_as_if_it_were_alone_and_read_no_test_sample_in_training(name, cache_root):
-    """The official codes route a batch by its mean (DISCO) or its most similar sample (HiDe-LLaVA) and
-    evaluate one sample a batch; routing each sample of a batch by its own features gives each the logits
-    it gets alone. The prototypes come from the training split: every image the guide read while
-    training is a training image."""
+def trained_reading_the_guide(name: str, cache_root):
+    """``name`` trained on the quick two-task slice, every image its guide read checked to be a training
+    image, and two test prompts of each task: (method, model, collator, run, rows)."""
     from mcit_bench.engine.generate import test_rows as evaluation_rows
 
     stream, test_sets, method, model, collator, run = set_up(name, cache_root)
@@ -71,9 +68,19 @@ def test_guided_methods_route_each_sample_as_if_it_were_alone_and_read_no_test_s
                     stream.task_steps(), Accelerator(cpu=True))
         method.after_task(stage, run)
     assert read and all("/images/train-" in path for path in read)
-    assert [len(method.prototypes[kind]) for kind in ("image", "text")] == [2, 2]  # one of each a task
     rows = [{"image": row["image"], "instruction": row["instruction"]}
             for task in ("imagenet", "textvqa") for row in evaluation_rows(test_sets[task])[:2]]
+    return method, model, collator, run, rows
+
+
+@pytest.mark.parametrize("name", ["disco", "hide"])
+def test_guided_methods_route_each_sample_as_if_it_were_alone_and_read_no_test_sample_in_training(name, cache_root):
+    """The official codes route a batch by its mean (DISCO) or its most similar sample (HiDe-LLaVA) and
+    evaluate one sample a batch; routing each sample of a batch by its own features gives each the logits
+    it gets alone. The prototypes come from the training split: every image the guide read while
+    training is a training image."""
+    method, model, collator, run, rows = trained_reading_the_guide(name, cache_root)
+    assert [len(method.prototypes[kind]) for kind in ("image", "text")] == [2, 2]  # one of each a task
     model.eval()
     with torch.no_grad():
         batch = collator.generation_batch(rows)
@@ -105,20 +112,7 @@ def test_the_other_guided_methods_read_only_training_samples_and_route_each_samp
     """SMoLoRA's instruction router and ModalPrompt's prompt choice read the guide: in training only
     training samples, and at evaluation each sample's own features, so a batch answers as its samples
     would alone (ModalPrompt's prompt goes after each sample's first token, whatever its padding)."""
-    from mcit_bench.engine.generate import test_rows as evaluation_rows
-
-    stream, test_sets, method, model, collator, run = set_up(name, cache_root)
-    read: list[str] = []
-    features = run.guide.features
-    run.guide.features = lambda rows: read.extend(str(row["image"]) for row in rows) or features(rows)
-    for stage in method.stages(stream):
-        method.before_task(stage, run)
-        train_stage(model, method, stage, run, collator, TrainingConfig(steps_per_task=4, lr=1e-2),
-                    stream.task_steps(), Accelerator(cpu=True))
-        method.after_task(stage, run)
-    assert read and all("/images/train-" in path for path in read)
-    rows = [{"image": row["image"], "instruction": row["instruction"]}
-            for task in ("imagenet", "textvqa") for row in evaluation_rows(test_sets[task])[:2]]
+    method, model, collator, run, rows = trained_reading_the_guide(name, cache_root)
     model.eval()
     with torch.no_grad():
         batch = collator.generation_batch(rows)

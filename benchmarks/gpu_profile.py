@@ -57,14 +57,14 @@ def qwen25_vl_7b_config(tokenizer) -> object:
     key-value heads, vocabulary 152064) and the default 32-block vision tower of width 1280."""
     import transformers
 
-    from mcit_bench.models.tiny_archs import _qwen_token_ids
+    from mcit_bench.models.tiny_archs import qwen_token_ids
 
     text = dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
                 num_attention_heads=28, num_key_value_heads=4, max_position_embeddings=128000, rms_norm_eps=1e-6,
                 rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
                 tie_word_embeddings=False)
     return transformers.Qwen2_5_VLConfig(text_config=text, vision_config={"hidden_size": 1280, "in_chans": 3},
-                                         **_qwen_token_ids(tokenizer))
+                                         **qwen_token_ids(tokenizer))
 
 
 def model_config(name: str):

@@ -45,7 +45,7 @@ def chatml_tokenizer(markers: dict[str, str]):
     return tokenizer
 
 
-def _qwen_token_ids(tokenizer) -> dict[str, int]:
+def qwen_token_ids(tokenizer) -> dict[str, int]:
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in QWEN_TOKENS.items()}
     return {"image_token_id": ids["image_token"], "video_token_id": ids["video_token"],
             "vision_start_token_id": ids["vision_start_token"], "vision_end_token_id": ids["vision_end_token"]}
@@ -100,7 +100,7 @@ def build_tiny_qwen2_vl(seed: int, version: str = "2", image_side: int = IMAGE_S
     # M-RoPE: head_dim 16, so 8 rotary frequencies split over (time, height, width)
     rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
     config = config_class(text_config=_text_config(tokenizer, rope_parameters=rope), vision_config=vision,
-                          **_qwen_token_ids(tokenizer))
+                          **qwen_token_ids(tokenizer))
     pixels = image_side * image_side
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": pixels, "longest_edge": pixels},
                                                patch_size=14, merge_size=2, temporal_patch_size=2)

@@ -39,3 +39,15 @@ def mean_over_processes(rows: torch.Tensor) -> torch.Tensor:
         return rows.mean(0)
     summed = summed_over_processes(torch.cat([rows.sum(0), rows.new_tensor([rows.shape[0]])]))
     return summed[:-1] / summed[-1]
+
+
+def from_first_process(value: torch.Tensor) -> torch.Tensor:
+    """The first process's ``value`` on every process (a copy): what a run whose checkpoint the first
+    process writes carries forward, as if every process had loaded it."""
+    if processes()[0] == 1:
+        return value
+    import torch.distributed as dist
+
+    shared = value.detach().clone()
+    dist.broadcast(shared, src=0)
+    return shared

@@ -1,6 +1,7 @@
-"""What the guided methods share (DISCO, HiDe-LLaVA): a LoRA block per task trained alone, each task's
-prototype features from the frozen guide (the mean image and instruction features of its training
-split, never of its test split), and the cosine similarities of a sample's features to them."""
+"""What the guided methods share: each task's prototype features from the frozen guide (the mean image and
+instruction features of its training split, never of its test split) and the cosine similarities of a
+sample's features to them (DISCO, HiDe-LLaVA, SAME); and, for DISCO and HiDe-LLaVA, a LoRA block per task
+trained alone."""
 
 from __future__ import annotations
 
@@ -14,6 +15,27 @@ from mcit_bench.methods.base import RunContext, Stage, rows_of
 from mcit_bench.methods.lora import TaskBlocksMethod
 
 KINDS = ("image", "text")
+
+
+def with_prototypes_of(prototypes: dict[str, torch.Tensor], task: int, stage: Stage,
+                       run: RunContext) -> dict[str, torch.Tensor]:
+    """``prototypes`` (kind -> [tasks, feature width]) with row ``task`` set to the stage's: the mean guide
+    features of its training split, by kind; the rows after it dropped."""
+    train = run.train_data[stage.tasks[0].name]
+    features = dict(zip(KINDS, run.guide.features(rows_of(train, list(range(len(train)))))))
+    updated = {}
+    for kind in KINDS:
+        mean = features[kind].mean(dim=0)
+        known = prototypes.get(kind, mean.new_zeros(0, mean.shape[0]))
+        updated[kind] = torch.cat([known[:task], mean[None]])
+    return updated
+
+
+def prototype_similarities(prototypes: dict[str, torch.Tensor], samples: list[dict[str, Any]],
+                           run: RunContext) -> dict[str, torch.Tensor]:
+    """Each sample's cosine similarity to each task's prototype, by kind: [samples, tasks]."""
+    features = dict(zip(KINDS, run.guide.features(samples)))
+    return {kind: features[kind] @ nn.functional.normalize(prototypes[kind], dim=-1).T for kind in KINDS}
 
 
 class GuidedBlocksMethod(TaskBlocksMethod):
@@ -34,17 +56,11 @@ class GuidedBlocksMethod(TaskBlocksMethod):
 
     def after_task(self, stage: Stage, run: RunContext) -> None:
         """The task's prototypes: the mean guide features of its training split."""
-        train = run.train_data[stage.tasks[0].name]
-        features = dict(zip(KINDS, run.guide.features(rows_of(train, list(range(len(train)))))))
-        for kind in KINDS:
-            mean = features[kind].mean(dim=0)
-            known = self.prototypes.get(kind, mean.new_zeros(0, mean.shape[0]))
-            self.prototypes[kind] = torch.cat([known[:self.task], mean[None]])
+        self.prototypes = with_prototypes_of(self.prototypes, self.task, stage, run)
 
     def similarities(self, samples: list[dict[str, Any]], run: RunContext) -> dict[str, torch.Tensor]:
         """Each sample's cosine similarity to each trained task's prototype, by kind: [samples, tasks]."""
-        features = dict(zip(KINDS, run.guide.features(samples)))
-        return {kind: features[kind] @ nn.functional.normalize(self.prototypes[kind], dim=-1).T for kind in KINDS}
+        return prototype_similarities(self.prototypes, samples, run)
 
     def routed_weights(self, run: RunContext, oracle: torch.Tensor | None, samples: list[dict[str, Any]] | None,
                        mixture: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor | None:

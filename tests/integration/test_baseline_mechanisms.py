@@ -107,11 +107,12 @@ def test_guided_methods_route_each_sample_as_if_it_were_alone_and_read_no_test_s
     torch.testing.assert_close(together, torch.stack(alone), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["smolora", "modalprompt"])
+@pytest.mark.parametrize("name", ["smolora", "modalprompt", "same"])
 def test_the_other_guided_methods_read_only_training_samples_and_route_each_sample_as_if_alone(name, cache_root):
-    """SMoLoRA's instruction router and ModalPrompt's prompt choice read the guide: in training only
-    training samples, and at evaluation each sample's own features, so a batch answers as its samples
-    would alone (ModalPrompt's prompt goes after each sample's first token, whatever its padding)."""
+    """SMoLoRA's instruction router, ModalPrompt's prompt choice and SAME's task mixture read the guide: in
+    training only training samples, and at evaluation each sample's own features, so a batch answers as its
+    samples would alone (ModalPrompt's prompt goes after each sample's first token, whatever its padding;
+    SAME's gate mean reads each sample's own tokens, padding excluded, as the original's batch of one)."""
     method, model, collator, run, rows = trained_reading_the_guide(name, cache_root)
     model.eval()
     with torch.no_grad():
@@ -125,4 +126,8 @@ def test_the_other_guided_methods_read_only_training_samples_and_route_each_samp
             alone.append(model(**one).logits[0, -1])
     if name == "modalprompt":
         assert chosen.tolist() == [0, 0, 1, 1]  # the guide tells the quick slice's two tasks apart
+    if name == "same":  # the mixture puts each sample's weight on its own task's expert
+        method.route(batch, run, None, rows)
+        assert method.state.prior.argmax(dim=1).tolist() == [0, 0, 1, 1]
+        assert method.state.prior.shape == (4, 2) and torch.all(method.state.prior.max(dim=1).values > 0.9)
     torch.testing.assert_close(together, torch.stack(alone), atol=1e-5, rtol=1e-5)

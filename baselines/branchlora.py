@@ -132,6 +132,9 @@ class BranchLoRAMethod(Method):
                     layer.add_branch()
             self.apply_freezing(name, layer)
 
+    def routes_by_choice_alone(self) -> bool:
+        return True
+
     def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
               samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         if self.selector.n_tasks == 0:

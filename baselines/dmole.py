@@ -370,6 +370,9 @@ class DMoLE(Method):
             self.routing.past_ids, _ = self.choose(batch, training=True, samples=samples)
             self.routing.row_samples = image_row_samples(self.model, batch)
 
+    def routes_by_choice_alone(self) -> bool:
+        return self.options.vote == "sample"  # a batch vote routes a sample by its neighbours too
+
     def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
               samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         if not self.routers:

@@ -115,6 +115,9 @@ class Expansion(Method):
         queries = sample_queries(self.model, batch)
         return {"keys": self.options.key_weight * self.selector.key_loss(queries, self.routing.training_task)}
 
+    def routes_by_choice_alone(self) -> bool:
+        return True
+
     def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
               samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         if self.selector.n_tasks == 0:

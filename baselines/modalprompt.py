@@ -137,6 +137,9 @@ class ModalPrompt(Method):
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
+    def routes_by_choice_alone(self) -> bool:
+        return True
+
     def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
               samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         trained = self.task + 1

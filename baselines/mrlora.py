@@ -217,6 +217,9 @@ class MRLoRA(Method):
             for parameter in trainable:
                 parameter.requires_grad_(True)
 
+    def routes_by_choice_alone(self) -> bool:
+        return True
+
     def route(self, batch: dict[str, torch.Tensor], run: RunContext, oracle: torch.Tensor | None = None,
               samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         if not self.tasks:

@@ -94,6 +94,23 @@ def generate_sharded(accelerator: Accelerator, model: nn.Module, collator: Instr
     return ordered_answers, (ordered_chosen if selects else None)
 
 
+def oracle_answers(accelerator: Accelerator, model: nn.Module, collator: InstructionCollator,
+                   rows: list[dict[str, Any]], config: RunConfig, method: Method, run: RunContext, position: int,
+                   routed: list[str], chosen: list[int]) -> list[str]:
+    """Every row answered with the route of its true task (``position``). A method that routes by its
+    choice alone answered the rows it sent there already; only the others are generated again (the
+    same on every process, as ``chosen`` is)."""
+    redo = range(len(rows)) if not method.routes_by_choice_alone() else [i for i, c in enumerate(chosen)
+                                                                          if c != position]
+    answers = list(routed)
+    if redo:
+        again, _ = generate_sharded(accelerator, model, collator, [rows[i] for i in redo], config, method, run,
+                                    position)
+        for index, answer in zip(redo, again):
+            answers[index] = answer
+    return answers
+
+
 def answer_every_task(accelerator: Accelerator, model: nn.Module, collator: InstructionCollator,
                       config: RunConfig, method: Method, run: RunContext, test_sets: dict[str, Any],
                       paths: RunPaths, stage: int) -> dict[str, float]:
@@ -114,7 +131,8 @@ def answer_every_task(accelerator: Accelerator, model: nn.Module, collator: Inst
                 write_predictions(paths.predictions(stage, task.name), rows, predictions)
             if chosen is not None and 0 < stage and position < stage:
                 selection[task.name] = round(100.0 * sum(c == position for c in chosen) / len(chosen), 2)
-                oracle, _ = generate_sharded(accelerator, model, collator, rows, config, method, run, position)
+                oracle = oracle_answers(accelerator, model, collator, rows, config, method, run, position,
+                                        predictions, chosen)
                 if accelerator.is_main_process:
                     write_predictions(paths.predictions(stage, task.name, ORACLE_PREDICTIONS), rows, oracle)
     return selection

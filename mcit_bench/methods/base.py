@@ -144,6 +144,12 @@ class Method:
         """
         return None
 
+    def routes_by_choice_alone(self) -> bool:
+        """Whether a selecting method routes each sample by its chosen task alone (no mixture of tasks,
+        nothing the rest of its batch decides): then where the choice is the true task the oracle's route is
+        the routed one, and so is its answer, which the harness reuses instead of generating it again."""
+        return False
+
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         """Optimiser parameter groups; the default is every parameter that requires grad."""
         return [{"params": [p for p in model.parameters() if p.requires_grad]}]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 from mcit_bench.baselines.dmole import NO_TASK, allocate, vote_routes
-from mcit_bench.baselines.lwf import distillation_kl
+from mcit_bench.baselines.lwf import answer_logits, distillation_kl
 from mcit_bench.baselines.replay import Replay, ReplayOptions
 
 from mcit_bench.config import RunConfig
@@ -19,12 +19,14 @@ def test_lwf_kl_is_zero_when_student_equals_teacher_and_positive_otherwise():
     logits = torch.randn(2, 5, 7, generator=torch.Generator().manual_seed(0))
     labels = torch.full((2, 5), IGNORE_INDEX)
     labels[:, 3:] = 1  # positions 2 and 3 predict answer tokens
-    assert distillation_kl(logits, logits, labels, 2.0) == 0
+    teacher = answer_logits(logits, labels)
+    assert teacher.shape == (4, 7)  # two answer positions in each of two samples
+    assert distillation_kl(logits, teacher, labels, 2.0) == 0
     other = logits.clone()
     other[:, 0] += 5.0  # a position that predicts no answer token: ignored
-    assert distillation_kl(other, logits, labels, 2.0) == 0
+    assert distillation_kl(other, teacher, labels, 2.0) == 0
     other[:, 2] += torch.arange(7.0)
-    assert distillation_kl(other, logits, labels, 2.0) > 0
+    assert distillation_kl(other, teacher, labels, 2.0) > 0
 
 
 def test_ewc_penalty_is_zero_at_the_anchor_and_quadratic_away_from_it():

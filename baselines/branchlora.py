@@ -34,7 +34,7 @@ from mcit_bench.adapters.lora import freeze_all, language_linear_names, unfreeze
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
 from mcit_bench.methods.distributed import summed_over_processes
 from mcit_bench.methods.search import LR, Choice
-from mcit_bench.methods.selector import KeySelector, sample_queries
+from mcit_bench.methods.selector import KeySelector
 from mcit_bench.models.anatomy import image_feature_dim
 
 
@@ -71,6 +71,7 @@ class BranchLoRAMethod(Method):
         self.selector: KeySelector | None = None
         self.model: nn.Module | None = None
         self.frozen: dict[str, list[int]] = {}
+        self.step_samples: list[dict[str, Any]] | None = None  # the training micro-batch's rows
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         freeze_all(model)
@@ -115,9 +116,10 @@ class BranchLoRAMethod(Method):
                     samples: list[dict[str, Any]] | None = None) -> None:
         self.routing.token_mask = batch["attention_mask"].bool()  # usage counts no padding
         self.routing.micro_batch += 1
+        self.step_samples = samples
 
     def loss(self, batch: dict[str, torch.Tensor], outputs: Any, run: RunContext) -> dict[str, torch.Tensor]:
-        queries = sample_queries(self.model, batch)
+        queries = self.selector.queries(self.model, batch, self.step_samples)
         return {"keys": self.options.key_weight * self.selector.key_loss(queries, self.routing.training_task)}
 
     def after_task(self, stage: Stage, run: RunContext) -> None:
@@ -139,7 +141,7 @@ class BranchLoRAMethod(Method):
               samples: list[dict[str, Any]] | None = None) -> torch.Tensor | None:
         if self.selector.n_tasks == 0:
             return None
-        chosen = self.selector.select(sample_queries(self.model, batch)) if oracle is None else oracle.to(run.device)
+        chosen = self.selector.choose(self.model, batch, samples) if oracle is None else oracle.to(run.device)
         self.routing.task_ids, self.routing.token_mask = chosen, None
         return chosen
 

@@ -58,6 +58,7 @@ from mcit_bench.methods.base import (
 )
 from mcit_bench.methods.distributed import summed_over_processes
 from mcit_bench.methods.gradients import linear_weight_gradients
+from mcit_bench.methods.sample_values import SampleValues
 from mcit_bench.methods.search import LR, Choice
 from mcit_bench.methods.selector import instruction_mask
 from mcit_bench.models.anatomy import image_row_samples, language_model, pooled_image_features, projector, vision_tower
@@ -229,7 +230,7 @@ class DMoLE(Method):
         self.thresholds: list[float] = []
         # each sample's router embedding by its content (image, instruction): it reads frozen weights
         # only (experts off), so it is computed once, not at every step and every stage's evaluation
-        self.embedding_cache: dict[tuple[str, str], torch.Tensor] = {}
+        self.embedding_cache = SampleValues()
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         freeze_all(model)
@@ -308,22 +309,17 @@ class DMoLE(Method):
     @torch.no_grad()
     def embeddings(self, batch: dict[str, torch.Tensor], samples: list[dict[str, Any]] | None = None) -> torch.Tensor:
         """[max-pooled vision features; max-pooled instruction states], experts off, L2-normalised together;
-        from the cache when every sample of the batch (``samples``, its rows) has been embedded before."""
-        keys = [(str(row["image"]), str(row["instruction"])) for row in samples] if samples is not None else None
-        if keys is not None and all(key in self.embedding_cache for key in keys):
-            return torch.stack([self.embedding_cache[key] for key in keys])
+        each sample's computed once (``samples``, the batch's rows) and then read."""
+        return self.embedding_cache.of(samples, lambda: (self.embed(batch),))[0]
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.routing.enabled = False
         try:
             _, image = pooled_image_features(self.model, batch)
             text = self.instruction_states(batch)
         finally:
             self.routing.enabled = True
-        embedded = F.normalize(torch.cat([image.float(), text.float()], dim=-1), dim=-1)
-        if keys is None:
-            return embedded
-        for key, row in zip(keys, embedded):  # a sample embedded before keeps its first value
-            self.embedding_cache.setdefault(key, row)
-        return torch.stack([self.embedding_cache[key] for key in keys])
+        return F.normalize(torch.cat([image.float(), text.float()], dim=-1), dim=-1)
 
     def task_embeddings(self, stage: Stage, run: RunContext) -> torch.Tensor:
         data = self.train_data(stage, run)

@@ -21,7 +21,7 @@ from mcit_bench.adapters.lora import freeze_all
 from mcit_bench.core.errors import ConfigError
 from mcit_bench.methods.base import Capabilities, Method, MethodOptions, RunContext, Stage, register_method
 from mcit_bench.methods.search import LogUniform
-from mcit_bench.methods.selector import KeySelector, sample_queries
+from mcit_bench.methods.selector import KeySelector
 from mcit_bench.models.anatomy import image_feature_dim, image_row_samples, projector
 
 
@@ -82,6 +82,7 @@ class Expansion(Method):
         self.bank: ProjectorBank | None = None
         self.selector: KeySelector | None = None
         self.model: nn.Module | None = None
+        self.step_samples: list[dict[str, Any]] | None = None  # the training micro-batch's rows
 
     def setup(self, model: nn.Module, run: RunContext) -> nn.Module:
         freeze_all(model)
@@ -111,8 +112,12 @@ class Expansion(Method):
     def param_groups(self, model: nn.Module) -> list[dict[str, Any]]:
         return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": self.options.lr}]
 
+    def before_step(self, batch: dict[str, torch.Tensor], run: RunContext,
+                    samples: list[dict[str, Any]] | None = None) -> None:
+        self.step_samples = samples
+
     def loss(self, batch: dict[str, torch.Tensor], outputs: Any, run: RunContext) -> dict[str, torch.Tensor]:
-        queries = sample_queries(self.model, batch)
+        queries = self.selector.queries(self.model, batch, self.step_samples)
         return {"keys": self.options.key_weight * self.selector.key_loss(queries, self.routing.training_task)}
 
     def routes_by_choice_alone(self) -> bool:
@@ -125,7 +130,7 @@ class Expansion(Method):
         # the queries run the vision side (Qwen2-VL's includes the projector bank): the previous batch's
         # routing, whose shapes this batch need not share, must not apply there
         self.routing.task_ids, self.routing.row_samples = None, {}
-        self.routing.task_ids = (self.selector.select(sample_queries(self.model, batch)) if oracle is None
+        self.routing.task_ids = (self.selector.choose(self.model, batch, samples) if oracle is None
                                  else oracle.to(run.device))
         self.routing.row_samples = image_row_samples(self.model, batch)
         return self.routing.task_ids

@@ -9,12 +9,15 @@ whose keys are the most similar (summed cosine), one choice per sample, so a bat
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.methods.distributed import mean_over_processes
+from mcit_bench.methods.sample_values import SampleValues
 from mcit_bench.models.anatomy import pooled_image_features
 
 
@@ -44,6 +47,13 @@ class KeySelector(nn.Module):
         self.image_dim, self.text_dim = image_dim, text_dim
         self.image_keys = nn.ParameterList()
         self.text_keys = nn.ParameterList()
+        self.known_queries = SampleValues()  # the queries read frozen weights only: one pass per sample
+
+    def queries(self, model: nn.Module, batch: dict[str, torch.Tensor],
+                samples: list[dict[str, Any]] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`sample_queries` of the batch, each sample's computed once (``samples``: its rows)."""
+        image, text = self.known_queries.of(samples, lambda: sample_queries(model, batch))
+        return image, text
 
     @property
     def n_tasks(self) -> int:
@@ -65,6 +75,11 @@ class KeySelector(nn.Module):
                 text_key.copy_(mean_over_processes(text_query))
         return ((1 - F.cosine_similarity(image_query, image_key.unsqueeze(0), dim=-1)).mean()
                 + (1 - F.cosine_similarity(text_query, text_key.unsqueeze(0), dim=-1)).mean())
+
+    def choose(self, model: nn.Module, batch: dict[str, torch.Tensor],
+               samples: list[dict[str, Any]] | None) -> torch.Tensor:
+        """Per sample of an evaluation batch, the task whose keys match its queries best."""
+        return self.select(self.queries(model, batch, samples))
 
     @torch.no_grad()
     def select(self, queries: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

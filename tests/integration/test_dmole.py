@@ -114,14 +114,14 @@ def test_a_sample_s_router_embedding_is_computed_once_and_reused_exactly(cache_r
     rows = rows_of(test[first.name], list(range(len(test[first.name]))))
     batch = collator.train_batch(rows)
     fresh = method.embeddings(batch)  # without rows: computed, not kept
-    assert method.embedding_cache == {}
+    assert method.embedding_cache.values == {}
     calls = []
     original = method.instruction_states
     monkeypatch.setattr(method, "instruction_states", lambda b: calls.append(1) or original(b))
     cached = method.embeddings(batch, rows)
     again = method.embeddings(batch, rows)
     assert len(calls) == 1 and torch.equal(cached, again) and torch.equal(cached, fresh)
-    assert len(method.embedding_cache) == len({(row["image"], row["instruction"]) for row in rows})
+    assert len(method.embedding_cache.values) == len({(row["image"], row["instruction"]) for row in rows})
     method.after_task(method.stages(stream)[0], run)  # the training split: new samples computed once each
     count = len(calls)
     method.after_task(method.stages(stream)[0], run)

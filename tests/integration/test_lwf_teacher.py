@@ -4,9 +4,9 @@ the loss of one evaluation-mode teacher forward over the whole batch."""
 
 import pytest
 import torch
+from mcit_bench.baselines.lwf import answer_logits, distillation_kl
 from torch.func import functional_call
 
-from mcit_bench.baselines.lwf import answer_logits, distillation_kl
 from mcit_bench.config import RunConfig
 from mcit_bench.data.prepare import prepare_data_root
 from mcit_bench.data.run_data import load_stream_data

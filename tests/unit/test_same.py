@@ -111,7 +111,8 @@ def test_a_frozen_expert_receives_no_gradient_and_the_others_do():
     frozen = slice(RANK_E, 2 * RANK_E)
     assert torch.count_nonzero(layer.lora_A.grad[frozen]) == 0
     assert torch.count_nonzero(layer.lora_B.grad[:, frozen]) == 0
-    assert torch.count_nonzero(layer.lora_A.grad[:RANK_E]) > 0 and torch.count_nonzero(layer.lora_B.grad[:, -RANK_E:]) > 0
+    assert torch.count_nonzero(layer.lora_A.grad[:RANK_E]) > 0
+    assert torch.count_nonzero(layer.lora_B.grad[:, -RANK_E:]) > 0
 
 
 def test_when_every_expert_is_masked_the_current_tasks_takes_it_all():
@@ -138,7 +139,8 @@ def test_energy_rank_and_the_smoothing_window_by_hand():
     assert energy_rank(torch.tensor([3.0, 2.0, 1.0]), 0.9) == 2
     assert energy_rank(torch.tensor([3.0, 2.0, 1.0]), 0.5) == 1
     assert energy_rank(torch.tensor([3.0, 2.0, 1.0]), 1.0) == 3
-    torch.testing.assert_close(window_smoothed(torch.tensor([1.0, 2.0, 3.0, 4.0]), 3), torch.tensor([1.0, 1.5, 2.0, 3.0]))
+    torch.testing.assert_close(window_smoothed(torch.tensor([1.0, 2.0, 3.0, 4.0]), 3),
+                               torch.tensor([1.0, 1.5, 2.0, 3.0]))
 
 
 def test_the_router_gradient_is_scaled_within_the_leading_directions_by_hand():
@@ -263,7 +265,8 @@ def test_the_method_adapts_only_the_feed_forward_layers_with_the_exact_parameter
     assert len(names) == 12 and {name.rsplit(".", 1)[-1] for name in names} == {"gate_proj", "up_proj", "down_proj"}
     # mcit-tiny: 4 layers of gate and up (128 -> 384) and down (384 -> 128); 8 experts of rank 8, a router each
     experts, r = len(stream.tasks), 8
-    per_layer = sum(experts * r * (d_in + d_out) + experts * d_in for d_in, d_out in [(128, 384), (128, 384), (384, 128)])
+    shapes = [(128, 384), (128, 384), (384, 128)]
+    per_layer = sum(experts * r * (d_in + d_out) + experts * d_in for d_in, d_out in shapes)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert experts == 8 and per_layer == 103424 and trainable == 4 * per_layer == 413696
 
@@ -274,7 +277,8 @@ def test_the_task_mixture_is_the_softmax_of_28_times_the_weighted_cosines_padded
 
     method = METHODS.get("same")(METHODS.get("same").Options())
     method.experts = 3
-    method.prototypes = {"image": torch.tensor([[2.0, 0.0], [0.0, 3.0]]), "text": torch.tensor([[0.0, 5.0], [4.0, 0.0]])}
+    method.prototypes = {"image": torch.tensor([[2.0, 0.0], [0.0, 3.0]]),
+                         "text": torch.tensor([[0.0, 5.0], [4.0, 0.0]])}
 
     class Guide:  # one sample: unit-length image (0.6, 0.8) and instruction (0.8, 0.6) features
         @staticmethod

@@ -307,10 +307,12 @@ class DMoLE(Method):
         return states.masked_fill(~keep.unsqueeze(-1), float("-inf")).amax(1)
 
     @torch.no_grad()
-    def embeddings(self, batch: dict[str, torch.Tensor], samples: list[dict[str, Any]] | None = None) -> torch.Tensor:
+    def embeddings(self, batch: dict[str, torch.Tensor], samples: list[dict[str, Any]] | None = None,
+                   training: bool = True) -> torch.Tensor:
         """[max-pooled vision features; max-pooled instruction states], experts off, L2-normalised together;
-        each sample's computed once (``samples``, the batch's rows) and then read."""
-        return self.embedding_cache.of(samples, lambda: (self.embed(batch),))[0]
+        each sample's computed once (``samples``, the batch's rows) and then read; in training (steps and
+        ``after_task``) every process computes when any has a new sample, as a sharded model needs."""
+        return self.embedding_cache.of(samples, lambda: (self.embed(batch),), together=training)[0]
 
     def embed(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self.routing.enabled = False
@@ -345,10 +347,10 @@ class DMoLE(Method):
         self.routers.append(router)
         self.thresholds.append(threshold)
 
-    def errors(self, batch: dict[str, torch.Tensor], samples: list[dict[str, Any]] | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+    def errors(self, batch: dict[str, torch.Tensor], samples: list[dict[str, Any]] | None = None,
+               training: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Every router's reconstruction error per sample [samples, tasks], and the thresholds."""
-        embeddings = self.embeddings(batch, samples)
+        embeddings = self.embeddings(batch, samples, training)
         with torch.no_grad():
             errors = torch.stack([router.errors(embeddings) for router in self.routers], dim=1)
         return errors, torch.tensor(self.thresholds, device=errors.device)
@@ -356,7 +358,7 @@ class DMoLE(Method):
     def choose(self, batch: dict[str, torch.Tensor], training: bool, samples: list[dict[str, Any]] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """(first, second) task per sample by the routers (:func:`vote_routes`)."""
-        errors, thresholds = self.errors(batch, samples)
+        errors, thresholds = self.errors(batch, samples, training)
         return vote_routes(errors, thresholds, self.options.vote, self.options.vote_share, training)
 
     def before_step(self, batch: dict[str, torch.Tensor], run: RunContext,
@@ -376,7 +378,7 @@ class DMoLE(Method):
         if oracle is None:
             chosen, second = self.choose(batch, training=False, samples=samples)
         else:  # the true task, beside the older task its routers pair it with: no task-choice errors
-            errors, thresholds = self.errors(batch, samples)
+            errors, thresholds = self.errors(batch, samples, training=False)
             chosen = oracle.to(errors.device)
             second = older_candidate(candidates_of(errors, thresholds), chosen)
         self.routing.task_ids, self.routing.past_ids = chosen, second

@@ -30,6 +30,7 @@ from torch.nn import functional as F
 
 from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.methods.base import Method, RunContext, Stage, register_method, training_batch
+from mcit_bench.methods.distributed import on_any_process
 from mcit_bench.methods.lora import LORA_SPACE, SeqFTOptions, lora_or_full
 from mcit_bench.methods.search import Choice, Uniform
 
@@ -92,8 +93,12 @@ class LwF(Method):
             return
         self.keys = [sample_key(row) for row in samples]
         missing = [i for i, key in enumerate(self.keys) if key not in self.answers]
-        if len(missing) in (0, len(samples)):  # none to answer, or the batch itself
-            self.unanswered = (missing, batch) if missing else None
+        # a sharded model's forward needs every process: when any has a sample to answer, all run the teacher
+        # (one with none answers its batch and keeps its answers as they were)
+        if not on_any_process(bool(missing)):
+            self.unanswered = None
+        elif len(missing) in (0, len(samples)):
+            self.unanswered = (missing, batch)
         else:
             self.unanswered = (missing, training_batch(run, [samples[i] for i in missing]))
 

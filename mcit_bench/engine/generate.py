@@ -56,6 +56,10 @@ def generate_answers(
             max_new_tokens=max_new_tokens,
             do_sample=False,
             use_cache=True,
+            # a sharded model is gathered whole for evaluation (``gathered``), so each process generates its
+            # own rows alone: transformers would otherwise step every process in lockstep, and one with
+            # fewer batches (an oracle pass of a few rows) would leave the others waiting forever
+            synced_gpus=False,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=tokenizer.eos_token_id,
         )

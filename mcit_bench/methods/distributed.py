@@ -51,3 +51,15 @@ def from_first_process(value: torch.Tensor) -> torch.Tensor:
     shared = value.detach().clone()
     dist.broadcast(shared, src=0)
     return shared
+
+
+def on_any_process(flag: bool) -> bool:
+    """Whether ``flag`` holds on at least one process. Every process must ask at the same point: a sharded
+    model's forward gathers its weights from all of them, so a pass that one process needs, all run."""
+    if processes()[0] == 1:
+        return flag
+    import torch.distributed as dist
+
+    held = torch.tensor([int(flag)])
+    dist.all_reduce(held, op=dist.ReduceOp.MAX)
+    return bool(held.item())

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from mcit_bench.methods.distributed import on_any_process
+
 Key = tuple[str, str]
 
 
@@ -25,13 +27,18 @@ class SampleValues:
     def __init__(self) -> None:
         self.values: dict[Key, tuple[torch.Tensor, ...]] = {}
 
-    def of(self, samples: Sequence[dict[str, Any]] | None,
-           compute: Callable[[], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
-        """The batch's values, computed when one of its ``samples`` (its rows) is new; without rows, computed."""
+    def of(self, samples: Sequence[dict[str, Any]] | None, compute: Callable[[], tuple[torch.Tensor, ...]],
+           together: bool = False) -> tuple[torch.Tensor, ...]:
+        """The batch's values, computed when one of its ``samples`` (its rows) is new; without rows, computed.
+
+        ``together``: every process asks at this point (in training, where each holds its own share of
+        a batch) and all compute when any has a new sample, as a sharded model's forward needs all of
+        them; at evaluation each process answers its own rows alone and asks alone."""
         if samples is None:
             return compute()
         keys = [sample_key(row) for row in samples]
-        if not all(key in self.values for key in keys):
+        new = not all(key in self.values for key in keys)
+        if on_any_process(new) if together else new:
             for key, *values in zip(keys, *compute()):
                 self.values.setdefault(key, tuple(values))
         return tuple(torch.stack(parts) for parts in zip(*(self.values[key] for key in keys)))

@@ -49,10 +49,11 @@ class KeySelector(nn.Module):
         self.text_keys = nn.ParameterList()
         self.known_queries = SampleValues()  # the queries read frozen weights only: one pass per sample
 
-    def queries(self, model: nn.Module, batch: dict[str, torch.Tensor],
-                samples: list[dict[str, Any]] | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """:func:`sample_queries` of the batch, each sample's computed once (``samples``: its rows)."""
-        image, text = self.known_queries.of(samples, lambda: sample_queries(model, batch))
+    def queries(self, model: nn.Module, batch: dict[str, torch.Tensor], samples: list[dict[str, Any]] | None,
+                training: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`sample_queries` of the batch, each sample's computed once (``samples``: its rows); in
+        training every process computes when any has a new sample (``SampleValues.of``'s ``together``)."""
+        image, text = self.known_queries.of(samples, lambda: sample_queries(model, batch), together=training)
         return image, text
 
     @property
@@ -79,7 +80,7 @@ class KeySelector(nn.Module):
     def choose(self, model: nn.Module, batch: dict[str, torch.Tensor],
                samples: list[dict[str, Any]] | None) -> torch.Tensor:
         """Per sample of an evaluation batch, the task whose keys match its queries best."""
-        return self.select(self.queries(model, batch, samples))
+        return self.select(self.queries(model, batch, samples, training=False))
 
     @torch.no_grad()
     def select(self, queries: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

@@ -41,7 +41,7 @@ class LwFOptions(SeqFTOptions):
     teacher_cache_mb: float = Field(default=1024.0, ge=0.0)  # the teacher's answer logits kept for a stage
 
 
-def sample_key(row: dict[str, Any]) -> tuple:
+def teacher_key(row: dict[str, Any]) -> tuple:
     """What identifies a training sample to the teacher: what the model reads of it and its answer."""
     return (row.get("id"), str(row.get("image")), row.get("instruction"), row.get("target"))
 
@@ -91,7 +91,7 @@ class LwF(Method):
                     samples: list[dict[str, Any]] | None = None) -> None:
         if not self.teacher:
             return
-        self.keys = [sample_key(row) for row in samples]
+        self.keys = [teacher_key(row) for row in samples]
         missing = [i for i, key in enumerate(self.keys) if key not in self.answers]
         # a sharded model's forward needs every process: when any has a sample to answer, all run the teacher
         # (one with none answers its batch and keeps its answers as they were)

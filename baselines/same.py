@@ -38,6 +38,8 @@ from mcit_bench.methods.guided import prototype_similarities, with_prototypes_of
 from mcit_bench.methods.search import LR, Choice, Uniform
 
 FEED_FORWARD = ("gate_proj", "up_proj", "down_proj")  # Prism's "ffn" preset (PEFT/utils/peft_target_modules.py)
+# what Prism's checkpoint carries from task to task (_ROUTER_CARRY_BUFFER_MARKERS), besides the valid flag
+CARRIED = ("prev_basis", "prev_spreads", "importance")
 
 
 class SAMEOptions(MethodOptions):
@@ -118,7 +120,7 @@ class SAME(Method):
         for layer in self.layers.values():
             layer.snapshot()
             # the first process writes the checkpoint every process would load for the next task
-            for name in ("prev_basis", "prev_spreads", "importance"):
+            for name in CARRIED:
                 getattr(layer, name).copy_(from_first_process(getattr(layer, name)))
 
     def state_dict(self) -> dict[str, Any]:
@@ -126,7 +128,7 @@ class SAME(Method):
         the tasks' prototypes."""
         state: dict[str, Any] = {f"prototype.{kind}": value for kind, value in self.prototypes.items()}
         for name, layer in self.layers.items():
-            for buffer in ("prev_basis", "prev_spreads", "importance"):
+            for buffer in CARRIED:
                 state[f"{buffer}.{name}"] = getattr(layer, buffer).detach()
             state[f"prev_valid.{name}"] = layer.prev_valid
         return state
@@ -135,6 +137,6 @@ class SAME(Method):
         self.prototypes = {kind: state[f"prototype.{kind}"].float() for kind in ("image", "text")
                            if f"prototype.{kind}" in state}
         for name, layer in self.layers.items():
-            for buffer in ("prev_basis", "prev_spreads", "importance"):
+            for buffer in CARRIED:
                 getattr(layer, buffer).copy_(state[f"{buffer}.{name}"])
             layer.prev_valid = bool(state[f"prev_valid.{name}"])

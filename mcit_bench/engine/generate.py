@@ -3,6 +3,8 @@ predictions files it leaves."""
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -115,18 +117,28 @@ def oracle_answers(accelerator: Accelerator, model: nn.Module, collator: Instruc
     return answers
 
 
+@dataclass
+class Answered:
+    """What answering every task after a stage reports besides the predictions files: a selecting
+    method's task selection per trained task (in %), and the seconds its oracle pass took, which are
+    the harness's report (the oracle matrix), not the method's cost."""
+
+    selection: dict[str, float] = field(default_factory=dict)
+    oracle_seconds: float = 0.0
+
+
 def answer_every_task(accelerator: Accelerator, model: nn.Module, collator: InstructionCollator,
                       config: RunConfig, method: Method, run: RunContext, test_sets: dict[str, Any],
-                      paths: RunPaths, stage: int) -> dict[str, float]:
+                      paths: RunPaths, stage: int) -> Answered:
     """Answer every task's evaluation split after ``stage`` (0: the base model); the main process
     writes the predictions files, which are what the run scores (``results/scoring.py``).
 
     A sharded model is gathered whole first (:func:`gathered`), so no forward waits on another
-    process. Returns, for a method that selects tasks without labels, the share of each
-    already-trained task's samples it sent to that task (task-selection accuracy, in %); such a
-    method also answers each trained task again routed by its true id (the oracle predictions).
+    process. A method that selects tasks without labels also answers each trained task again routed
+    by its true id (the oracle predictions); :class:`Answered` says how its choices went and what the
+    oracle pass cost.
     """
-    selection: dict[str, float] = {}
+    answered = Answered()
     with gathered(model, config.shard is not None):
         for position, task in enumerate(run.stream.tasks):
             rows = test_rows(test_sets[task.name])
@@ -134,9 +146,11 @@ def answer_every_task(accelerator: Accelerator, model: nn.Module, collator: Inst
             if accelerator.is_main_process:
                 write_predictions(paths.predictions(stage, task.name), rows, predictions)
             if chosen is not None and 0 < stage and position < stage:
-                selection[task.name] = round(100.0 * sum(c == position for c in chosen) / len(chosen), 2)
+                answered.selection[task.name] = round(100.0 * sum(c == position for c in chosen) / len(chosen), 2)
+                started = time.perf_counter()
                 oracle = oracle_answers(accelerator, model, collator, rows, config, method, run, position,
                                         predictions, chosen)
                 if accelerator.is_main_process:
                     write_predictions(paths.predictions(stage, task.name, ORACLE_PREDICTIONS), rows, oracle)
-    return selection
+                answered.oracle_seconds += time.perf_counter() - started
+    return answered

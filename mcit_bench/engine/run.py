@@ -33,7 +33,7 @@ from mcit_bench.engine.environment import (
     rank_memory,
     reset_peak_memory,
 )
-from mcit_bench.engine.generate import answer_every_task
+from mcit_bench.engine.generate import Answered, answer_every_task
 from mcit_bench.methods.base import RunContext, Stage
 from mcit_bench.methods.registry import build_method, stage_method_options
 from mcit_bench.models.loading import PRECISIONS, resolve_model_path
@@ -226,15 +226,15 @@ class Run:
 
     # ------------------------------------------------------------------------------------ stage
 
-    def evaluate(self, stage: int) -> tuple[dict[str, float], dict[str, float]]:
+    def evaluate(self, stage: int) -> tuple[dict[str, float], Answered]:
         """Every task answered after ``stage`` and scored from the saved predictions (on the main
-        process; the others return no scores), and the task selection of a selecting method."""
-        selection = answer_every_task(self.accelerator, self.model, self.collator, self.config, self.method,
-                                      self.context, self.test_sets, self.paths, stage)
+        process; the others return no scores), and what the answering reports besides."""
+        answered = answer_every_task(self.accelerator, self.model, self.collator, self.config, self.method,
+                                     self.context, self.test_sets, self.paths, stage)
         if not self.main:
-            return {}, selection
+            return {}, answered
         metrics = {task.name: task.metric_name for task in self.stream.tasks}
-        return stage_scores(self.paths.root, stage, metrics), selection
+        return stage_scores(self.paths.root, stage, metrics), answered
 
     def stage(self, stage: Stage, bar: ProgressBar) -> dict[str, float]:
         """Train one stage, checkpoint it, answer and score every task; returns its scores."""
@@ -256,12 +256,13 @@ class Run:
         self.method.after_task(stage, self.context)
         if self.main:
             save_checkpoint(self.paths, stage.index, self.model, progress.trained, self.method)
-        scores, selection = self.evaluate(stage.index)
+        scores, answered = self.evaluate(stage.index)
         for _ in stage.tasks:  # a stage that trains several tasks (joint) fills one row per task
             progress.rows[len(progress.rows)] = scores
         progress.stages.append({"stage": stage.index, "tasks": [t.name for t in stage.tasks], "steps": stats.steps,
                                 "train_seconds": round(stats.seconds, 2), "final_loss": round(stats.final_loss, 5),
-                                "trainable_params": stats.trainable_params, "task_selection": selection})
+                                "trainable_params": stats.trainable_params, "task_selection": answered.selection,
+                                "oracle_seconds": round(answered.oracle_seconds, 2)})
         self.save_progress(stage.index)
         shown = " ".join(f"{task}={score:.0f}" for task, score in scores.items())
         self.say(f"stage {stage.index} ({stage.name}) done in {stats.seconds:.0f} s: {shown}")
@@ -331,6 +332,7 @@ class Run:
                 "total_params": sum(p.numel() for p in parameters),
                 "train_seconds": round(sum(entry["train_seconds"] for entry in stages), 2),
                 "wall_seconds": round(self.wall_seconds(), 2),
+                "oracle_seconds": round(sum(entry.get("oracle_seconds", 0.0) for entry in stages), 2),
                 "peak_memory_mb": round(peak_memory_mb(), 1),
                 "per_rank": per_rank,
             },

@@ -93,6 +93,8 @@ class StageEntry(_Strict):
     final_loss: float
     trainable_params: int = Field(ge=0)
     task_selection: dict[str, float]  # empty for methods that are told the task
+    # the selecting methods' oracle pass, part of train-and-evaluate's wall time (runs made before lack it)
+    oracle_seconds: float | None = Field(default=None, ge=0)
 
 
 class RankMemory(_Strict):
@@ -110,6 +112,9 @@ class Cost(_Strict):
     total_params: int = Field(ge=1)
     train_seconds: float = Field(ge=0)
     wall_seconds: float = Field(ge=0)
+    # the part of wall_seconds spent on the oracle matrix, a report the harness adds (0 for a method
+    # told the task; runs made before it was recorded lack it)
+    oracle_seconds: float | None = Field(default=None, ge=0)
     peak_memory_mb: float = Field(ge=0)  # the main process's
     # every process's, in rank order (runs made before it was recorded lack it)
     per_rank: list[RankMemory] | None = None

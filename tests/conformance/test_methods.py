@@ -137,6 +137,7 @@ def test_resumed_run_gives_the_uninterrupted_matrix(name, tmp_path, cache_root):
     else:
         assert all(stage["task_selection"] == {} for stage in whole["stages"])
         assert "oracle" not in whole
+        assert whole["cost"]["oracle_seconds"] == 0.0  # no oracle pass: the wall time is all the method's
 
 
 @pytest.mark.parametrize("name", sorted(SELECTING))
@@ -156,6 +157,11 @@ def test_oracle_routing_is_evaluated_beside_the_selectors_choice(name, tmp_path,
             assert oracle[2][position] == routed[2][position]
     rescored, changes = rescore_run(run_dir)
     assert rescored["oracle"] == results["oracle"] and changes == []
+    # the run's oracle time is the stages' sum, a part of what its wall time spent outside training
+    per_stage = [stage["oracle_seconds"] for stage in results["stages"]]
+    assert len(per_stage) == 2 and all(seconds >= 0 for seconds in per_stage)
+    assert results["cost"]["oracle_seconds"] == pytest.approx(sum(per_stage), abs=0.011)
+    assert results["cost"]["oracle_seconds"] < results["cost"]["wall_seconds"] - results["cost"]["train_seconds"]
 
 
 BY_CHOICE = ["branchlora", "dmole", "expansion", "modalprompt", "mrlora"]

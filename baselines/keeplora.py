@@ -7,8 +7,8 @@ of that task's gradient that the subspace does not yet explain (``extract_gradie
 mode). Each task trains a new LoRA whose A is fixed to the top directions of its gradient with the
 protected subspace projected out (``fixed_rank`` mode; ``train.py``'s ``init_lora_from_gradients``
 and ``freeze_lora_A``): only B trains, so the update B A has no component on a protected direction
-and leaves what the pretrained weight and the earlier tasks use as it was. After a task the official
-code merges the LoRA into the weights; here each task's block stays, frozen (the same sum).
+and leaves what the pretrained weight and the earlier tasks use as it was. After a task its LoRA is
+merged into the weights, as the official code does (its block kept for the checkpoint).
 
 The gradients are the mean over ``data_ratio`` of the task's training samples (evenly spaced, as
 ``torch.linspace`` picks them) of each sample's gradient of its mean answer-token loss, formed from
@@ -145,6 +145,7 @@ def answer_nll_per_sample(batch: dict[str, torch.Tensor], outputs: Any) -> torch
 class KeepLoRA(TaskBlocksMethod):
     capabilities = Capabilities(grows_params=True)
     Options = KeepLoRAOptions
+    folds = True  # the scripts train each task on the model the last one merged (train_all.sh)
     # the rank of each task's LoRA and how much of each task's gradient energy its subspace protects
     search_space = {**LR, "rank": Choice((8, 16, 32)), "gradient_energy": Uniform(0.9, 0.999)}
 
@@ -210,6 +211,7 @@ class KeepLoRA(TaskBlocksMethod):
         self.spaces = {name: grown_space(grams[name], self.spaces[name], self.options.gradient_energy,
                                          layer.d_out)
                        for name, layer in self.layers.items()}
+        super().after_task(stage, run)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

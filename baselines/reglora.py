@@ -4,7 +4,7 @@ jinpeng0528/SEFE).
 
 Each task trains a new LoRA on every linear layer of the language model over the weights the earlier
 tasks left (the official scripts merge each task's LoRA into the model before the next:
-``scripts/Train/2_TextVQA.sh``; here each task's block stays, frozen, the same sum). After a task its
+``scripts/Train/2_TextVQA.sh``; here too, its block kept for the checkpoint). After a task its
 key elements are found: the 2% of entries of B A with the largest magnitude in every layer
 (``key_elements_identification.py``), added to those of the earlier tasks. While a later task trains,
 the loss adds ``reg_weight`` (2.5e3) times the mean over the adapted layers of the mean magnitude of
@@ -58,6 +58,7 @@ class RegLoRA(TaskBlocksMethod):
     capabilities = Capabilities(grows_params=True)
     stability = "reg_weight"
     Options = RegLoRAOptions
+    folds = True  # scripts/Train/2_TextVQA.sh merges each task's LoRA before the next
     # the weight of the key elements' term on a log grid around the code's 2.5e3
     search_space = {**LR, "rank": Choice((8, 16, 32)), "reg_weight": LogUniform(2.5e2, 2.5e4)}
 
@@ -80,6 +81,7 @@ class RegLoRA(TaskBlocksMethod):
             found = key_elements(layer.lora_B[self.task].float() @ layer.lora_A[self.task].float(),
                                  self.options.key_fraction)
             self.keys[name] = torch.cat([found, self.keys[name]]) if name in self.keys else found
+        super().after_task(stage, run)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), **{f"keys.{name}": keys for name, keys in self.keys.items()}}

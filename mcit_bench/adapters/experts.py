@@ -279,6 +279,8 @@ class TaskBlocksLoRA(nn.Module):
         self.block_weights: torch.Tensor | None = None
         # HiDe-LLaVA's task-general fusion: (sum_k B_k)(sum_k A_k) x, cross terms included (when no weights)
         self.fused = False
+        # the leading blocks already added into the adapted layer's weight (fold_into): the forward skips them
+        self.folded = 0
 
     @property
     def n_blocks(self) -> int:
@@ -293,13 +295,29 @@ class TaskBlocksLoRA(nn.Module):
         self.lora_A.append(nn.Parameter(down.to(device)))
         self.lora_B.append(nn.Parameter(torch.zeros(self.d_out, self.rank, device=device)))
 
+    @torch.no_grad()
+    def fold_into(self, weight: torch.Tensor) -> None:
+        """Add the next unfolded block's update, scale * B A, into ``weight`` (the adapted layer's, a
+        row-sharded DTensor under ``--shard fsdp``), as the official RegLoRA and KeepLoRA merge each
+        task's LoRA before the next; the forward then skips the block, so a stream's later tasks cost
+        what its first did. The product is taken in float32; repeating the folds in order on the
+        pristine weight gives it again bit for bit (a resumed run's checkpoint holds the blocks)."""
+        block = self.folded
+        update = (self.lora_B[block].float() @ self.lora_A[block].float() * self.scale).to(weight.dtype)
+        if hasattr(weight, "device_mesh"):
+            from torch.distributed.tensor import distribute_tensor
+
+            update = distribute_tensor(update, weight.device_mesh, weight.placements)
+        weight.add_(update)
+        self.folded += 1
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.n_blocks:
+        if self.folded == self.n_blocks:
             return x.new_zeros(*x.shape[:-1], self.d_out)
         if self.fused and self.block_weights is None:
             return (self.dropout(x) @ sum(self.lora_A).T) @ sum(self.lora_B).T * self.scale
-        down = torch.cat(list(self.lora_A), dim=0)  # [blocks * r, d_in]
-        up = torch.cat(list(self.lora_B), dim=1)  # [d_out, blocks * r]
+        down = torch.cat(list(self.lora_A[self.folded:]), dim=0)  # [blocks * r, d_in]
+        up = torch.cat(list(self.lora_B[self.folded:]), dim=1)  # [d_out, blocks * r]
         hidden = self.dropout(x) @ down.T
         if self.block_weights is not None:  # sum_k w_k B_k A_k x: each block's slice scaled by its weight
             weights = self.block_weights.to(hidden.dtype).repeat_interleave(self.rank, dim=-1)

@@ -73,4 +73,5 @@ def load_checkpoint(path: Path, model: nn.Module, method: Method) -> set[str]:
         raise DataError(f"checkpoint {path} holds weights the model lacks ({sorted(missing)[:3]}); "
                         f"it was written by another method or version; use --overwrite")
     model.load_state_dict(weights, strict=False)
+    method.after_load(model)
     return set(weights)

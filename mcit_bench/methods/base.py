@@ -166,6 +166,9 @@ class Method:
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         """Restore :meth:`state_dict`, regrowing any structure it describes before weights load."""
 
+    def after_load(self, model: nn.Module) -> None:
+        """After a checkpoint's weights are loaded: rebuild what the method derives from them."""
+
 
 
 

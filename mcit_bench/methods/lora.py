@@ -48,8 +48,8 @@ def lora_or_full(model: nn.Module, options: SeqFTOptions) -> nn.Module:
 
 class TaskBlocks:
     """A LoRA block per task on every linear layer of the language model, the earlier tasks' blocks
-    frozen and active (O-LoRA, KeepLoRA, RegLoRA: where the official code merges each task's LoRA into
-    the weights or keeps it beside the new one, the forward is the same sum)."""
+    frozen and active: kept beside the new one (O-LoRA's code) or folded into the layer's weight after
+    their task (:meth:`fold`, RegLoRA's and KeepLoRA's code merge each task's LoRA), the same sum."""
 
     def __init__(self, model: nn.Module, rank: int, alpha: float, dropout: float, train_projector: bool,
                  down_std: float | None = None) -> None:
@@ -80,6 +80,17 @@ class TaskBlocks:
         self.grow(task + 1, seed)
         self.train_only(task, down)
 
+    @property
+    def folded(self) -> int:
+        return next(iter(self.layers.values())).folded
+
+    def fold(self, blocks: int) -> None:
+        """Fold blocks into the adapted layers' weights, in order, until ``blocks`` are."""
+        modules = dict(self.model.named_modules())
+        for _ in range(self.folded, blocks):
+            for name, layer in self.layers.items():
+                layer.fold_into(modules[name].weight)
+
     def train_only(self, task: int, down: bool = True) -> None:
         """Only block ``task`` trains (its A too unless ``down`` is False); every other block is frozen."""
         for layer in self.layers.values():
@@ -90,13 +101,18 @@ class TaskBlocks:
 
 class TaskBlocksMethod(Method):
     """A method with a LoRA block per task (O-LoRA, RegLoRA, KeepLoRA): its options carry ``rank``,
-    ``alpha``, ``dropout`` and ``train_projector``; before each task its block is added and alone trains."""
+    ``alpha``, ``dropout`` and ``train_projector``; before each task its block is added and alone trains,
+    and after it, where ``folds`` says so, the block is folded into the weights it adapts."""
+
+    # does the official code merge each task's LoRA into the model before the next task?
+    folds: ClassVar[bool] = False
 
     def __init__(self, options: MethodOptions) -> None:
         super().__init__(options)
         self.blocks: TaskBlocks | None = None
         self.layers: dict[str, TaskBlocksLoRA] = {}
         self.task = 0
+        self.to_fold = 0  # the folds a loaded checkpoint's weights had
 
     # None: each block's A Kaiming-uniform (PEFT's); a number: A ~ N(0, std^2)
     down_std: ClassVar[float | None] = None
@@ -111,8 +127,17 @@ class TaskBlocksMethod(Method):
         self.task = stage.index - 1
         self.blocks.start(self.task, run.seed)
 
+    def after_task(self, stage: Stage, run: RunContext) -> None:
+        if self.folds:
+            self.blocks.fold(self.task + 1)
+
     def state_dict(self) -> dict[str, Any]:
-        return {"blocks": self.blocks.count}
+        return {"blocks": self.blocks.count, "folded": self.blocks.folded}
 
     def load_state_dict(self, state: dict[str, Any], model: nn.Module) -> None:
         self.blocks.grow(int(state["blocks"]), 0)  # shapes only: the weights are loaded next
+        self.to_fold = int(state.get("folded", 0))
+
+    def after_load(self, model: nn.Module) -> None:
+        """The folds again, in their order, on the pristine weights the run started from."""
+        self.blocks.fold(self.to_fold)

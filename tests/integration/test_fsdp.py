@@ -170,3 +170,17 @@ def test_one_process_with_shard_is_refused_on_the_command_line(tmp_path):
     assert result.exit_code == 2
     assert "--shard fsdp needs at least two processes" in " ".join(result.output.split())
     assert not (tmp_path / "two-task-quick").exists()  # refused before the run directory was made
+
+
+def test_a_block_folded_into_a_sharded_weight_lands_in_each_process_rows(tmp_path):
+    """RegLoRA and KeepLoRA fold each task's block into the layer's weight; under --shard fsdp that
+    weight is a DTensor of which each process holds rows (three and two of five here)."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    out = tmp_path / "fold.json"
+    done = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29529",
+                           str(Path(__file__).with_name("fold_sharded.py")), str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    report = json.loads(out.read_text())
+    assert report["local_rows"] == 3 and report["moved"] > 0.1
+    assert report["max_error"] <= 1e-6  # alpha / rank = 1.5 times B A, added row by row where each row lives

@@ -193,6 +193,40 @@ def test_olora_forward_sums_every_block_at_one_scale():
     assert TaskBlocksLoRA(3, 2, 1, 1.0, 0.0)(x).tolist() == [[0.0, 0.0]]  # no task yet: the base model
 
 
+def test_a_folded_block_moves_into_the_weight_and_leaves_the_forward():
+    from mcit_bench.adapters.experts import TaskBlocksLoRA, attach_adapters
+
+    linear = torch.nn.Linear(3, 2, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[1.0, 0.0, 0.5], [0.0, 2.0, 0.0]]))
+    layer = attach_adapters(torch.nn.Sequential(linear), ["0"],
+                            lambda name, lin: TaskBlocksLoRA(3, 2, rank=1, alpha=2.0, dropout=0.0))["0"]
+    for _ in range(2):
+        layer.add_block(torch.Generator().manual_seed(0), torch.device("cpu"))
+    with torch.no_grad():
+        layer.lora_A[0].copy_(torch.tensor([[1.0, 2.0, 0.0]]))
+        layer.lora_B[0].copy_(torch.tensor([[1.0], [-2.0]]))
+        layer.lora_A[1].copy_(torch.tensor([[0.0, 1.0, 3.0]]))
+        layer.lora_B[1].copy_(torch.tensor([[0.5], [0.0]]))
+    x = torch.tensor([[1.0, 1.0, 1.0]])
+    # W x = (1.5, 2); block 0: 2 * 3 * (1, -2) = (6, -12); block 1: 2 * 4 * (0.5, 0) = (4, 0)
+    assert linear(x).tolist() == [[11.5, -10.0]]
+    layer.fold_into(linear.weight)
+    # scale * B_0 A_0 = 2 * [[1, 2, 0], [-2, -4, 0]] added to W; block 1 alone stays in the forward
+    assert linear.weight.tolist() == [[3.0, 4.0, 0.5], [-4.0, -6.0, 0.0]]
+    assert layer.folded == 1 and layer(x).tolist() == [[4.0, 0.0]]
+    assert linear(x).tolist() == [[11.5, -10.0]]
+    layer.fold_into(linear.weight)
+    assert layer(x).tolist() == [[0.0, 0.0]] and linear(x).tolist() == [[11.5, -10.0]]
+
+
+@pytest.mark.parametrize(("name", "folds"), [("reglora", True), ("keeplora", True), ("olora", False)])
+def test_which_block_methods_fold_each_task_into_the_weights(name, folds):
+    """RegLoRA's and KeepLoRA's scripts merge each task's LoRA before the next; O-LoRA's code keeps
+    every block beside the new one."""
+    assert build_method(RunConfig(method=name)).folds is folds
+
+
 def unit_rows(*indices: int, width: int = 4) -> torch.Tensor:
     return torch.eye(width)[list(indices)]
 

@@ -7,6 +7,7 @@ flags methods declare; ``runs.py``, ``board.py`` and ``inspect.py`` the commands
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import NoReturn
 
@@ -17,7 +18,7 @@ from mcit_bench.cli.app import app, errors
 from mcit_bench.cli import runs, board, inspect  # noqa: E402, F401
 # isort: on
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "release_processes"]
 
 
 BUG_EXIT = 70  # EX_SOFTWARE: mcit-bench's own fault, not the input's
@@ -28,6 +29,18 @@ def main() -> None:
         app()  # refusals end here in one sentence and exit 2 (app.OneSentenceErrors)
     except Exception as error:  # the last resort: every input error is a refusal before it gets here
         report_bug(error)
+    finally:
+        release_processes()
+
+
+def release_processes() -> None:
+    """End the process group a launched run (torchrun, accelerate launch) started. Left to the
+    interpreter's exit, gloo's threads can abort a process whose run has finished ("terminate called
+    without an active exception"), which fails the launch. torch is looked up, never imported: the
+    board's commands start without it."""
+    distributed = sys.modules.get("torch.distributed")
+    if distributed is not None and distributed.is_available() and distributed.is_initialized():
+        distributed.destroy_process_group()
 
 
 def report_bug(error: BaseException) -> NoReturn:

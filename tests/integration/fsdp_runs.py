@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 
+from mcit_bench.cli import release_processes
 from mcit_bench.config import RunConfig
 from mcit_bench.engine.run import run_stream
 from mcit_bench.engine.sharding import is_sharded, local_bytes, shard_model
@@ -49,4 +50,7 @@ def main(out: Path, cache: Path, runs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:])
+    try:
+        main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:])
+    finally:
+        release_processes()

@@ -49,3 +49,18 @@ def test_two_processes_reproduce_the_single_process_matrix(tmp_path, cache_root)
             lines = (run_dir / "predictions" / f"stage{stage}" / f"{task}.jsonl").read_text().splitlines()
             ids = [json.loads(line)["question_id"] for line in lines]
             assert len(ids) == 16 and len(set(ids)) == 16
+
+
+def test_the_command_line_ends_the_process_group_a_launched_run_opened(tmp_path):
+    """What every launched process does on its way out (mcit_bench.cli.main): a group left to the
+    interpreter's exit can abort a finished run from gloo's threads."""
+    import torch.distributed as dist
+
+    from mcit_bench.cli import release_processes
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    release_processes()
+    assert not dist.is_initialized()
+    release_processes()  # no group open: nothing to end
+    assert not dist.is_initialized()

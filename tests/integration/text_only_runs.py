@@ -7,6 +7,7 @@ method on the text-only stream, under DDP (``ddp``) or with the frozen base shar
 import sys
 from pathlib import Path
 
+from mcit_bench.cli import release_processes
 from mcit_bench.config import RunConfig
 from mcit_bench.engine.run import run_stream
 
@@ -19,5 +20,8 @@ def main(mode: str, out: Path, cache: Path, stream: str, data: Path, batch: int,
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], Path(sys.argv[5]), int(sys.argv[6]),
-         sys.argv[7:])
+    try:
+        main(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], Path(sys.argv[5]), int(sys.argv[6]),
+             sys.argv[7:])
+    finally:
+        release_processes()

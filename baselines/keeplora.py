@@ -145,7 +145,7 @@ def answer_nll_per_sample(batch: dict[str, torch.Tensor], outputs: Any) -> torch
 class KeepLoRA(TaskBlocksMethod):
     capabilities = Capabilities(grows_params=True)
     Options = KeepLoRAOptions
-    folds = True  # the scripts train each task on the model the last one merged (train_all.sh)
+    folds = True  # scripts/Train_UCIT/Task2.sh, lines 76-80: merge_lora_weights.py after training
     # the rank of each task's LoRA and how much of each task's gradient energy its subspace protects
     search_space = {**LR, "rank": Choice((8, 16, 32)), "gradient_energy": Uniform(0.9, 0.999)}
 

@@ -58,7 +58,7 @@ class RegLoRA(TaskBlocksMethod):
     capabilities = Capabilities(grows_params=True)
     stability = "reg_weight"
     Options = RegLoRAOptions
-    folds = True  # scripts/Train/2_TextVQA.sh merges each task's LoRA before the next
+    folds = True  # scripts/Train/2_TextVQA.sh, lines 48-51: merge_lora_weights.py after training
     # the weight of the key elements' term on a log grid around the code's 2.5e3
     search_space = {**LR, "rank": Choice((8, 16, 32)), "reg_weight": LogUniform(2.5e2, 2.5e4)}
 

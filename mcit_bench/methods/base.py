@@ -170,8 +170,6 @@ class Method:
         """After a checkpoint's weights are loaded: rebuild what the method derives from them."""
 
 
-
-
 def register_method(name: str):
     """Class decorator: register a method under ``name``."""
 

@@ -1,9 +1,11 @@
 """Elastic weight consolidation, online form (ewc; Kirkpatrick et al. 2017, Schwarz et al. 2018).
 
 The seqft trainable set (LoRA + projector) persists across tasks. After each task the Fisher of the
-trainable parameters is estimated on its training samples (``fisher_samples`` of them if set), one sample at
-a time so the squared gradient is per sample (answer tokens only, as the loss is). On later tasks:
-NLL + (lambda / 2) * sum Omega (theta - theta*)^2 with Omega = gamma * Omega_prev + F_t.
+trainable parameters is estimated on its training samples (``fisher_samples`` of them if set) from each
+sample's own squared gradient (answer tokens only, as the loss is), read per sample from batches of
+``fisher_batch_size`` (``mcit_bench.methods.gradients.per_sample_gradients``: the numbers batches of one
+give, in a fraction of the time). On later tasks: NLL + (lambda / 2) * sum Omega (theta - theta*)^2 with
+Omega = gamma * Omega_prev + F_t.
 
 The Fisher follows mammoth's ``ewc_on`` (models/ewc_on.py at 20ff873, ``end_task``, lines 41-65): the raw average over
 samples of each sample's squared gradient weighted by the probability the model gives its answer
@@ -21,6 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from mcit_bench.methods.base import Method, RunContext, Stage, register_method, rows_of, training_batch
+from mcit_bench.methods.gradients import answer_nll_each, per_sample_gradients
 from mcit_bench.methods.lora import LORA_SPACE, SeqFTOptions, lora_or_full
 from mcit_bench.methods.search import LogUniform, Uniform
 
@@ -31,6 +34,9 @@ class EWCOptions(SeqFTOptions):
     # samples the Fisher is estimated on; None (the default): the task's whole training set, as mammoth's
     # ewc_on estimates it (docs/METHODS.md: 64 moved the ci subset's ACC by 3 points)
     fisher_samples: int | None = Field(default=None, gt=0)
+    # samples a Fisher batch holds: the same Fisher at any size; lower it where [size x a trained layer's
+    # weight] of per-sample gradients does not fit in memory
+    fisher_batch_size: int = Field(default=16, gt=0)
 
 
 @register_method("ewc")
@@ -66,26 +72,38 @@ class EWC(Method):
         return {"ewc": self.penalty()} if self.importance else {}
 
     def fisher(self, stage: Stage, run: RunContext) -> dict[str, torch.Tensor]:
+        """The mean over the samples of each sample's squared gradient weighted by the probability the
+        model gives its answer (mammoth's exp_cond_prob), read per sample from whole batches; a batch
+        whose samples cannot be told apart (``per_sample_gradients``) goes one sample at a time."""
         data = self.train_data(stage, run)
         generator = torch.Generator().manual_seed(run.seed + stage.index)
         count = self.options.fisher_samples or len(data)
         indices = torch.randperm(len(data), generator=generator)[:count].tolist()
         params = self.trainable()
-        sums = {name: torch.zeros_like(p) for name, p in params.items()}
+        sums = {name: torch.zeros_like(p, dtype=torch.float32) for name, p in params.items()}
+        size = self.options.fisher_batch_size
         was_training = self.model.training
         self.model.train()
-        for row in rows_of(data, indices):
-            batch = training_batch(run, [row])
+        try:
+            for start in range(0, len(indices), size):
+                chunk = indices[start:start + size]
+                pieces = [self.per_sample(run, params, data, chunk)]
+                if pieces[0] is None:
+                    pieces = [self.per_sample(run, params, data, [index]) for index in chunk]
+                for losses, grads in pieces:
+                    answer_probability = torch.exp(-losses)
+                    for name, grad in grads.items():
+                        sums[name] += torch.einsum("s,s...->...", answer_probability, grad ** 2)
+        finally:
             self.model.zero_grad(set_to_none=True)
-            nll = self.model(**batch).loss
-            nll.backward()
-            answer_probability = torch.exp(-nll.detach())  # mammoth's exp_cond_prob
-            for name, p in params.items():
-                if p.grad is not None:
-                    sums[name] += answer_probability * p.grad.detach() ** 2
+            self.model.train(was_training)
+        return {name: (value / len(indices)).to(params[name].dtype) for name, value in sums.items()}
+
+    def per_sample(self, run: RunContext, params: dict[str, nn.Parameter], data: Any,
+                   indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         self.model.zero_grad(set_to_none=True)
-        self.model.train(was_training)
-        return {name: value / len(indices) for name, value in sums.items()}
+        batch = training_batch(run, rows_of(data, indices))
+        return per_sample_gradients(self.model, params, batch, answer_nll_each)
 
     def after_task(self, stage: Stage, run: RunContext) -> None:
         fisher = self.fisher(stage, run)

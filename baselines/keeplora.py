@@ -24,9 +24,7 @@ from typing import Any
 import torch
 from pydantic import Field
 from torch import nn
-from torch.nn import functional as F
 
-from mcit_bench.core.records import IGNORE_INDEX
 from mcit_bench.methods.base import (
     Capabilities,
     MethodOptions,
@@ -37,7 +35,7 @@ from mcit_bench.methods.base import (
     training_batch,
 )
 from mcit_bench.methods.distributed import processes, row_share, summed_over_processes
-from mcit_bench.methods.gradients import linear_weight_gradients
+from mcit_bench.methods.gradients import answer_nll_each, linear_weight_gradients
 from mcit_bench.methods.lora import TaskBlocksMethod
 from mcit_bench.methods.search import LR, Choice, Uniform
 
@@ -131,16 +129,6 @@ def grown_space(gram: torch.Tensor, space: torch.Tensor, energy: float, out_feat
     return grown[: gram.shape[0]].float()
 
 
-def answer_nll_per_sample(batch: dict[str, torch.Tensor], outputs: Any) -> torch.Tensor:
-    """The sum over the batch of each sample's mean answer-token NLL: its gradient is the sum of the
-    per-sample gradients that batches of one sample give (a sample with no answer token adds 0)."""
-    logits = outputs.logits[:, :-1].float()
-    labels = batch["labels"][:, 1:].to(logits.device)
-    nll = F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none")
-    counts = (labels != IGNORE_INDEX).sum(1)
-    return (nll.sum(1) / counts.clamp_min(1)).sum()
-
-
 @register_method("keeplora")
 class KeepLoRA(TaskBlocksMethod):
     capabilities = Capabilities(grows_params=True)
@@ -182,7 +170,8 @@ class KeepLoRA(TaskBlocksMethod):
         was_training = self.model.training
         self.model.eval()  # the official code reads the merged model: no LoRA dropout
         try:
-            grads, _ = linear_weight_gradients(self.model, list(self.layers), batches, answer_nll_per_sample)
+            grads, _ = linear_weight_gradients(self.model, list(self.layers), batches,
+                                               lambda batch, outputs: answer_nll_each(batch, outputs).sum())
         finally:
             self.model.zero_grad(set_to_none=True)
             self.model.train(was_training)

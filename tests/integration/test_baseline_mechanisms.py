@@ -131,3 +131,38 @@ def test_the_other_guided_methods_read_only_training_samples_and_route_each_samp
         assert method.state.prior.argmax(dim=1).tolist() == [0, 0, 1, 1]
         assert method.state.prior.shape == (4, 2) and torch.all(method.state.prior.max(dim=1).values > 0.9)
     torch.testing.assert_close(together, torch.stack(alone), atol=1e-5, rtol=1e-5)
+
+
+def test_ewc_fisher_from_whole_batches_is_the_one_batches_of_one_sample_give(cache_root):
+    """On mcit-tiny at its real image size, LoRA and projector trainable: the Fisher read per sample from
+    batches of 16 (and a last one of 8) against each sample's own backward, one at a time."""
+    from mcit_bench.methods.base import rows_of, training_batch
+    from mcit_bench.methods.gradients import answer_nll_each
+
+    stream, _, method, model, collator, run = set_up("ewc", cache_root)
+    method.options = method.options.model_copy(update={"fisher_samples": 24, "fisher_batch_size": 16})
+    torch.manual_seed(0)
+    with torch.no_grad():  # B = 0 at the start would leave every A without a gradient
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.02)
+    stage = method.stages(stream)[0]
+    fisher = method.fisher(stage, run)
+    params = method.trainable()
+    assert any("lora_A" in name for name in fisher) and any("multi_modal_projector" in name for name in fisher)
+    data = method.train_data(stage, run)
+    indices = torch.randperm(len(data), generator=torch.Generator().manual_seed(run.seed + stage.index))[:24].tolist()
+    assert method.per_sample(run, params, data, indices[:16]) is not None  # read from the whole batch
+    expected = {name: torch.zeros_like(p) for name, p in params.items()}
+    model.train()
+    for index in indices:
+        model.zero_grad(set_to_none=True)
+        batch = training_batch(run, rows_of(data, [index]))
+        nll = answer_nll_each(batch, model(**batch))[0]
+        nll.backward()
+        for name, p in params.items():
+            expected[name] += torch.exp(-nll.detach()) * p.grad ** 2 / 24
+    for name in params:
+        assert expected[name].abs().max() > 0, name
+        scale = expected[name].abs().max().item()
+        torch.testing.assert_close(fisher[name], expected[name], rtol=1e-3, atol=1e-4 * scale)

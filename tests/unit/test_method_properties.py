@@ -466,3 +466,54 @@ def test_hide_fusion_sums_the_as_and_the_bs_apart_cross_terms_included():
     torch.testing.assert_close(fused, x @ ((b0 + b1) @ (a0 + a1)).T * 2.0)
     separate = x @ (b0 @ a0 + b1 @ a1).T * 2.0
     assert not torch.allclose(fused, separate)  # the cross terms B_0 A_1 + B_1 A_0 are there
+
+
+class TokenModel(torch.nn.Module):
+    """A model of the shape ``per_sample_gradients`` reads: a batch dict in, outputs with logits out; each
+    sample's loss the sum over its tokens of its output times its labels."""
+
+    def __init__(self, flatten: bool = False, norm: bool = False) -> None:
+        super().__init__()
+        self.first, self.second = torch.nn.Linear(3, 5), torch.nn.Linear(5, 1)
+        self.norm = torch.nn.LayerNorm(5) if norm else torch.nn.Identity()
+        self.flatten = flatten  # the first layer sees [samples x tokens, width], as a flattening encoder does
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor):
+        hidden = self.first(x.reshape(-1, 3) if self.flatten else x).reshape(*x.shape[:2], 5)
+        return type("Outputs", (), {"logits": self.second(torch.tanh(self.norm(hidden)))})()
+
+
+def token_losses(batch: dict, outputs) -> torch.Tensor:
+    return (outputs.logits.squeeze(-1) * batch["labels"]).sum(1)
+
+
+def test_per_sample_gradients_are_each_samples_own_and_refused_where_samples_cannot_be_told_apart():
+    from mcit_bench.methods.gradients import per_sample_gradients
+
+    generator = torch.Generator().manual_seed(0)
+    batch = {"x": torch.randn(4, 6, 3, generator=generator), "labels": torch.randn(4, 6, generator=generator)}
+    for flatten, norm in ((False, False), (True, False), (False, True)):
+        torch.manual_seed(1)
+        model = TokenModel(flatten, norm)
+        params = dict(model.named_parameters())
+        alone = []  # each sample's gradient from a backward of its loss alone
+        for s in range(4):
+            model.zero_grad()
+            one = {"x": batch["x"][s:s + 1], "labels": batch["labels"][s:s + 1]}
+            token_losses(one, model(**one)).sum().backward()
+            alone.append({name: p.grad.clone() for name, p in params.items()})
+        model.zero_grad()
+        together = per_sample_gradients(model, params, batch, token_losses)
+        if flatten or norm:  # the first layer's rows are not the samples / a norm has no per-sample form
+            assert together is None
+        else:
+            losses, grads = together
+            torch.testing.assert_close(losses, token_losses(batch, model(**batch)).detach())
+            for name in params:
+                torch.testing.assert_close(grads[name], torch.stack([g[name] for g in alone]), rtol=1e-5, atol=1e-6)
+        for s in range(4):  # one sample a batch: every parameter, the norm's too, from any layout
+            model.zero_grad()
+            one = {"x": batch["x"][s:s + 1], "labels": batch["labels"][s:s + 1]}
+            _, grads = per_sample_gradients(model, params, one, token_losses)
+            for name in params:
+                torch.testing.assert_close(grads[name][0], alone[s][name], rtol=1e-5, atol=1e-6)

@@ -73,8 +73,8 @@ class EWC(Method):
 
     def fisher(self, stage: Stage, run: RunContext) -> dict[str, torch.Tensor]:
         """The mean over the samples of each sample's squared gradient weighted by the probability the
-        model gives its answer (mammoth's exp_cond_prob), read per sample from whole batches; a batch
-        whose samples cannot be told apart (``per_sample_gradients``) goes one sample at a time."""
+        model gives its answer (mammoth's exp_cond_prob), read per sample from whole batches; where the
+        first batch's samples cannot be told apart (``per_sample_gradients``), every sample goes alone."""
         data = self.train_data(stage, run)
         generator = torch.Generator().manual_seed(run.seed + stage.index)
         count = self.options.fisher_samples or len(data)
@@ -84,12 +84,14 @@ class EWC(Method):
         size = self.options.fisher_batch_size
         was_training = self.model.training
         self.model.train()
+        whole = None  # the first batch's answer: can this model's samples be told apart in a batch?
         try:
             for start in range(0, len(indices), size):
                 chunk = indices[start:start + size]
-                pieces = [self.per_sample(run, params, data, chunk)]
-                if pieces[0] is None:
-                    pieces = [self.per_sample(run, params, data, [index]) for index in chunk]
+                together = self.per_sample(run, params, data, chunk) if whole is not False else None
+                whole = together is not None if whole is None else whole
+                pieces = [together] if together is not None else [
+                    self.per_sample(run, params, data, [index]) for index in chunk]
                 for losses, grads in pieces:
                     answer_probability = torch.exp(-losses)
                     for name, grad in grads.items():

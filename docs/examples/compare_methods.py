@@ -1,5 +1,6 @@
-"""Compare methods across seeds with pandas, from the shipped leaderboard: final accuracy and BWT as
-mean and std over seeds, and the stage curves (mean accuracy on the tasks seen so far) in one plot.
+"""Compare methods across seeds with pandas, from the shipped leaderboard (each at the settings its
+equal-budget study chose): final accuracy and BWT as mean and std over seeds, and the stage curves
+(mean accuracy on the tasks seen so far) in one plot.
 
     python docs/examples/compare_methods.py [OUT.png]
 
@@ -20,13 +21,13 @@ METHODS = ["seqft", "replay", "dmole"]
 
 board = mb.leaderboard()
 runs = board.runs_frame()
-runs = runs[runs["method"].isin(METHODS) & (runs["settings"] == "default") & (runs["subset"].isna())]
+runs = runs[runs["method"].isin(METHODS) & runs["settings"].str.startswith("tuned-") & (runs["subset"].isna())]
 table = runs.groupby("method")[["final_acc", "bwt"]].agg(["mean", "std"]).round(1)
 print(table.to_string())
 
 # the stage curve: after stage i, the mean over the tasks trained so far (columns 0..i-1 of row i)
 cells = board.to_pandas()
-cells = cells[cells["method"].isin(METHODS) & (cells["settings"] == "default") & (cells["subset"].isna())]
+cells = cells[cells["method"].isin(METHODS) & cells["settings"].str.startswith("tuned-") & (cells["subset"].isna())]
 order = {task: position for position, task in enumerate(cells["task"].drop_duplicates())}
 seen = cells[(cells["stage"] > 0) & (cells["task"].map(order) < cells["stage"])]
 curves = seen.groupby(["method", "seed", "stage"])["score"].mean().groupby(["method", "stage"]).mean().unstack(0)

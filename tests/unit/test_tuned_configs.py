@@ -29,4 +29,5 @@ def test_every_method_has_its_tuned_config_and_it_builds():
     chosen = {name: parse_run_config(load_config_file(path), str(path)) for name, path in files.items()}
     assert chosen["dmole"].method_options == {"rank": 4} and chosen["dmole"].training.lr == 0.0036396393567863887
     assert chosen["expansion"].method_options == {"lr": 0.006074996073425695}
-    assert chosen["ewc"].method_options == {"ewc_lambda": 1143.463874347219, "gamma": 0.8871168447171083, "lora_rank": 16}
+    assert chosen["ewc"].method_options == {"ewc_lambda": 1143.463874347219, "gamma": 0.8871168447171083,
+                                            "lora_rank": 16}

@@ -14,14 +14,14 @@ KeepLoRA, ...) cannot run here: those train on seqft's data and batches anyway.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import torch
-import yaml
 
-from mcit_bench.config import RunConfig
+from mcit_bench.config import RunConfig, load_config_file, parse_run_config
 from mcit_bench.data.prepare import default_cache_root
-from mcit_bench.data.stream import load_stream
+from mcit_bench.data.stream import TaskStream, load_stream
 from mcit_bench.engine.run import load_stream_data, prepare_data_root
 from mcit_bench.engine.train import batch_indices, stage_seed, stage_steps
 from mcit_bench.methods.base import RunContext, rows_of
@@ -33,15 +33,24 @@ from mcit_bench.models.loading import load_named_processor, model_config, sequen
 def method_config(method: str, configs: Path | None) -> RunConfig:
     """The method's run config: ``configs/<method>.yaml`` where it exists, else its defaults."""
     path = configs / f"{method}.yaml" if configs is not None else None
-    settings = yaml.safe_load(path.read_text()) if path is not None and path.is_file() else {"method": method}
-    return RunConfig.model_validate(settings)
+    if path is None or not path.is_file():
+        return RunConfig(method=method)
+    return parse_run_config(load_config_file(path), str(path))
 
 
-def batch_tokens(method_name: str, configs: Path | None, collator: InstructionCollator, cache: Path) -> tuple[int, int]:
-    """(tokens, padded tokens) over every training batch of a run of ``method_name`` on synth-coin."""
-    config = method_config(method_name, configs)
-    stream = load_stream(config.sequence)
+@functools.cache
+def training_data(sequence: str) -> tuple[TaskStream, dict]:
+    """The stream and its tasks' training data, read once for every method that runs on it."""
+    stream = load_stream(sequence)
+    cache = default_cache_root()
     train, _ = load_stream_data(stream, prepare_data_root(stream, None, cache), cache, None)
+    return stream, train
+
+
+def batch_tokens(method_name: str, configs: Path | None, collator: InstructionCollator) -> tuple[int, int]:
+    """(tokens, padded tokens) over every training batch of a run of ``method_name``."""
+    config = method_config(method_name, configs)
+    stream, train = training_data(config.sequence)
     run = RunContext(stream=stream, seed=config.seed, train_data=train, collator=collator)
     method = build_method(config)
     tokens = padded = 0
@@ -67,7 +76,7 @@ def main() -> None:
     reference = None
     print(f"{'method':<10} {'tokens':>10} {'padded':>10} {'padded/tokens':>14} {'padded vs first':>16}")
     for method in args.methods.split(","):
-        tokens, padded = batch_tokens(method, args.configs, collator, default_cache_root())
+        tokens, padded = batch_tokens(method, args.configs, collator)
         reference = reference or padded
         print(f"{method:<10} {tokens:>10,} {padded:>10,} {padded / tokens:>14.3f} {padded / reference:>16.3f}",
               flush=True)

@@ -41,6 +41,11 @@ def _digest(settings: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def tuned_key(params: dict[str, Any]) -> str:
+    """The settings key of a run made with a study's chosen ``params`` (its tuning.json's best params)."""
+    return f"tuned-{_digest(params)}"
+
+
 def split_of(results: Results) -> Literal["test", "validation"]:
     """Whether a run was scored on test or on a validation split carved from its training data."""
     return "validation" if results.run.config.validation is not None else "test"
@@ -51,7 +56,7 @@ def settings_of(results: Results) -> str:
     the digest of the options and training settings given by hand."""
     tuned = results.run.config.tuned
     if tuned is not None:
-        return f"tuned-{_digest(tuned.params)}"
+        return tuned_key(dict(tuned.params))
     chosen = hand_set(results.run.config)
     return f"custom-{_digest(chosen)}" if chosen else "default"
 

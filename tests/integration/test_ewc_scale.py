@@ -9,7 +9,8 @@ import statistics
 import pytest
 from mcit_bench.baselines.ewc import EWCOptions
 
-from tests.conftest import benchmark_script
+from mcit_bench.config import load_config_file, parse_run_config
+from tests.conftest import BENCHMARKS, benchmark_script
 
 pytestmark = pytest.mark.slow
 
@@ -19,9 +20,11 @@ def probe_module():
 
 
 # EWC's default, and the choice of the full stream's 8-trial study on its validation split
-# (benchmarks/tuned-synth-coin/ewc.yaml): lambda, LoRA rank, learning rate. Its gamma (0.89) first acts
-# on stage 3's importance, after the stage this probe measures.
-SETTINGS = {"default": (EWCOptions().ewc_lambda, None, None), "tuned": (1143.463874347219, 16, 1.7189806743319388e-3)}
+# (benchmarks/tuned-synth-coin/ewc.yaml): lambda, LoRA rank, learning rate. Its gamma first acts on
+# stage 3's importance, after the stage this probe measures.
+TUNED = parse_run_config(load_config_file(BENCHMARKS / "tuned-synth-coin" / "ewc.yaml"), "ewc.yaml")
+SETTINGS = {"default": (EWCOptions().ewc_lambda, None, None),
+            "tuned": (TUNED.method_options["ewc_lambda"], TUNED.method_options["lora_rank"], TUNED.training.lr)}
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))

@@ -3,13 +3,12 @@ run config that the CLI's --config accepts and the method's options accept."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 from mcit_bench.board.leaderboard import read_leaderboard
 from mcit_bench.config import load_config_file, parse_run_config
 from mcit_bench.methods.registry import METHODS, build_method
+from mcit_bench.results.identity import tuned_key
 from mcit_bench.tune.study import read_tuning
 
 FOLDER = Path(__file__).resolve().parents[2] / "benchmarks" / "tuned-synth-coin"
@@ -52,8 +51,7 @@ def test_each_settings_file_is_its_study_choice_and_its_three_seeds_are_on_the_s
         study = FOLDER / "studies" / f"{path.stem}.json"
         if study.exists():
             assert read_tuning(study).best.params == params, path.stem
-        # the leaderboard's key of a study's choice: sha256 of the chosen parameters, 12 hex digits
-        key = "tuned-" + hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+        key = tuned_key(params)
         seeds = sorted(entry.seed for entry in board.entries
                        if entry.key.method == path.stem and entry.key.settings == key)
         assert seeds == ([] if path.stem in ROUNDED else [0, 1, 2]), path.stem

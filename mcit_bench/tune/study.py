@@ -161,11 +161,13 @@ def open_study(request: TuneRequest, folder: Path) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         # Each trial's process beats every HEARTBEAT_SECONDS; one silent for STALE_AFTER_SECONDS (killed,
-        # its machine gone) is marked failed by the next worker, and a failed trial leaves the budget.
+        # its machine gone) is marked failed by the next worker, a failed trial leaves the budget, and
+        # its settings go back in the queue, so the study still tries what one process would.
         with warnings.catch_warnings():  # Optuna calls the heartbeat experimental; we rely on it as it is
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=HEARTBEAT_SECONDS,
-                                             grace_period=STALE_AFTER_SECONDS)
+            rdb = optuna.storages.RDBStorage(
+                storage, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=STALE_AFTER_SECONDS,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback())
         study = optuna.create_study(study_name=request.study_name, storage=rdb, direction="maximize",
                                     load_if_exists=True)
     except Exception as error:  # SQLAlchemy and Optuna raise many kinds; all mean the same to the user
@@ -180,6 +182,7 @@ def open_study(request: TuneRequest, folder: Path) -> optuna.Study:
         differences = [key for key in sorted(wanted) if made_for.get(key) != wanted[key]]
         raise ConfigError(f"study {request.study_name!r} in {redacted(storage)} was made for another search "
                           f"(it differs in {', '.join(differences)}); pass another --study-name")
+    queue_seeded_draws(study, request)
     seed = sampler_seed(request.base.seed, joined=made_for is not None, trials_so_far=len(study.trials))
     study.sampler = optuna.samplers.TPESampler(n_startup_trials=SAMPLER_STARTUP_TRIALS, seed=seed)
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
@@ -187,14 +190,56 @@ def open_study(request: TuneRequest, folder: Path) -> optuna.Study:
     return study
 
 
-def sampler_seed(seed: int, joined: bool, trials_so_far: int) -> int:
-    """The seed of this process's sampler.
+def seeded_draws(space: SearchSpace, seed: int, count: int) -> list[dict[str, Any]]:
+    """The settings of the first ``count`` trials (at most TPE's random start) that one process's
+    sampler draws from ``seed``: TPE draws them at random, whatever the trials score, so they can be
+    drawn ahead, in a scratch study that only asks."""
+    import optuna
 
-    The process that makes the study draws from the run's seed, so a study run by one process is
-    reproducible. A process that joins one (a resumed study, a second worker) must not: TPE draws its
-    first trials at random from its seed, and the same seed replays the draws the study already
-    tried (a resumed EWC study repeated its trial 0 as trial 8). Its seed mixes in the trials so far
-    and the process id, so two workers that join at once also draw apart.
+    scratch = optuna.create_study(direction="maximize",
+                                  sampler=optuna.samplers.TPESampler(n_startup_trials=SAMPLER_STARTUP_TRIALS,
+                                                                     seed=seed))
+    draws = []
+    for _ in range(count):
+        trial = scratch.ask()
+        draws.append({name: param.suggest(trial, name) for name, param in sorted(space.items())})
+    return draws
+
+
+def queue_seeded_draws(study: optuna.Study, request: TuneRequest) -> None:
+    """Queue each of the study's seeded draws that no trial holds: all of them when the study is made,
+    on a resume those of the trials that failed. Workers take queued trials in turn, so a study run by
+    two workers, or stopped and resumed, tries the settings one uninterrupted process would, and every
+    method's study draws the same rates and rank indices."""
+    import optuna
+
+    # a queued trial holds its settings as fixed_params until its worker asks for them
+    held = [trial.system_attrs.get("fixed_params", trial.params) for trial in study.get_trials(deepcopy=False)
+            if trial.state != optuna.trial.TrialState.FAIL]
+    for draw in seeded_draws(request.space, request.base.seed, min(request.trials, SAMPLER_STARTUP_TRIALS)):
+        if draw not in held:
+            study.enqueue_trial(draw)
+
+
+def budget_covered(study: optuna.Study, trials: int) -> bool:
+    """Whether this worker should stop: the budget is finished, or no queued trial is left and the
+    trials other workers are running will finish it (a dead one's trial is queued again on a resume)."""
+    import optuna
+
+    states = [trial.state for trial in study.get_trials(deepcopy=False)]
+    finished = sum(state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for state in states)
+    waiting = states.count(optuna.trial.TrialState.WAITING)
+    running = states.count(optuna.trial.TrialState.RUNNING)
+    return finished >= trials or (waiting == 0 and finished + running >= trials)
+
+
+def sampler_seed(seed: int, joined: bool, trials_so_far: int) -> int:
+    """The seed of this process's sampler, for the trials after the queued draws (TPE's model-based ones).
+
+    The process that makes the study draws from the run's seed. A process that joins one (a resumed
+    study, a second worker) must not: the same seed replays the draws the study already tried (a
+    resumed EWC study repeated its trial 0 as trial 8). Its seed mixes in the trials so far and the
+    process id, so two workers that join at once also draw apart.
     """
     import numpy  # here, as Optuna is: the CLI imports this module for every command
 
@@ -259,11 +304,14 @@ def tune(request: TuneRequest, console=None) -> dict[str, Any]:
                              overwrite=True, console=console, after_stage=report)
         return float(results["summary"]["final_acc"])
 
+    def stop_at_budget(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
+        if budget_covered(study, request.trials):
+            study.stop()
+
     done = sum(1 for trial in study.trials if trial.state in counted)
-    if done < request.trials:
+    if not budget_covered(study, request.trials):
         # a trial that raises (bad data, a full disk) is marked failed in the study and stops the search
-        study.optimize(objective, n_trials=request.trials - done, catch=(),
-                       callbacks=[optuna.study.MaxTrialsCallback(request.trials, states=counted)])
+        study.optimize(objective, n_trials=request.trials - done, catch=(), callbacks=[stop_at_budget])
     summary = tuning_summary(study, request, folder)
     atomic_write_json(folder / TUNING_FILE, summary)
     return summary

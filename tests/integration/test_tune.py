@@ -258,9 +258,14 @@ def fake_run(value: float):
     return lambda *args, **kwargs: {"summary": {"final_acc": value}}
 
 
-def test_a_resumed_study_does_not_replay_its_draws(tmp_path, monkeypatch):
-    """TPE's first trials are random draws from the sampler's seed: a process that resumes a study
-    must not draw the settings already tried again (a resumed EWC study once repeated its trial 0)."""
+def trial_params(folder) -> list[dict]:
+    return [trial["params"] for trial in json.loads((folder / "tuning.json").read_text())["trials"]]
+
+
+def test_a_resumed_study_tries_what_one_uninterrupted_process_tries(tmp_path, monkeypatch):
+    """TPE's first trials are random draws from the seed, queued when the study is made: a process that
+    resumes a stopped study runs the failed trial's settings again, never a fresh draw nor one already
+    tried (before the queue, a resumed EWC study repeated its trial 0 as trial 8)."""
     calls = []
 
     def stopped_at_the_second_trial(*args, **kwargs):
@@ -275,13 +280,36 @@ def test_a_resumed_study_does_not_replay_its_draws(tmp_path, monkeypatch):
     folder = tmp_path / "synth-coin" / "seqft" / "tune-seed0-ci"
     first, failed, resumed = json.loads((folder / "tuning.json").read_text())["trials"]
     assert (first["state"], failed["state"], resumed["state"]) == ("complete", "fail", "complete")
-    assert resumed["params"] != first["params"]
-    # the process that makes a study draws from the run's seed, so one process's study is reproducible
+    assert resumed["params"] == failed["params"] != first["params"]
+    # one process, never stopped, tries the same two settings
     monkeypatch.setattr(runner_module, "run_stream", fake_run(50.0))
     again = tmp_path / "again"
-    assert invoke("tune", *SEARCH, "--trials", "1", "--output", str(again)).exit_code == 0
-    replay = json.loads((again / "synth-coin" / "seqft" / "tune-seed0-ci" / "tuning.json").read_text())["trials"]
-    assert replay[0]["params"] == first["params"]
+    assert invoke("tune", *SEARCH, "--trials", "2", "--output", str(again)).exit_code == 0
+    assert trial_params(again / "synth-coin" / "seqft" / "tune-seed0-ci") == [first["params"], resumed["params"]]
+
+
+def test_two_workers_try_what_one_process_tries_and_stop_at_the_budget(tmp_path, monkeypatch):
+    """A second worker takes the queued draws the first has not taken, and stops when the trials
+    running elsewhere will finish the budget: three trials in all, the settings of one process's three."""
+    import optuna
+
+    monkeypatch.setattr(runner_module, "run_stream", fake_run(50.0))
+    space = {"training.lr": LogUniform(1e-4, 1e-2), "lora_rank": Choice((4, 8, 16))}
+    request = TuneRequest(base=RunConfig(subset="ci", validation=ValidationSplit()), trials=3, space=space,
+                          output_root=tmp_path, study_name="s", storage=f"sqlite:///{tmp_path / 'shared.db'}")
+    elsewhere = open_study(request, tmp_path)
+    taken = elsewhere.ask()  # the first worker is training the first draw
+    for name, param in sorted(space.items()):
+        param.suggest(taken, name)
+    tune(request)  # the second worker joins
+    assert [trial.state for trial in open_study(request, tmp_path).trials] == \
+        [optuna.trial.TrialState.RUNNING] + [optuna.trial.TrialState.COMPLETE] * 2
+    elsewhere.tell(taken, 40.0)
+    both = tune(request)  # a third look finds the budget spent and writes the whole study
+    alone = RunConfig(subset="ci", validation=ValidationSplit(), seed=0)
+    one = tune(TuneRequest(base=alone, trials=3, space=space, output_root=tmp_path / "one", study_name="s"))
+    assert [trial["params"] for trial in both["trials"]] == [trial["params"] for trial in one["trials"]]
+    assert [trial["state"] for trial in both["trials"]] == ["complete"] * 3
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
@@ -300,11 +328,13 @@ def test_a_trial_whose_worker_died_is_failed_and_leaves_the_budget(tmp_path, mon
                           storage=f"sqlite:///{tmp_path / 'shared.db'}")
     study = open_study(request, tmp_path)
     dead = study.ask()  # a worker starts a trial, beats once, and is killed
+    dead.suggest_float("training.lr", 1e-4, 1e-2, log=True)
     study._storage.record_heartbeat(dead._trial_id)
     time.sleep(2.5)
     tune(request)
-    states = [trial.state for trial in open_study(request, tmp_path).trials]
-    assert states == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
+    trials = open_study(request, tmp_path).trials
+    assert [trial.state for trial in trials] == [optuna.trial.TrialState.FAIL] + [optuna.trial.TrialState.COMPLETE] * 2
+    assert trials[2].params == trials[0].params  # the dead trial's settings, run again
 
 
 # ------------------------------------------------------------------ the plasticity protocol

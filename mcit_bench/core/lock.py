@@ -5,6 +5,7 @@ result names the environment it was made in, and a drift between two results is 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from importlib.metadata import PackageNotFoundError, version
@@ -53,7 +54,10 @@ def same_version(installed: str, pinned: str) -> bool:
         return installed == pinned
 
 
+@functools.cache
 def installed_version(name: str) -> str | None:
+    """The installed version of ``name``, read once a process: a run records it after every run, and
+    the metadata scan costs a quarter second for the lock's hundred packages."""
     try:
         return version(name)
     except PackageNotFoundError:

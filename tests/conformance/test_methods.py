@@ -3,6 +3,8 @@ these tests with no edit. Each runs a quick two-task slice of synth-coin on mcit
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -117,10 +119,30 @@ def test_declared_capabilities_are_honest(name, driven, cache_root):
             assert capabilities.uses_memory
 
 
+def quick_config(name: str) -> RunConfig:
+    return RunConfig(method=name, sequence=SEQUENCE, seed=0, method_options=QUICK_OPTIONS.get(name, {}))
+
+
+@pytest.fixture(scope="module")
+def whole_runs(tmp_path_factory, cache_root):
+    """Each method's uninterrupted run of the slice, made once for the tests that read it: its results
+    and its run directory."""
+    made: dict[str, tuple[dict, Path]] = {}
+
+    def whole_run(name: str) -> tuple[dict, Path]:
+        if name not in made:
+            out = tmp_path_factory.mktemp(f"whole-{name}")
+            made[name] = (run_stream(quick_config(name), out, cache_root=cache_root),
+                          out / "two-task-quick" / name / "seed0")
+        return made[name]
+
+    return whole_run
+
+
 @pytest.mark.parametrize("name", ALL_METHODS)
-def test_resumed_run_gives_the_uninterrupted_matrix(name, tmp_path, cache_root):
-    config = RunConfig(method=name, sequence=SEQUENCE, seed=0, method_options=QUICK_OPTIONS.get(name, {}))
-    whole = run_stream(config, tmp_path / "whole", cache_root=cache_root)
+def test_resumed_run_gives_the_uninterrupted_matrix(name, tmp_path, cache_root, whole_runs):
+    config = quick_config(name)
+    whole, _ = whole_runs(name)
     if METHODS.get(name).capabilities.upper_bound:  # one stage: nothing to resume
         assert len(whole["stages"]) == 1 and whole["run"]["upper_bound"]
         return
@@ -141,10 +163,8 @@ def test_resumed_run_gives_the_uninterrupted_matrix(name, tmp_path, cache_root):
 
 
 @pytest.mark.parametrize("name", sorted(SELECTING))
-def test_oracle_routing_is_evaluated_beside_the_selectors_choice(name, tmp_path, cache_root):
-    results = run_stream(RunConfig(method=name, sequence=SEQUENCE, seed=0, method_options=QUICK_OPTIONS.get(name, {})),
-                         tmp_path, cache_root=cache_root)
-    run_dir = tmp_path / "two-task-quick" / name / "seed0"
+def test_oracle_routing_is_evaluated_beside_the_selectors_choice(name, whole_runs):
+    results, run_dir = whole_runs(name)
     routed, oracle = results["matrix"], results["oracle"]["matrix"]
     assert oracle[0] == routed[0]  # the base model has no route to choose
     assert oracle[1][1] == routed[1][1]  # textvqa is not trained after stage 1: its routed cell stays

@@ -76,3 +76,29 @@ def test_the_projector_rate_is_for_the_projectors_own_weights_not_for_adapters_o
     own = {id(p) for name, p in projector(model).named_parameters() if ".adapter." not in f".{name}"}
     by_rate = {group.get("lr"): {id(p) for p in group["params"]} for group in groups}
     assert by_rate[1e-4] == own and expert_ids <= by_rate[None]
+
+
+def test_a_finished_stage_leaves_no_optimizer_state_behind():
+    """The accelerator holds what it prepared; after a stage it lets go, or every stage's optimizer
+    state would stay in memory to the end of the run (on CPU without the full garbage collection)."""
+    import gc
+    import weakref
+
+    from accelerate import Accelerator
+
+    from mcit_bench.engine.train import release_stage
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(64, 64)
+    model, optimizer = accelerator.prepare(model, torch.optim.AdamW(model.parameters()))
+    model(torch.ones(2, 64)).sum().backward()
+    optimizer.step()
+    state = weakref.ref(optimizer.optimizer.state[model.weight]["exp_avg"])
+    del optimizer
+    gc.disable()  # refcounting alone must free it
+    try:
+        assert state() is not None  # the accelerator still holds the optimizer
+        release_stage(accelerator)
+        assert state() is None
+    finally:
+        gc.enable()

@@ -36,11 +36,6 @@ def test_every_method_has_its_tuned_config_and_it_builds():
                                             "lora_rank": 16}
 
 
-# LwF's tuning.json was lost before the settings files were kept exact: its file gives alpha and the rate
-# rounded, so its entries' key is not its file's
-ROUNDED = {"lwf"}
-
-
 def test_each_settings_file_is_its_study_choice_and_its_three_seeds_are_on_the_shipped_board():
     board = read_leaderboard(FOLDER.parents[1] / "leaderboard" / "leaderboard.json")
     for path in FOLDER.glob("*.yaml"):
@@ -54,4 +49,4 @@ def test_each_settings_file_is_its_study_choice_and_its_three_seeds_are_on_the_s
         key = tuned_key(params)
         seeds = sorted(entry.seed for entry in board.entries
                        if entry.key.method == path.stem and entry.key.settings == key)
-        assert seeds == ([] if path.stem in ROUNDED else [0, 1, 2]), path.stem
+        assert seeds == [0, 1, 2], path.stem
